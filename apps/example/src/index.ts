@@ -1,0 +1,1 @@
+export { createDatabase, history, signUp } from './signup.js';

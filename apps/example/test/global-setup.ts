@@ -1,0 +1,4 @@
+import { migrate } from '@bragdoc/database/migrate';
+import { setupTestPostgres } from '@bragdoc/test-postgres';
+
+export default setupTestPostgres({ prefix: 'bragdoc_example', migrate: (url) => migrate(url) });

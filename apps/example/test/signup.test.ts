@@ -1,0 +1,54 @@
+import { createDatabase, type Database } from '@bragdoc/database';
+import type { FeatureType } from '@bragdoc/database/schema';
+import { featureTypeValues } from '@bragdoc/database/schema';
+import { createTestDatabase } from '@bragdoc/test-postgres';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { history, signUp } from '../src/index.js';
+
+let db: Database;
+let close: () => Promise<void>;
+
+beforeAll(async () => {
+  const testDb = await createTestDatabase();
+  const handle = createDatabase(testDb.url, { max: 2 });
+  db = handle.db;
+  close = async () => {
+    await handle.close();
+    await testDb.close();
+  };
+});
+afterAll(() => close());
+
+describe('an app using @bragdoc/database', () => {
+  it('signs a user up with the default balances and a welcome grant in the trail', async () => {
+    const created = await signUp(db, 'example@bragdoc.ai', 'Example');
+    expect(created.freeCredits).toBe(10);
+    expect(created.freeChatMessages).toBe(20);
+    const trail = await history(db, created.id);
+    expect(trail).toHaveLength(1);
+    expect(trail[0]).toMatchObject({
+      operation: 'grant',
+      amount: 10,
+      metadata: { reason: 'welcome' },
+    });
+  });
+
+  it('leaves no user behind when sign-up fails (one transaction)', async () => {
+    await signUp(db, 'twice@bragdoc.ai');
+    await expect(signUp(db, 'twice@bragdoc.ai')).rejects.toThrow();
+    const rows = await db.query.user.findMany({
+      where: (u, { eq }) => eq(u.email, 'twice@bragdoc.ai'),
+    });
+    expect(rows).toHaveLength(1);
+  });
+
+  it('sees the enum values the package exports for runtime validation', () => {
+    const features: readonly FeatureType[] = featureTypeValues;
+    expect(features).toEqual([
+      'document_generation',
+      'workstream_clustering',
+      'chat_tool_call',
+      'chat_message',
+    ]);
+  });
+});

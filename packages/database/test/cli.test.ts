@@ -1,0 +1,118 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import {
+  createTestDatabase,
+  freePort,
+  isPortFree,
+  type TestDatabase,
+} from '@bragdoc/test-postgres';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { MigrationsFolder } from './migrations-folder.js';
+import { runScript } from './run-script.js';
+
+const cli = 'src/migrate/cli.ts';
+
+let database: TestDatabase;
+let folder: MigrationsFolder;
+
+beforeEach(async () => {
+  database = await createTestDatabase({ empty: true });
+  folder = new MigrationsFolder();
+});
+afterEach(async () => {
+  folder.remove();
+  await database.close();
+});
+
+function withPassword(url: string, password: string): string {
+  const parsed = new URL(url);
+  parsed.password = password; // trust auth accepts any password
+  return parsed.toString();
+}
+
+describe('pnpm db:migrate', () => {
+  it('migrates DATABASE_URL, printing each migration and a summary but never the password', async () => {
+    const url = withPassword(database.url, 'p4ss-w0rd');
+    const first = await runScript(cli, ['migrate'], { env: { DATABASE_URL: url } });
+    expect(first.code).toBe(0);
+    expect(first.stdout).toMatch(
+      /Database: postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:\d+\/\S+ \(DATABASE_URL\)/,
+    );
+    expect(first.stdout).toMatch(/✓ 0000_init \(\d+\.\d ms\)/);
+    expect(first.stdout).toMatch(/Applied 1 migration to .* in \d+ ms/);
+
+    const second = await runScript(cli, ['migrate'], { env: { DATABASE_URL: url } });
+    expect(second.code).toBe(0);
+    expect(second.stdout).toMatch(/Nothing to migrate/);
+    expect(first.stdout + first.stderr + second.stdout + second.stderr).not.toContain('p4ss-w0rd');
+  });
+
+  it('in CI without DATABASE_URL exits 1 saying DATABASE_URL is required', async () => {
+    const result = await runScript(cli, ['migrate'], { env: { CI: 'true' } });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('DATABASE_URL is required when CI is set');
+    expect(result.stderr).toContain('[DATABASE_URL_REQUIRED]');
+  });
+
+  it('exits 1 on a failing migration, printing its name, the SQL error and the statement', async () => {
+    folder.add('broken', ['ALTER TABLE "Nope" ADD COLUMN "x" integer']);
+    const result = await runScript(cli, ['migrate', '--migrations', folder.dir], {
+      env: { DATABASE_URL: database.url },
+    });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(
+      'Migration 0001_broken failed: relation "Nope" does not exist (SQLSTATE 42P01)',
+    );
+    expect(result.stderr).toContain('ALTER TABLE "Nope" ADD COLUMN "x" integer');
+    expect(result.stderr).toContain('rolled back');
+  });
+
+  it('exits 1 naming the file when an applied migration was edited', async () => {
+    const env = { DATABASE_URL: database.url };
+    expect((await runScript(cli, ['migrate', '--migrations', folder.dir], { env })).code).toBe(0);
+    folder.edit('0000_init', '\n-- edited');
+    const result = await runScript(cli, ['migrate', '--migrations', folder.dir], { env });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(path.join(folder.dir, '0000_init.sql'));
+    expect(result.stderr).toContain('[MIGRATION_CHECKSUM_MISMATCH]');
+  });
+
+  it('without DATABASE_URL outside CI starts an embedded PostgreSQL, migrates it, prints its URL and stops it', async () => {
+    const dataDir = mkdtempSync('/dev/shm/bragdoc-cli-test-');
+    rmSync(dataDir, { recursive: true });
+    const port = await freePort();
+    const env = { LOCAL_POSTGRES_DIR: dataDir, LOCAL_POSTGRES_PORT: String(port) };
+    try {
+      const first = await runScript(cli, ['migrate'], { env });
+      expect(first.code).toBe(0);
+      expect(first.stdout).toMatch(/Started embedded PostgreSQL 17 in \d+ ms \(new data directory/);
+      expect(first.stdout).toContain(
+        `Database: postgres://postgres@127.0.0.1:${port}/bragdoc (local server (started))`,
+      );
+      expect(first.stdout).toMatch(/Applied 1 migration/);
+
+      // The data persists: a second run starts the same cluster and finds nothing to do.
+      const second = await runScript(cli, ['migrate'], { env });
+      expect(second.code).toBe(0);
+      expect(second.stdout).toMatch(/\(existing data/);
+      expect(second.stdout).toMatch(/Nothing to migrate/);
+      // Stopped: nothing listens on the port any more.
+      expect(await isPortFree(port)).toBe(true);
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('pnpm db:status', () => {
+  it('lists applied and pending migrations', async () => {
+    const env = { DATABASE_URL: database.url };
+    await runScript(cli, ['migrate'], { env });
+    folder.add('next', ['SELECT 1']);
+    const result = await runScript(cli, ['status', '--migrations', folder.dir], { env });
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/applied +0000_init/);
+    expect(result.stdout).toMatch(/pending +0001_next/);
+    expect(result.stdout).toContain('1 applied, 1 pending, 0 changed, 0 unknown.');
+  });
+});

@@ -1,0 +1,142 @@
+import { sql } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, expectTypeOf, it } from 'vitest';
+import type { Database } from '../src/client.js';
+import {
+  type CreditTransaction,
+  creditTransaction,
+  type FeatureType,
+  type OperationType,
+  type User,
+  user,
+} from '../src/schema.js';
+import { migratedDatabase, sqlStateOf } from './support.js';
+
+let db: Database;
+let close: () => Promise<void>;
+let owner: User;
+
+beforeAll(async () => {
+  ({ db, close } = await migratedDatabase());
+  const [created] = await db
+    .insert(user)
+    .values({ email: 'rows@example.com', name: 'Ada' })
+    .returning();
+  if (!created) throw new Error('insert returned no row');
+  owner = created;
+});
+afterAll(() => close());
+
+describe('rows through drizzle', () => {
+  it('a new user gets 10 free credits, 20 free chat messages and both timestamps', () => {
+    expect(owner.freeCredits).toBe(10);
+    expect(owner.freeChatMessages).toBe(20);
+    expect(owner.createdAt).toBeInstanceOf(Date);
+    expect(owner.updatedAt).toBeInstanceOf(Date);
+    expectTypeOf(owner.freeCredits).toEqualTypeOf<number>();
+    expectTypeOf(owner.name).toEqualTypeOf<string | null>();
+  });
+
+  it('a credit transaction round-trips with its TypeScript types', async () => {
+    const at = new Date('2026-03-04T05:06:07.891Z');
+    const [inserted] = await db
+      .insert(creditTransaction)
+      .values({
+        userId: owner.id,
+        amount: 3,
+        operation: 'deduct',
+        featureType: 'workstream_clustering',
+        metadata: { model: 'gpt', tokens: 1234, nested: { ok: true } },
+        createdAt: at,
+      })
+      .returning();
+    if (!inserted) throw new Error('insert returned no row');
+    const [read] = await db
+      .select()
+      .from(creditTransaction)
+      .where(sql`${creditTransaction.id} = ${inserted.id}`);
+    expect(read).toEqual({
+      id: inserted.id,
+      userId: owner.id,
+      amount: 3,
+      operation: 'deduct',
+      featureType: 'workstream_clustering',
+      metadata: { model: 'gpt', tokens: 1234, nested: { ok: true } },
+      createdAt: at,
+    });
+    expectTypeOf(inserted).toEqualTypeOf<CreditTransaction>();
+    expectTypeOf(inserted.operation).toEqualTypeOf<OperationType>();
+    expectTypeOf(inserted.featureType).toEqualTypeOf<FeatureType>();
+    expectTypeOf(inserted.metadata).toEqualTypeOf<Record<string, unknown> | null>();
+  });
+
+  it('created_at keeps millisecond precision, so a JS Date round-trips exactly', async () => {
+    const at = new Date('2026-01-01T00:00:00.001Z');
+    const [inserted] = await db
+      .insert(creditTransaction)
+      .values({
+        userId: owner.id,
+        amount: 1,
+        operation: 'grant',
+        featureType: 'chat_message',
+        createdAt: at,
+      })
+      .returning();
+    expect(inserted?.createdAt.getTime()).toBe(at.getTime());
+  });
+
+  it('refuses a negative amount (CHECK credit_tx_amount_positive)', async () => {
+    const insert = db
+      .insert(creditTransaction)
+      .values({ userId: owner.id, amount: -1, operation: 'deduct', featureType: 'chat_tool_call' });
+    expect(await sqlStateOf(insert)).toBe('23514');
+  });
+
+  it('refuses a zero amount', async () => {
+    const insert = db
+      .insert(creditTransaction)
+      .values({ userId: owner.id, amount: 0, operation: 'refund', featureType: 'chat_tool_call' });
+    expect(await sqlStateOf(insert)).toBe('23514');
+  });
+
+  it('refuses an operation that is not in the enum', async () => {
+    const insert = db.execute(sql`
+      insert into "CreditTransaction" (user_id, amount, operation, feature_type)
+      values (${owner.id}, 1, 'steal', 'chat_tool_call')`);
+    expect(await sqlStateOf(insert)).toBe('22P02');
+  });
+
+  it('refuses a feature type that is not in the enum', async () => {
+    const insert = db.execute(sql`
+      insert into "CreditTransaction" (user_id, amount, operation, feature_type)
+      values (${owner.id}, 1, 'deduct', 'image_generation')`);
+    expect(await sqlStateOf(insert)).toBe('22P02');
+  });
+
+  it('refuses a transaction for a user that does not exist', async () => {
+    const insert = db.insert(creditTransaction).values({
+      userId: '00000000-0000-4000-8000-000000000000',
+      amount: 1,
+      operation: 'grant',
+      featureType: 'document_generation',
+    });
+    expect(await sqlStateOf(insert)).toBe('23503');
+  });
+
+  it('refuses a negative balance (CHECK user_free_credits_non_negative)', async () => {
+    const update = db.update(user).set({ freeCredits: -1 }).where(sql`${user.id} = ${owner.id}`);
+    expect(await sqlStateOf(update)).toBe('23514');
+  });
+
+  it('refuses a negative chat message balance', async () => {
+    const update = db
+      .update(user)
+      .set({ freeChatMessages: -1 })
+      .where(sql`${user.id} = ${owner.id}`);
+    expect(await sqlStateOf(update)).toBe('23514');
+  });
+
+  it('refuses a second user with the same email', async () => {
+    const insert = db.insert(user).values({ email: 'rows@example.com' });
+    expect(await sqlStateOf(insert)).toBe('23505');
+  });
+});

@@ -1,0 +1,146 @@
+import { eq, sql } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Database } from '../src/client.js';
+import { creditTransaction, user } from '../src/schema.js';
+import { migratedDatabase } from './support.js';
+
+let db: Database;
+let close: () => Promise<void>;
+
+beforeAll(async () => {
+  ({ db, close } = await migratedDatabase());
+});
+afterAll(() => close());
+
+async function rows<T>(query: ReturnType<typeof sql>): Promise<T[]> {
+  return (await db.execute(query)) as unknown as T[];
+}
+
+describe('a database migrated by db:migrate', () => {
+  it('has exactly the two enums, with their values in order', async () => {
+    const enums = await rows<{ name: string; values: string[] }>(sql`
+      select t.typname as name, array_agg(e.enumlabel order by e.enumsortorder) as values
+      from pg_type t join pg_enum e on e.enumtypid = t.oid
+      join pg_namespace n on n.oid = t.typnamespace where n.nspname = 'public'
+      group by t.typname order by t.typname`);
+    expect(enums).toEqual([
+      {
+        name: 'feature_type',
+        values: ['document_generation', 'workstream_clustering', 'chat_tool_call', 'chat_message'],
+      },
+      { name: 'operation_type', values: ['deduct', 'refund', 'grant'] },
+    ]);
+  });
+
+  it('has exactly the User and CreditTransaction tables', async () => {
+    const tables = await rows<{ relname: string }>(sql`
+      select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
+      where n.nspname = 'public' and c.relkind in ('r', 'p') order by c.relname`);
+    expect(tables.map((t) => t.relname)).toEqual(['CreditTransaction', 'User']);
+  });
+
+  const columnsOf = (table: string) =>
+    rows<{ name: string; type: string; not_null: boolean; default: string | null }>(sql`
+      select a.attname as name, format_type(a.atttypid, a.atttypmod) as type,
+        a.attnotnull as not_null, pg_get_expr(d.adbin, d.adrelid) as default
+      from pg_attribute a
+      left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+      where a.attrelid = ${`"${table}"`}::regclass and a.attnum > 0 and not a.attisdropped
+      order by a.attnum`);
+
+  it('gives User its columns with types, nullability and defaults', async () => {
+    expect(await columnsOf('User')).toEqual([
+      { name: 'id', type: 'uuid', not_null: true, default: 'gen_random_uuid()' },
+      { name: 'email', type: 'text', not_null: true, default: null },
+      { name: 'name', type: 'text', not_null: false, default: null },
+      { name: 'free_credits', type: 'integer', not_null: true, default: '10' },
+      { name: 'free_chat_messages', type: 'integer', not_null: true, default: '20' },
+      { name: 'created_at', type: 'timestamp(3) with time zone', not_null: true, default: 'now()' },
+      { name: 'updated_at', type: 'timestamp(3) with time zone', not_null: true, default: 'now()' },
+    ]);
+  });
+
+  it('gives CreditTransaction its columns with types, nullability and defaults', async () => {
+    expect(await columnsOf('CreditTransaction')).toEqual([
+      { name: 'id', type: 'uuid', not_null: true, default: 'gen_random_uuid()' },
+      { name: 'user_id', type: 'uuid', not_null: true, default: null },
+      { name: 'amount', type: 'integer', not_null: true, default: null },
+      { name: 'operation', type: 'operation_type', not_null: true, default: null },
+      { name: 'feature_type', type: 'feature_type', not_null: true, default: null },
+      { name: 'metadata', type: 'jsonb', not_null: false, default: null },
+      { name: 'created_at', type: 'timestamp(3) with time zone', not_null: true, default: 'now()' },
+    ]);
+  });
+
+  it('has the primary keys, the unique email, the CHECKs and the cascading foreign key', async () => {
+    const constraints = await rows<{ table: string; name: string; definition: string }>(sql`
+      select conrelid::regclass::text as table, conname as name,
+        pg_get_constraintdef(oid) as definition
+      from pg_constraint where connamespace = 'public'::regnamespace
+      order by 1, 2`);
+    expect(constraints).toEqual([
+      {
+        table: '"CreditTransaction"',
+        name: 'CreditTransaction_pkey',
+        definition: 'PRIMARY KEY (id)',
+      },
+      {
+        table: '"CreditTransaction"',
+        name: 'CreditTransaction_user_id_User_id_fk',
+        definition: 'FOREIGN KEY (user_id) REFERENCES "User"(id) ON DELETE CASCADE',
+      },
+      {
+        table: '"CreditTransaction"',
+        name: 'credit_tx_amount_positive',
+        definition: 'CHECK ((amount > 0))',
+      },
+      { table: '"User"', name: 'User_pkey', definition: 'PRIMARY KEY (id)' },
+      { table: '"User"', name: 'user_email_unique', definition: 'UNIQUE (email)' },
+      {
+        table: '"User"',
+        name: 'user_free_chat_messages_non_negative',
+        definition: 'CHECK ((free_chat_messages >= 0))',
+      },
+      {
+        table: '"User"',
+        name: 'user_free_credits_non_negative',
+        definition: 'CHECK ((free_credits >= 0))',
+      },
+    ]);
+  });
+
+  it('has the three CreditTransaction indexes on their columns', async () => {
+    const indexes = await rows<{ name: string; columns: string[]; method: string }>(sql`
+      select i.relname as name, am.amname as method,
+        array(select a.attname from unnest(x.indkey) with ordinality k(attnum, n)
+              join pg_attribute a on a.attrelid = x.indrelid and a.attnum = k.attnum
+              order by k.n) as columns
+      from pg_index x join pg_class i on i.oid = x.indexrelid join pg_am am on am.oid = i.relam
+      where x.indrelid = '"CreditTransaction"'::regclass order by i.relname`);
+    expect(indexes).toEqual([
+      { name: 'CreditTransaction_pkey', method: 'btree', columns: ['id'] },
+      { name: 'credit_tx_created_at_idx', method: 'btree', columns: ['created_at'] },
+      {
+        name: 'credit_tx_user_created_at_idx',
+        method: 'btree',
+        columns: ['user_id', 'created_at'],
+      },
+      { name: 'credit_tx_user_id_idx', method: 'btree', columns: ['user_id'] },
+    ]);
+  });
+
+  it("deletes a user's transactions when the user is deleted (ON DELETE CASCADE)", async () => {
+    const [owner] = await db.insert(user).values({ email: 'cascade@example.com' }).returning();
+    if (!owner) throw new Error('insert returned no row');
+    await db.insert(creditTransaction).values([
+      { userId: owner.id, amount: 1, operation: 'deduct', featureType: 'chat_tool_call' },
+      { userId: owner.id, amount: 2, operation: 'grant', featureType: 'document_generation' },
+    ]);
+    await db.delete(user).where(eq(user.id, owner.id));
+    const left = await db
+      .select()
+      .from(creditTransaction)
+      .where(eq(creditTransaction.userId, owner.id));
+    expect(left).toEqual([]);
+  });
+});
