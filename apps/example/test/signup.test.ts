@@ -1,23 +1,15 @@
 import { createDatabase, type Database } from '@bragdoc/database';
 import type { FeatureType } from '@bragdoc/database/schema';
 import { featureTypeValues } from '@bragdoc/database/schema';
-import { createTestDatabase } from '@bragdoc/test-postgres';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { useTestDatabase } from '@bragdoc/test-postgres';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { history, signUp } from '../src/index.js';
 
+const database = useTestDatabase({ connect: (url) => createDatabase(url, { max: 2 }) });
 let db: Database;
-let close: () => Promise<void>;
-
-beforeAll(async () => {
-  const testDb = await createTestDatabase();
-  const handle = createDatabase(testDb.url, { max: 2 });
-  db = handle.db;
-  close = async () => {
-    await handle.close();
-    await testDb.close();
-  };
+beforeEach(() => {
+  db = database().db;
 });
-afterAll(() => close());
 
 describe('an app using @bragdoc/database', () => {
   it('signs a user up with the default balances and a welcome grant in the trail', async () => {

@@ -1,5 +1,9 @@
 import { setupTestPostgres } from '@bragdoc/test-postgres';
-import { migrate } from '../src/migrate/index.js';
+import { defaultMigrationsFolder, migrate } from '../src/migrate/index.js';
 
-// Every test database is a copy of a template migrated by the package's own migrator.
-export default setupTestPostgres({ migrate: (url) => migrate(url) });
+// Every test database is a copy of a template migrated by the package's own migrator;
+// the template is keyed by the migrations folder, so editing a migration rebuilds it.
+export default setupTestPostgres({
+  migrate: (url) => migrate(url),
+  migrationsFolder: defaultMigrationsFolder,
+});

@@ -7,7 +7,9 @@ export interface TestPostgresContext {
   /** The migrated database every test database is cloned from. */
   template: string;
   /** Every database of this run starts with it; teardown drops them all by it. */
-  prefix: string;
+  runPrefix: string;
+  /** TEST_POSTGRES_KEEP_FAILED is set: a failed test's database is kept, its URL printed. */
+  keepFailed: boolean;
 }
 
 declare module 'vitest' {

@@ -1,52 +1,116 @@
-import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
-import { inject } from 'vitest';
-import { quoteIdent, urlForDatabase } from './names.js';
-
-export interface TestDatabase {
-  name: string;
-  url: string;
-  /** Drops the database. Close every client of it first: a live one slows the drop. */
-  close: () => Promise<void>;
-}
-
-export interface CreateTestDatabaseOptions {
-  /** Start from an empty database instead of a copy of the migrated template. */
-  empty?: boolean;
-}
+import { afterAll, afterEach, beforeAll, beforeEach, inject } from 'vitest';
+import { type CreateTestDatabaseOptions, cloneDatabase, type TestDatabase } from './clone.js';
+import type { TestPostgresContext } from './context.js';
 
 let admin: postgres.Sql | undefined;
 
-// One maintenance connection per worker; it closes itself when idle, so a worker that is
-// done never waits on it.
+function context(): TestPostgresContext {
+  const provided = inject('testPostgres');
+  if (!provided) {
+    throw new Error(
+      "No test PostgreSQL: add @bragdoc/test-postgres's setup to test.globalSetup in vitest.config.ts (see its README).",
+    );
+  }
+  return provided;
+}
+
+// One maintenance connection per worker; it closes itself when idle, so a finished
+// worker never waits on it.
 function adminConnection(serverUrl: string): postgres.Sql {
-  admin ??= postgres(serverUrl, { max: 1, idle_timeout: 1, onnotice: () => {} });
+  admin ??= postgres(serverUrl, { max: 1, idle_timeout: 5, onnotice: () => {} });
   return admin;
 }
 
+/** A client of a test database, closed before the database is dropped. */
+export interface Connection {
+  close: () => Promise<void>;
+}
+
+export type ConnectedTestDatabase<C extends Connection> = Omit<C, 'close'> & TestDatabase;
+
 /**
- * A database of its own on the run's server, cloned from the migrated template
- * (CREATE DATABASE … TEMPLATE) unless `empty` is set. `close()` drops it.
+ * A database of its own, cloned from the run's migrated template (or empty). With
+ * `connect`, the result also carries the client, and `close()` ends the client first:
+ *
+ *   const { db, url, close } = await createTestDatabase({ connect: createDatabase });
  */
-export async function createTestDatabase(
-  options: CreateTestDatabaseOptions = {},
-): Promise<TestDatabase> {
-  const context = inject('testPostgres');
-  if (!context) {
-    throw new Error(
-      "No test PostgreSQL: add the package's global setup to vitest.config.ts " +
-        '(test.globalSetup), see @bragdoc/test-postgres README.',
-    );
-  }
-  const sql = adminConnection(context.serverUrl);
-  const name = `${context.prefix}${randomBytes(5).toString('hex')}`;
-  const template = options.empty ? 'template0' : context.template;
-  await sql.unsafe(`create database ${quoteIdent(name)} template ${quoteIdent(template)}`);
+export function createTestDatabase<C extends Connection>(
+  options: CreateTestDatabaseOptions & { connect: (url: string) => C },
+): Promise<ConnectedTestDatabase<C>>;
+export function createTestDatabase(options?: CreateTestDatabaseOptions): Promise<TestDatabase>;
+export async function createTestDatabase<C extends Connection>(
+  options: CreateTestDatabaseOptions & { connect?: (url: string) => C } = {},
+): Promise<TestDatabase | ConnectedTestDatabase<C>> {
+  const ctx = context();
+  const database = await cloneDatabase(adminConnection(ctx.serverUrl), ctx, options);
+  if (!options.connect) return database;
+  const client = options.connect(database.url);
   return {
-    name,
-    url: urlForDatabase(context.serverUrl, name),
+    ...client,
+    name: database.name,
+    url: database.url,
+    keep: database.keep,
     close: async () => {
-      await sql.unsafe(`drop database if exists ${quoteIdent(name)} with (force)`);
+      await client.close();
+      await database.close();
     },
+  };
+}
+
+export interface UseTestDatabaseOptions<C extends Connection> extends CreateTestDatabaseOptions {
+  connect: (url: string) => C;
+  /** One database for the whole file (default) or a fresh one for every test. */
+  per?: 'file' | 'test';
+}
+
+async function finish(database: ConnectedTestDatabase<Connection>, failedName: string | undefined) {
+  if (failedName && context().keepFailed) {
+    await database.keep(failedName);
+    console.log(`test-postgres: kept the database of failed ${failedName}: ${database.url}`);
+    return;
+  }
+  await database.close();
+}
+
+/**
+ * Registers the hooks that give a file (or each test) its own database and drop it
+ * after; with TEST_POSTGRES_KEEP_FAILED=1 a failed one is kept and its URL printed.
+ * Returns a getter for the current database.
+ */
+export function useTestDatabase<C extends Connection>(
+  options: UseTestDatabaseOptions<C>,
+): () => ConnectedTestDatabase<C> {
+  let current: ConnectedTestDatabase<C> | undefined;
+  const open = async () => {
+    current = await createTestDatabase(options);
+  };
+  const done = async (failed: string | undefined) => {
+    if (!current) return;
+    const database = current;
+    current = undefined;
+    await finish(database, failed);
+  };
+  if (options.per === 'test') {
+    // onTestFinished runs after the afterEach hooks, when the test's result is final.
+    beforeEach(async ({ onTestFinished }) => {
+      await open();
+      onTestFinished(({ task }) =>
+        done(task.result?.state === 'fail' ? `test "${task.name}"` : undefined),
+      );
+    });
+  } else {
+    let failed: string | undefined;
+    beforeAll(open);
+    beforeEach(({ onTestFailed, task }) => {
+      onTestFailed(() => {
+        failed ??= `test "${task.name}" (its file's database)`;
+      });
+    });
+    afterAll(() => done(failed));
+  }
+  return () => {
+    if (!current) throw new Error('The test database exists only inside tests and hooks.');
+    return current;
   };
 }

@@ -68,6 +68,8 @@ export interface EmbeddedServer {
   /** True when this call ran initdb (a new data directory). */
   initialised: boolean;
   stop: () => Promise<void>;
+  /** Lets the server outlive this process (nothing stops it on exit); returns its pid. */
+  detach: () => number | undefined;
 }
 
 /**
@@ -126,6 +128,15 @@ export async function startEmbeddedPostgres(
     stop: async () => {
       await server.stop();
       if (child) running.delete(child);
+    },
+    detach: () => {
+      if (!child) return undefined;
+      running.delete(child);
+      child.unref();
+      for (const stream of [child.stdout, child.stderr]) {
+        (stream as unknown as { unref?: () => void } | null)?.unref?.();
+      }
+      return child.pid;
     },
   };
 }

@@ -1,8 +1,12 @@
+export type { CreateTestDatabaseOptions, TestDatabase } from './clone.js';
+export { type ContainerRuntimeProbe, probeContainerRuntime } from './container-runtime.js';
 export type { TestPostgresContext } from './context.js';
 export {
-  type CreateTestDatabaseOptions,
+  type ConnectedTestDatabase,
+  type Connection,
   createTestDatabase,
-  type TestDatabase,
+  type UseTestDatabaseOptions,
+  useTestDatabase,
 } from './database.js';
 export {
   EMBEDDED_POSTGRES_MAJOR,
@@ -11,5 +15,9 @@ export {
   startEmbeddedPostgres,
 } from './embedded.js';
 export { freePort, isPortFree } from './free-port.js';
-export { type ProviderName, startTestServer, type TestServer } from './server.js';
+export { startTestPostgres, type TestPostgres, type TestPostgresOptions } from './harness.js';
+export { removeLeftoverDatabases } from './leftovers.js';
+export { PROVIDERS, type ProviderName, startTestServer, type TestServer } from './server.js';
 export { setupTestPostgres, type TestPostgresSetupOptions } from './setup.js';
+export { acquireTemplate, hashFolder, releaseTemplate, templateName } from './template.js';
+export { removeLeftoverServers } from './throwaway-dirs.js';

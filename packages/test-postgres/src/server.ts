@@ -1,11 +1,12 @@
-import { existsSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
+import { rmSync } from 'node:fs';
 import postgres from 'postgres';
-import { startEmbeddedPostgres } from './embedded.js';
+import { probeContainerRuntime } from './container-runtime.js';
+import { startDockerPostgres } from './docker.js';
+import { EMBEDDED_POSTGRES_MAJOR, startEmbeddedPostgres } from './embedded.js';
+import { createThrowawayDir } from './throwaway-dirs.js';
 
-export type ProviderName = 'url' | 'embedded';
-const PROVIDERS: readonly ProviderName[] = ['url', 'embedded'];
+export const PROVIDERS = ['url', 'docker', 'embedded'] as const;
+export type ProviderName = (typeof PROVIDERS)[number];
 
 export interface TestServer {
   provider: ProviderName;
@@ -13,8 +14,17 @@ export interface TestServer {
   url: string;
   /** `server_version` as PostgreSQL reports it, e.g. `17.10`. */
   version: string;
+  /** Providers passed over before this one, each with its reason. */
+  skipped: string[];
   stop: () => Promise<void>;
+  /**
+   * Leaves the server running after the run (to inspect a kept database) and says how to
+   * stop it; undefined where the server cannot outlive the run.
+   */
+  detach?: () => string;
 }
+
+type StartedServer = Omit<TestServer, 'version' | 'skipped' | 'provider'>;
 
 async function serverVersion(url: string): Promise<string> {
   const sql = postgres(url, { max: 1, onnotice: () => {}, connect_timeout: 10 });
@@ -26,55 +36,86 @@ async function serverVersion(url: string): Promise<string> {
   }
 }
 
-// A tmpfs keeps a throwaway cluster off the disk, where initdb and CREATE DATABASE are slow.
-function throwawayDataDir(): string {
-  const base = existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
-  return mkdtempSync(path.join(base, 'bragdoc-test-pg-'));
+async function startUrl(env: NodeJS.ProcessEnv): Promise<StartedServer> {
+  const url = env.TEST_DATABASE_URL;
+  if (!url) throw new Error('TEST_DATABASE_URL is not set');
+  return { url, stop: async () => {} };
 }
 
-async function startProvider(name: ProviderName, env: NodeJS.ProcessEnv): Promise<TestServer> {
-  if (name === 'url') {
-    const url = env.TEST_DATABASE_URL;
-    if (!url) throw new Error('TEST_DATABASE_URL is not set');
-    return { provider: 'url', url, version: await serverVersion(url), stop: async () => {} };
-  }
-  const server = await startEmbeddedPostgres({ dataDir: throwawayDataDir(), throwaway: true });
+async function startDocker(env: NodeJS.ProcessEnv): Promise<StartedServer> {
+  const probe = await probeContainerRuntime(env);
+  if (!probe.available) throw new Error(`${probe.reason} (probed in ${probe.ms} ms)`);
+  const image = env.TEST_POSTGRES_IMAGE ?? `postgres:${EMBEDDED_POSTGRES_MAJOR}-alpine`;
+  const server = await startDockerPostgres(image);
+  return { url: server.url, stop: server.stop };
+}
+
+async function startEmbedded(): Promise<StartedServer> {
+  const { dir, dataDir } = createThrowawayDir();
   try {
+    const server = await startEmbeddedPostgres({ dataDir, throwaway: true });
     return {
-      provider: 'embedded',
       url: server.url,
-      version: await serverVersion(server.url),
-      stop: server.stop,
+      stop: async () => {
+        await server.stop();
+        rmSync(dir, { recursive: true, force: true });
+      },
+      detach: () => {
+        const pid = server.detach();
+        return `kill -INT ${pid} && rm -rf ${dir}   (or let the next test run remove it)`;
+      },
     };
   } catch (error) {
-    await server.stop();
+    rmSync(dir, { recursive: true, force: true });
     throw error;
   }
 }
 
+const starters: Record<ProviderName, (env: NodeJS.ProcessEnv) => Promise<StartedServer>> = {
+  url: startUrl,
+  docker: startDocker,
+  embedded: startEmbedded,
+};
+
+function message(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  // AggregateError (e.g. ECONNREFUSED on both ::1 and 127.0.0.1) has an empty message.
+  if (error.message) return error.message;
+  return (error as { code?: string }).code ?? error.name;
+}
+
 /**
- * Starts (or connects to) the PostgreSQL server of a test run. In order: the server at
- * TEST_DATABASE_URL, else embedded binaries. TEST_POSTGRES_PROVIDER forces one.
+ * Starts (or connects to) the PostgreSQL of a test run. In order: the server at
+ * TEST_DATABASE_URL; else a container when a container runtime answers; else embedded
+ * binaries. TEST_POSTGRES_PROVIDER=url|docker|embedded forces one.
  */
 export async function startTestServer(env: NodeJS.ProcessEnv = process.env): Promise<TestServer> {
   const forced = env.TEST_POSTGRES_PROVIDER;
-  if (forced && !PROVIDERS.includes(forced as ProviderName)) {
+  if (forced && !(PROVIDERS as readonly string[]).includes(forced)) {
     throw new Error(
       `TEST_POSTGRES_PROVIDER=${forced} is not a provider; use one of: ${PROVIDERS.join(', ')}.`,
     );
   }
+  // A TEST_DATABASE_URL that fails is an error, not a reason to quietly test elsewhere.
   const candidates: ProviderName[] = forced
     ? [forced as ProviderName]
     : env.TEST_DATABASE_URL
       ? ['url']
-      : ['embedded'];
+      : ['docker', 'embedded'];
   const failures: string[] = [];
-  for (const name of candidates) {
+  for (const provider of candidates) {
+    let started: StartedServer | undefined;
     try {
-      return await startProvider(name, env);
+      started = await starters[provider](env);
+      const version = await serverVersion(started.url);
+      return { provider, version, skipped: failures, ...started };
     } catch (error) {
-      failures.push(`- ${name}: ${error instanceof Error ? error.message : String(error)}`);
+      await started?.stop().catch(() => {});
+      failures.push(`${provider}: ${message(error)}`);
     }
   }
-  throw new Error(`No PostgreSQL for the tests. Tried:\n${failures.join('\n')}`);
+  throw new Error(
+    `No PostgreSQL for the tests${forced ? ` (TEST_POSTGRES_PROVIDER=${forced})` : ''}. Tried:\n` +
+      failures.map((f) => `- ${f}`).join('\n'),
+  );
 }

@@ -61,6 +61,6 @@ describe('createTestDatabase()', () => {
   it("names every database with the run's prefix, so teardown finds them all", async () => {
     const db = await createTestDatabase();
     await db.close();
-    expect(db.name.startsWith(inject('testPostgres').prefix)).toBe(true);
+    expect(db.name.startsWith(inject('testPostgres').runPrefix)).toBe(true);
   });
 });

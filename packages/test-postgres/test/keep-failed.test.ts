@@ -1,0 +1,81 @@
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, inject, it } from 'vitest';
+import { urlForDatabase } from '../src/names.js';
+import { databaseNames, serverConnection, withSql } from './support.js';
+
+const fixture = fileURLToPath(new URL('./fixtures/keep-failed/vitest.config.ts', import.meta.url));
+const prefix = 'bragdoc_keeptest_';
+// vitest's CLI entry; its exports map does not expose it.
+const vitestBin = fileURLToPath(new URL('../node_modules/vitest/vitest.mjs', import.meta.url));
+
+/** Runs the fixture suite (one failing test per file) in a child vitest on this run's server. */
+function runFixture(keep: boolean): Promise<{ code: number; output: string }> {
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    TEST_DATABASE_URL: inject('testPostgres').serverUrl,
+    TEST_POSTGRES_PROVIDER: 'url',
+  };
+  delete env.VITEST;
+  delete env.VITEST_POOL_ID;
+  delete env.VITEST_WORKER_ID;
+  if (keep) env.TEST_POSTGRES_KEEP_FAILED = '1';
+  else delete env.TEST_POSTGRES_KEEP_FAILED;
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [vitestBin, 'run', '--config', fixture],
+      { env, timeout: 60_000 },
+      (error, stdout, stderr) =>
+        resolve({ code: error ? Number(error.code ?? 1) : 0, output: stdout + stderr }),
+    );
+  });
+}
+
+afterEach(async () => {
+  const sql = serverConnection();
+  for (const name of await databaseNames(sql, prefix))
+    await sql.unsafe(`drop database "${name}" with (force)`);
+  await sql.end();
+});
+
+describe('TEST_POSTGRES_KEEP_FAILED', () => {
+  it('keeps the databases of failed tests, prints their URLs, and drops the rest', async () => {
+    const { code, output } = await runFixture(true);
+    expect(code).toBe(1);
+    const kept = [...output.matchAll(/kept the database of failed (.+): (postgres:\/\/\S+)/g)];
+    expect(kept.map((m) => m[1]).sort()).toEqual([
+      'test "fails after writing a row" (its file\'s database)',
+      'test "fails alone"',
+    ]);
+
+    const sql = serverConnection();
+    const left = await databaseNames(sql, prefix);
+    await sql.end();
+    expect(left).toHaveLength(2); // the two kept ones; the passing test's and the template are gone
+    const perFileUrl = kept.find((m) => m[1]?.includes('its file'))?.[2] ?? '';
+    const owners = await withSql(perFileUrl, (s) => s`select owner from marker order by id`);
+    expect(owners.map((r) => r.owner)).toEqual(['passing test', 'failing test']);
+  });
+
+  it('without it, a failed run leaves no database behind', async () => {
+    const { code, output } = await runFixture(false);
+    expect(code).toBe(1);
+    expect(output).not.toContain('kept the database');
+    const sql = serverConnection();
+    expect(await databaseNames(sql, prefix)).toEqual([]);
+    await sql.end();
+  });
+
+  it('a kept database is removed by the next run of the same suite', async () => {
+    await runFixture(true);
+    const sql = serverConnection();
+    const kept = await databaseNames(sql, prefix);
+    expect(kept).toHaveLength(2);
+    const { output } = await runFixture(false);
+    expect(output).toContain('removed 2 leftover(s) of earlier runs');
+    const url = urlForDatabase(inject('testPostgres').serverUrl, kept[0] ?? '');
+    await expect(withSql(url, (s) => s`select 1`)).rejects.toThrow(/does not exist/);
+    await sql.end();
+  });
+});
