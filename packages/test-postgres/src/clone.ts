@@ -22,12 +22,15 @@ export const KEPT_MARK = 'kept by @bragdoc/test-postgres: ';
 /** CREATE DATABASE … TEMPLATE: one statement on an open connection, nothing else. */
 export async function cloneDatabase(
   sql: postgres.Sql,
-  context: Pick<TestPostgresContext, 'serverUrl' | 'template' | 'runPrefix'>,
+  context: Pick<TestPostgresContext, 'serverUrl' | 'template' | 'runPrefix' | 'cloneStrategy'>,
   options: CreateTestDatabaseOptions = {},
 ): Promise<TestDatabase> {
   const name = `${context.runPrefix}${randomBytes(4).toString('hex')}`;
   const template = options.empty ? 'template0' : context.template;
-  await sql.unsafe(`create database ${quoteIdent(name)} template ${quoteIdent(template)}`);
+  const strategy = context.cloneStrategy ? ` strategy ${context.cloneStrategy}` : '';
+  await sql.unsafe(
+    `create database ${quoteIdent(name)} template ${quoteIdent(template)}${strategy}`,
+  );
   return {
     name,
     url: urlForDatabase(context.serverUrl, name),

@@ -1,5 +1,5 @@
 import postgres from 'postgres';
-import { afterAll, afterEach, beforeAll, beforeEach, inject } from 'vitest';
+import { afterAll, beforeAll, beforeEach, inject } from 'vitest';
 import { type CreateTestDatabaseOptions, cloneDatabase, type TestDatabase } from './clone.js';
 import type { TestPostgresContext } from './context.js';
 

@@ -111,6 +111,9 @@ export async function startTestPostgres(options: TestPostgresOptions): Promise<T
       serverUrl: server.url,
       template,
       runPrefix: `${run}_`,
+      ...(server.provider !== 'url' && Number.parseInt(server.version, 10) >= 15
+        ? { cloneStrategy: 'file_copy' as const }
+        : {}),
       keepFailed: ['1', 'true', 'yes'].includes(
         (env.TEST_POSTGRES_KEEP_FAILED ?? '').toLowerCase(),
       ),

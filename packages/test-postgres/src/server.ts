@@ -1,4 +1,3 @@
-import { rmSync } from 'node:fs';
 import postgres from 'postgres';
 import { probeContainerRuntime } from './container-runtime.js';
 import { startDockerPostgres } from './docker.js';
@@ -51,22 +50,23 @@ async function startDocker(env: NodeJS.ProcessEnv): Promise<StartedServer> {
 }
 
 async function startEmbedded(): Promise<StartedServer> {
-  const { dir, dataDir } = createThrowawayDir();
+  const folder = createThrowawayDir();
   try {
-    const server = await startEmbeddedPostgres({ dataDir, throwaway: true });
+    const server = await startEmbeddedPostgres({ dataDir: folder.dataDir, throwaway: true });
     return {
       url: server.url,
       stop: async () => {
         await server.stop();
-        rmSync(dir, { recursive: true, force: true });
+        folder.remove();
       },
       detach: () => {
         const pid = server.detach();
-        return `kill -INT ${pid} && rm -rf ${dir}   (or let the next test run remove it)`;
+        folder.forget();
+        return `kill -INT ${pid} && rm -rf ${folder.dir}   (or let the next test run remove it)`;
       },
     };
   } catch (error) {
-    rmSync(dir, { recursive: true, force: true });
+    folder.remove();
     throw error;
   }
 }

@@ -22,21 +22,9 @@ export interface ThrowawayDir {
   /** Holds `owner.json` and the cluster's `data/`. */
   dir: string;
   dataDir: string;
-}
-
-/**
- * A folder for one run's embedded cluster, stamped with the owning process, so a later
- * run can tell a live neighbour's cluster from a leftover of a run that crashed.
- */
-export function createThrowawayDir(): ThrowawayDir {
-  const dir = mkdtempSync(path.join(throwawayBase(), DIR_PREFIX));
-  // The server runs as `postgres` when we are root: it must be able to enter the folder.
-  chmodSync(dir, 0o755);
-  writeFileSync(
-    path.join(dir, 'owner.json'),
-    JSON.stringify({ pid: process.pid, startedAt: new Date() }),
-  );
-  return { dir, dataDir: path.join(dir, 'data') };
+  remove: () => void;
+  /** Leaves the folder in place when this process exits (a detached, kept server). */
+  forget: () => void;
 }
 
 function alive(pid: number): boolean {
@@ -57,6 +45,62 @@ function readPid(file: string, pick: (text: string) => string | undefined): numb
   }
 }
 
+function postmasterPid(dir: string): number | undefined {
+  return readPid(path.join(dir, 'data', 'postmaster.pid'), (t) => t.split('\n')[0]);
+}
+
+const owned = new Set<string>();
+let exitHookInstalled = false;
+
+const sleepSync = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+
+/**
+ * When the process exits with a cluster still up (Ctrl-C: vitest exits 1 ms after the
+ * signal, before any async stop can finish), stop it with SIGQUIT (immediate shutdown),
+ * wait for it synchronously, then delete its folder.
+ */
+function installExitHook() {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on('exit', () => {
+    for (const dir of owned) {
+      const postmaster = postmasterPid(dir);
+      if (postmaster !== undefined && alive(postmaster)) {
+        process.kill(postmaster, 'SIGQUIT');
+        for (let i = 0; i < 200 && alive(postmaster); i++) sleepSync(10);
+      }
+      rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
+    }
+  });
+}
+
+/**
+ * A folder for one run's embedded cluster, stamped with the owning process, so a later
+ * run can tell a live neighbour's cluster from a leftover of a run that crashed.
+ */
+export function createThrowawayDir(): ThrowawayDir {
+  const dir = mkdtempSync(path.join(throwawayBase(), DIR_PREFIX));
+  // The server runs as `postgres` when we are root: it must be able to enter the folder.
+  chmodSync(dir, 0o755);
+  writeFileSync(
+    path.join(dir, 'owner.json'),
+    JSON.stringify({ pid: process.pid, startedAt: new Date() }),
+  );
+  owned.add(dir);
+  installExitHook();
+  return {
+    dir,
+    dataDir: path.join(dir, 'data'),
+    remove: () => {
+      owned.delete(dir);
+      rmSync(dir, { recursive: true, force: true });
+    },
+    forget: () => {
+      owned.delete(dir);
+    },
+  };
+}
+
 /**
  * Stops and deletes the embedded clusters of runs whose process is gone (a crash, a
  * killed worker, a kept database from an earlier run). Live runs' clusters are left alone.
@@ -69,7 +113,7 @@ export async function removeLeftoverServers(base = throwawayBase()): Promise<str
       String((JSON.parse(t) as { pid?: number }).pid),
     );
     if (owner !== undefined && alive(owner)) continue;
-    const postmaster = readPid(path.join(dir, 'data', 'postmaster.pid'), (t) => t.split('\n')[0]);
+    const postmaster = postmasterPid(dir);
     if (postmaster !== undefined && alive(postmaster)) {
       // SIGQUIT: immediate shutdown; the data is thrown away anyway.
       process.kill(postmaster, 'SIGQUIT');
