@@ -6,5 +6,6 @@ export {
   type Schema,
   type Transaction,
 } from './client.js';
+export * from './credits/index.js';
 export { DatabaseError } from './errors.js';
 export * from './schema.js';

@@ -39,7 +39,7 @@ describe('pnpm db:migrate', () => {
       /Database: postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:\d+\/\S+ \(DATABASE_URL\)/,
     );
     expect(first.stdout).toMatch(/✓ 0000_init \(\d+\.\d ms\)/);
-    expect(first.stdout).toMatch(/Applied 1 migration to .* in \d+ ms/);
+    expect(first.stdout).toMatch(/Applied \d+ migrations to .* in \d+ ms/);
 
     const second = await runScript(cli, ['migrate'], { env: { DATABASE_URL: url } });
     expect(second.code).toBe(0);
@@ -55,13 +55,13 @@ describe('pnpm db:migrate', () => {
   });
 
   it('exits 1 on a failing migration, printing its name, the SQL error and the statement', async () => {
-    folder.add('broken', ['ALTER TABLE "Nope" ADD COLUMN "x" integer']);
+    const broken = folder.add('broken', ['ALTER TABLE "Nope" ADD COLUMN "x" integer']);
     const result = await runScript(cli, ['migrate', '--migrations', folder.dir], {
       env: { DATABASE_URL: database.url },
     });
     expect(result.code).toBe(1);
     expect(result.stderr).toContain(
-      'Migration 0001_broken failed: relation "Nope" does not exist (SQLSTATE 42P01)',
+      `Migration ${broken} failed: relation "Nope" does not exist (SQLSTATE 42P01)`,
     );
     expect(result.stderr).toContain('ALTER TABLE "Nope" ADD COLUMN "x" integer');
     expect(result.stderr).toContain('rolled back');
@@ -89,7 +89,7 @@ describe('pnpm db:migrate', () => {
       expect(first.stdout).toContain(
         `Database: postgres://postgres@127.0.0.1:${port}/bragdoc (local server (started))`,
       );
-      expect(first.stdout).toMatch(/Applied 1 migration/);
+      expect(first.stdout).toMatch(/Applied \d+ migrations/);
 
       // The data persists: a second run starts the same cluster and finds nothing to do.
       const second = await runScript(cli, ['migrate'], { env });
@@ -108,11 +108,11 @@ describe('pnpm db:status', () => {
   it('lists applied and pending migrations', async () => {
     const env = { DATABASE_URL: database.url };
     await runScript(cli, ['migrate'], { env });
-    folder.add('next', ['SELECT 1']);
+    const next = folder.add('next', ['SELECT 1']);
     const result = await runScript(cli, ['status', '--migrations', folder.dir], { env });
     expect(result.code).toBe(0);
     expect(result.stdout).toMatch(/applied +0000_init/);
-    expect(result.stdout).toMatch(/pending +0001_next/);
-    expect(result.stdout).toContain('1 applied, 1 pending, 0 changed, 0 unknown.');
+    expect(result.stdout).toMatch(new RegExp(`pending +${next}`));
+    expect(result.stdout).toMatch(/\d+ applied, 1 pending, 0 changed, 0 unknown\./);
   });
 });

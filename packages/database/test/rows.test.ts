@@ -62,6 +62,10 @@ describe('rows through drizzle', () => {
       featureType: 'workstream_clustering',
       metadata: { model: 'gpt', tokens: 1234, nested: { ok: true } },
       createdAt: at,
+      // Set by the ledger trigger: the balance this deduction spent, after it.
+      balanceAfter: 7,
+      idempotencyKey: null,
+      refundOf: null,
     });
     expectTypeOf(inserted).toEqualTypeOf<CreditTransaction>();
     expectTypeOf(inserted.operation).toEqualTypeOf<OperationType>();
@@ -112,27 +116,26 @@ describe('rows through drizzle', () => {
     expect(await sqlStateOf(insert)).toBe('22P02');
   });
 
-  it('refuses a transaction for a user that does not exist', async () => {
+  it('refuses a transaction for a user that does not exist (the ledger trigger, before the foreign key)', async () => {
     const insert = db.insert(creditTransaction).values({
       userId: '00000000-0000-4000-8000-000000000000',
       amount: 1,
       operation: 'grant',
       featureType: 'document_generation',
     });
-    expect(await sqlStateOf(insert)).toBe('23503');
+    expect(await sqlStateOf(insert)).toBe('BC002');
   });
 
   it('refuses a negative balance (CHECK user_free_credits_non_negative)', async () => {
-    const update = db.update(user).set({ freeCredits: -1 }).where(sql`${user.id} = ${owner.id}`);
-    expect(await sqlStateOf(update)).toBe('23514');
+    const insert = db.insert(user).values({ email: 'negative@example.com', freeCredits: -1 });
+    expect(await sqlStateOf(insert)).toBe('23514');
   });
 
   it('refuses a negative chat message balance', async () => {
-    const update = db
-      .update(user)
-      .set({ freeChatMessages: -1 })
-      .where(sql`${user.id} = ${owner.id}`);
-    expect(await sqlStateOf(update)).toBe('23514');
+    const insert = db
+      .insert(user)
+      .values({ email: 'negative-chat@example.com', freeChatMessages: -1 });
+    expect(await sqlStateOf(insert)).toBe('23514');
   });
 
   it('refuses a second user with the same email', async () => {

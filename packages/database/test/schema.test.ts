@@ -69,6 +69,9 @@ describe('a database migrated by db:migrate', () => {
       { name: 'feature_type', type: 'feature_type', not_null: true, default: null },
       { name: 'metadata', type: 'jsonb', not_null: false, default: null },
       { name: 'created_at', type: 'timestamp(3) with time zone', not_null: true, default: 'now()' },
+      { name: 'balance_after', type: 'integer', not_null: false, default: null },
+      { name: 'idempotency_key', type: 'text', not_null: false, default: null },
+      { name: 'refund_of', type: 'uuid', not_null: false, default: null },
     ]);
   });
 
@@ -86,6 +89,11 @@ describe('a database migrated by db:migrate', () => {
       },
       {
         table: '"CreditTransaction"',
+        name: 'CreditTransaction_refund_of_CreditTransaction_id_fk',
+        definition: 'FOREIGN KEY (refund_of) REFERENCES "CreditTransaction"(id)',
+      },
+      {
+        table: '"CreditTransaction"',
         name: 'CreditTransaction_user_id_User_id_fk',
         definition: 'FOREIGN KEY (user_id) REFERENCES "User"(id) ON DELETE CASCADE',
       },
@@ -93,6 +101,16 @@ describe('a database migrated by db:migrate', () => {
         table: '"CreditTransaction"',
         name: 'credit_tx_amount_positive',
         definition: 'CHECK ((amount > 0))',
+      },
+      {
+        table: '"CreditTransaction"',
+        name: 'credit_tx_balance_after_non_negative',
+        definition: 'CHECK ((balance_after >= 0))',
+      },
+      {
+        table: '"CreditTransaction"',
+        name: 'credit_tx_refund_of_only_on_refunds',
+        definition: "CHECK (((refund_of IS NULL) OR (operation = 'refund'::operation_type)))",
       },
       { table: '"User"', name: 'User_pkey', definition: 'PRIMARY KEY (id)' },
       { table: '"User"', name: 'user_email_unique', definition: 'UNIQUE (email)' },
@@ -109,23 +127,54 @@ describe('a database migrated by db:migrate', () => {
     ]);
   });
 
-  it('has the three CreditTransaction indexes on their columns', async () => {
-    const indexes = await rows<{ name: string; columns: string[]; method: string }>(sql`
-      select i.relname as name, am.amname as method,
+  it('has the CreditTransaction indexes: the three of the schema, idempotency and refunds', async () => {
+    const indexes = await rows<{
+      name: string;
+      columns: string[];
+      unique: boolean;
+      predicate: string | null;
+    }>(sql`
+      select i.relname as name, x.indisunique as unique,
+        pg_get_expr(x.indpred, x.indrelid) as predicate,
         array(select a.attname from unnest(x.indkey) with ordinality k(attnum, n)
               join pg_attribute a on a.attrelid = x.indrelid and a.attnum = k.attnum
               order by k.n) as columns
-      from pg_index x join pg_class i on i.oid = x.indexrelid join pg_am am on am.oid = i.relam
+      from pg_index x join pg_class i on i.oid = x.indexrelid
       where x.indrelid = '"CreditTransaction"'::regclass order by i.relname`);
     expect(indexes).toEqual([
-      { name: 'CreditTransaction_pkey', method: 'btree', columns: ['id'] },
-      { name: 'credit_tx_created_at_idx', method: 'btree', columns: ['created_at'] },
+      { name: 'CreditTransaction_pkey', columns: ['id'], unique: true, predicate: null },
+      { name: 'credit_tx_created_at_idx', columns: ['created_at'], unique: false, predicate: null },
+      {
+        name: 'credit_tx_refund_of_idx',
+        columns: ['refund_of'],
+        unique: false,
+        predicate: '(refund_of IS NOT NULL)',
+      },
       {
         name: 'credit_tx_user_created_at_idx',
-        method: 'btree',
         columns: ['user_id', 'created_at'],
+        unique: false,
+        predicate: null,
       },
-      { name: 'credit_tx_user_id_idx', method: 'btree', columns: ['user_id'] },
+      { name: 'credit_tx_user_id_idx', columns: ['user_id'], unique: false, predicate: null },
+      {
+        name: 'credit_tx_user_idempotency_key_idx',
+        columns: ['user_id', 'idempotency_key'],
+        unique: true,
+        predicate: '(idempotency_key IS NOT NULL)',
+      },
+    ]);
+  });
+
+  it('has the ledger, balance-guard and append-only triggers', async () => {
+    const triggers = await rows<{ table: string; name: string }>(sql`
+      select tgrelid::regclass::text as table, tgname as name from pg_trigger
+      where not tgisinternal order by 1, 2`);
+    expect(triggers).toEqual([
+      { table: '"CreditTransaction"', name: 'credit_tx_append_only' },
+      { table: '"CreditTransaction"', name: 'credit_tx_apply' },
+      { table: '"CreditTransaction"', name: 'credit_tx_no_truncate' },
+      { table: '"User"', name: 'user_balance_guard' },
     ]);
   });
 

@@ -1,0 +1,39 @@
+export { type CreditBalance, getCreditBalance } from './balance.js';
+export {
+  type BalanceName,
+  BalanceOutOfRangeError,
+  CreditsError,
+  IdempotencyConflictError,
+  InsufficientCreditsError,
+  InvalidCursorError,
+  InvalidInputError,
+  type InvalidRefundReason,
+  InvalidRefundTargetError,
+  RefundExceedsDeductionError,
+  ReservationRefundError,
+  UnsupportedIsolationError,
+  UserNotFoundError,
+} from './errors.js';
+export {
+  type CreditTransactionPage,
+  type ListCreditTransactionsInput,
+  type ListCreditTransactionsInRangeInput,
+  listCreditTransactions,
+  listCreditTransactionsInRange,
+} from './history.js';
+export {
+  type CreditChangeInput,
+  type CreditChangeResult,
+  deductCredits,
+  grantCredits,
+  type RefundInput,
+  refundCredits,
+} from './ledger.js';
+export { withCreditReservation } from './reservation.js';
+export {
+  DEFAULT_PAGE_SIZE,
+  MAX_AMOUNT,
+  MAX_IDEMPOTENCY_KEY_LENGTH,
+  MAX_METADATA_BYTES,
+  MAX_PAGE_SIZE,
+} from './validation.js';

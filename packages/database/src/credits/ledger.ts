@@ -1,0 +1,151 @@
+import { and, eq, sql } from 'drizzle-orm';
+import { PgTransaction } from 'drizzle-orm/pg-core';
+import type { Database, Transaction } from '../client.js';
+import {
+  type CreditTransaction,
+  creditTransaction,
+  type FeatureType,
+  type OperationType,
+} from '../schema.js';
+import { IdempotencyConflictError, sqlStateOf, toCreditsError } from './errors.js';
+import { deductInput, grantInput, parse, refundInput } from './validation.js';
+
+export interface CreditChangeInput {
+  userId: string;
+  /** A positive integer; the operation gives the direction. */
+  amount: number;
+  featureType: FeatureType;
+  /** A plain JSON object of at most 8 KiB: model, tokens, request id… */
+  metadata?: Record<string, unknown>;
+  /** The same key for the same user applies once; a retry gets the first result back. */
+  idempotencyKey?: string;
+}
+
+export interface RefundInput extends CreditChangeInput {
+  /** The deduction this refund gives back (same user, same feature type). */
+  refundOf?: string;
+}
+
+export interface CreditChangeResult {
+  /** The audit row, with `balanceAfter`. */
+  transaction: CreditTransaction;
+  /** The changed balance after the change (free_chat_messages for chat_message, else free_credits). */
+  balance: number;
+  /** True when an idempotency key had been used: nothing was written, the first result is returned. */
+  replayed: boolean;
+}
+
+interface Change {
+  operation: OperationType;
+  userId: string;
+  amount: number;
+  featureType: FeatureType;
+  metadata?: Record<string, unknown> | undefined;
+  idempotencyKey?: string | undefined;
+  refundOf?: string | undefined;
+}
+
+function result(row: CreditTransaction, replayed: boolean): CreditChangeResult {
+  // balance_after is set by the ledger trigger on every row it writes.
+  return { transaction: row, balance: row.balanceAfter ?? 0, replayed };
+}
+
+async function replay(
+  db: Database | Transaction,
+  change: Change,
+  key: string,
+): Promise<CreditChangeResult> {
+  const [existing] = await db
+    .select({
+      row: creditTransaction,
+      same: sql<boolean>`(
+        ${creditTransaction.operation} = ${change.operation}
+        and ${creditTransaction.amount} = ${change.amount}
+        and ${creditTransaction.featureType} = ${change.featureType}
+        and ${creditTransaction.refundOf} is not distinct from ${change.refundOf ?? null}::uuid
+        and ${creditTransaction.metadata} is not distinct from ${change.metadata ? JSON.stringify(change.metadata) : null}::jsonb
+      )`,
+    })
+    .from(creditTransaction)
+    .where(
+      and(eq(creditTransaction.userId, change.userId), eq(creditTransaction.idempotencyKey, key)),
+    );
+  // The unique index said the key exists; it cannot vanish (the trail is append-only)
+  // unless the user was deleted meanwhile.
+  if (!existing) throw new Error(`Idempotency key "${key}" of user ${change.userId} vanished`);
+  if (!existing.same) throw new IdempotencyConflictError(change.userId, key, existing.row.id);
+  return result(existing.row, true);
+}
+
+/**
+ * One INSERT: the ledger trigger (migration 0002) applies the change to "User" with a
+ * conditional UPDATE … RETURNING and records balance_after, in the same statement, so the
+ * balance and its audit row are written together or not at all.
+ */
+async function apply(db: Database | Transaction, change: Change): Promise<CreditChangeResult> {
+  const insert = (executor: Database | Transaction) =>
+    executor
+      .insert(creditTransaction)
+      .values({
+        userId: change.userId,
+        amount: change.amount,
+        operation: change.operation,
+        featureType: change.featureType,
+        metadata: change.metadata,
+        idempotencyKey: change.idempotencyKey,
+        refundOf: change.refundOf,
+      })
+      .returning();
+  try {
+    // Inside a caller's transaction, a savepoint keeps it usable when the INSERT is refused.
+    const rows =
+      db instanceof PgTransaction ? await db.transaction((tx) => insert(tx)) : await insert(db);
+    const [row] = rows;
+    if (!row) throw new Error('INSERT … RETURNING returned no row');
+    return result(row, false);
+  } catch (error) {
+    const constraint = (error as { cause?: { constraint_name?: string } }).cause?.constraint_name;
+    if (
+      change.idempotencyKey &&
+      sqlStateOf(error) === '23505' &&
+      constraint === 'credit_tx_user_idempotency_key_idx'
+    ) {
+      return replay(db, change, change.idempotencyKey);
+    }
+    throw toCreditsError(error, change.userId);
+  }
+}
+
+/**
+ * Spends credits: `chat_message` spends free_chat_messages, every other feature free_credits.
+ * Throws InsufficientCreditsError (with `required` and `available`) or UserNotFoundError;
+ * on any error nothing is written.
+ */
+export async function deductCredits(
+  db: Database | Transaction,
+  input: CreditChangeInput,
+): Promise<CreditChangeResult> {
+  const parsed = parse(deductInput, input);
+  return apply(db, { operation: 'deduct', ...parsed });
+}
+
+/**
+ * Gives credits back to the balance the feature spends. With `refundOf`, the refunds of
+ * that deduction can never add up to more than it, even when they run concurrently.
+ */
+export async function refundCredits(
+  db: Database | Transaction,
+  input: RefundInput,
+): Promise<CreditChangeResult> {
+  const parsed = parse(refundInput, input);
+  return apply(db, { operation: 'refund', ...parsed });
+}
+
+/** Adds credits: support grants, monthly top-ups. */
+export async function grantCredits(
+  db: Database | Transaction,
+  input: CreditChangeInput,
+): Promise<CreditChangeResult> {
+  const parsed = parse(grantInput, input);
+  return apply(db, { operation: 'grant', ...parsed });
+}

@@ -1,0 +1,111 @@
+import { z } from 'zod';
+import { featureTypeValues, operationTypeValues } from '../schema.js';
+import { InvalidInputError } from './errors.js';
+
+/** Largest value of a PostgreSQL `integer` (int4), the type of amounts and balances. */
+export const MAX_AMOUNT = 2_147_483_647;
+/** Metadata is for context (model, tokens, request id), not payloads: 8 KiB as JSON. */
+export const MAX_METADATA_BYTES = 8 * 1024;
+export const MAX_IDEMPOTENCY_KEY_LENGTH = 200;
+export const DEFAULT_PAGE_SIZE = 50;
+export const MAX_PAGE_SIZE = 500;
+
+type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
+
+const isPlainObject = (value: unknown): value is Record<string, unknown> => {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+};
+
+// Only what survives a JSON round-trip unchanged: no undefined, NaN, Infinity, Date, Map…
+const json: z.ZodType<Json> = z.lazy(() =>
+  z.union([
+    z.string(),
+    z.number().refine(Number.isFinite, 'must be a finite number'),
+    z.boolean(),
+    z.null(),
+    z.array(json),
+    z
+      .custom<Record<string, unknown>>(isPlainObject, 'must be a plain object')
+      .pipe(z.record(z.string(), json)),
+  ]),
+);
+
+const metadata = z
+  .custom<Record<string, unknown>>(isPlainObject, 'must be a plain JSON object')
+  .pipe(z.record(z.string(), json))
+  .refine(
+    (value) => Buffer.byteLength(JSON.stringify(value)) <= MAX_METADATA_BYTES,
+    `must be at most ${MAX_METADATA_BYTES} bytes as JSON`,
+  );
+
+const uuid = z.uuid('must be a UUID');
+const amount = z
+  .number('must be a number')
+  .int('must be an integer')
+  .positive('must be greater than 0')
+  .max(MAX_AMOUNT, `must be at most ${MAX_AMOUNT}`);
+const featureType = z.enum(featureTypeValues, `must be one of ${featureTypeValues.join(', ')}`);
+const idempotencyKey = z
+  .string('must be a string')
+  .min(1, 'must not be empty')
+  .max(MAX_IDEMPOTENCY_KEY_LENGTH, `must be at most ${MAX_IDEMPOTENCY_KEY_LENGTH} characters`);
+const limit = z
+  .number('must be a number')
+  .int('must be an integer')
+  .min(1, 'must be at least 1')
+  .max(MAX_PAGE_SIZE, `must be at most ${MAX_PAGE_SIZE}`)
+  .default(DEFAULT_PAGE_SIZE);
+const cursor = z.string('must be a string').min(1, 'must not be empty');
+const date = z
+  .date('must be a Date')
+  .refine((d) => !Number.isNaN(d.getTime()), 'must be a valid Date');
+
+const change = {
+  userId: uuid,
+  amount,
+  featureType,
+  metadata: metadata.optional(),
+  idempotencyKey: idempotencyKey.optional(),
+};
+
+export const deductInput = z.strictObject(change);
+export const grantInput = z.strictObject(change);
+export const refundInput = z.strictObject({ ...change, refundOf: uuid.optional() });
+export const reservationInput = z.strictObject({
+  userId: uuid,
+  amount,
+  featureType,
+  metadata: metadata.optional(),
+  idempotencyKey: idempotencyKey.optional(),
+});
+export const historyInput = z.strictObject({
+  userId: uuid,
+  limit,
+  cursor: cursor.optional(),
+  operation: z
+    .enum(operationTypeValues, `must be one of ${operationTypeValues.join(', ')}`)
+    .optional(),
+  featureType: featureType.optional(),
+});
+export const rangeInput = z
+  .strictObject({ from: date, to: date, limit, cursor: cursor.optional() })
+  .refine((r) => r.from.getTime() <= r.to.getTime(), {
+    message: 'must not be after to',
+    path: ['from'],
+  });
+export const userIdInput = uuid;
+
+/** Parses with a schema or throws InvalidInputError naming the first offending field. */
+export function parse<S extends z.ZodType>(schema: S, input: unknown, root = 'input'): z.output<S> {
+  const result = schema.safeParse(input);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0];
+  const field = issue && issue.path.length > 0 ? issue.path.join('.') : root;
+  const reason =
+    issue?.code === 'unrecognized_keys'
+      ? `unknown field(s) ${issue.keys.join(', ')}`
+      : (issue?.message ?? 'is invalid');
+  throw new InvalidInputError(issue?.code === 'unrecognized_keys' ? root : field, reason);
+}

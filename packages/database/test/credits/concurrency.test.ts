@@ -1,0 +1,109 @@
+import { createTestDatabase } from '@bragdoc/test-postgres';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDatabase, type Database } from '../../src/client.js';
+import {
+  deductCredits,
+  grantCredits,
+  InsufficientCreditsError,
+  RefundExceedsDeductionError,
+  refundCredits,
+} from '../../src/credits/index.js';
+import { balances, createUser, ledgerMismatches, trailSize } from './fixtures.js';
+
+let db: Database;
+let close: () => Promise<void>;
+beforeAll(async () => {
+  // A pool as large as an app server's, so the calls really run side by side.
+  ({ db, close } = await createTestDatabase({
+    connect: (url) => createDatabase(url, { max: 20 }),
+  }));
+});
+afterAll(() => close());
+
+const settle = <T>(promises: Promise<T>[]) => Promise.allSettled(promises);
+const rejectedWith = (
+  results: PromiseSettledResult<unknown>[],
+  type: new (...args: never[]) => Error,
+) => results.filter((r) => r.status === 'rejected' && r.reason instanceof type).length;
+
+describe('under concurrency', () => {
+  it('500 concurrent deductions of 1 on a balance of 100: exactly 100 succeed', async () => {
+    const u = await createUser(db);
+    await grantCredits(db, { userId: u.id, amount: 90, featureType: 'chat_tool_call' });
+    const results = await settle(
+      Array.from({ length: 500 }, () =>
+        deductCredits(db, { userId: u.id, amount: 1, featureType: 'chat_tool_call' }),
+      ),
+    );
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(100);
+    expect(rejectedWith(results, InsufficientCreditsError)).toBe(400);
+    expect(await balances(db, u.id)).toMatchObject({ freeCredits: 0 });
+    expect(await trailSize(db, u.id)).toBe(101); // the grant and 100 deductions
+    expect(await ledgerMismatches(db)).toEqual([]);
+  }, 60_000);
+
+  it('200 concurrent retries of one idempotent deduction charge once', async () => {
+    const u = await createUser(db);
+    const input = {
+      userId: u.id,
+      amount: 3,
+      featureType: 'document_generation' as const,
+      idempotencyKey: 'req-42',
+    };
+    const results = await Promise.all(Array.from({ length: 200 }, () => deductCredits(db, input)));
+    expect(new Set(results.map((r) => r.transaction.id)).size).toBe(1);
+    expect(results.filter((r) => !r.replayed)).toHaveLength(1);
+    expect(results.every((r) => r.balance === 7)).toBe(true);
+    expect(await balances(db, u.id)).toMatchObject({ freeCredits: 7 });
+    expect(await trailSize(db, u.id)).toBe(1);
+  }, 60_000);
+
+  it('concurrent refunds of one deduction never exceed it', async () => {
+    const u = await createUser(db);
+    const deduction = await deductCredits(db, {
+      userId: u.id,
+      amount: 10,
+      featureType: 'workstream_clustering',
+    });
+    const refundOf = deduction.transaction.id;
+    const results = await settle(
+      Array.from({ length: 60 }, (_, i) =>
+        refundCredits(db, {
+          userId: u.id,
+          amount: (i % 3) + 1,
+          featureType: 'workstream_clustering',
+          refundOf,
+        }),
+      ),
+    );
+    const refunded = results
+      .filter(
+        (r): r is PromiseFulfilledResult<Awaited<ReturnType<typeof refundCredits>>> =>
+          r.status === 'fulfilled',
+      )
+      .reduce((sum, r) => sum + r.value.transaction.amount, 0);
+    expect(refunded).toBeLessThanOrEqual(10);
+    expect(refunded).toBeGreaterThanOrEqual(8); // refunds of 1–3 stop only when less than 3 is left
+    expect(rejectedWith(results, RefundExceedsDeductionError)).toBe(
+      results.length - results.filter((r) => r.status === 'fulfilled').length,
+    );
+    expect(await balances(db, u.id)).toMatchObject({ freeCredits: refunded });
+    expect(await ledgerMismatches(db)).toEqual([]);
+  }, 60_000);
+
+  it('deductions, grants and refunds racing over many users keep every ledger balanced', async () => {
+    const users = await Promise.all(Array.from({ length: 20 }, () => createUser(db)));
+    const calls = Array.from({ length: 400 }, (_, i) => {
+      const userId = users[i % users.length]?.id ?? '';
+      const featureType = i % 4 === 0 ? ('chat_message' as const) : ('chat_tool_call' as const);
+      if (i % 5 === 0) return grantCredits(db, { userId, amount: 2, featureType });
+      if (i % 7 === 0) return refundCredits(db, { userId, amount: 1, featureType });
+      return deductCredits(db, { userId, amount: 1 + (i % 3), featureType });
+    });
+    const results = await settle(calls);
+    for (const r of results) {
+      if (r.status === 'rejected') expect(r.reason).toBeInstanceOf(InsufficientCreditsError);
+    }
+    expect(await ledgerMismatches(db)).toEqual([]);
+  }, 60_000);
+});

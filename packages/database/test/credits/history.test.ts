@@ -1,0 +1,148 @@
+import { sql } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Database } from '../../src/client.js';
+import {
+  type CreditTransactionPage,
+  deductCredits,
+  grantCredits,
+  listCreditTransactions,
+  listCreditTransactionsInRange,
+} from '../../src/credits/index.js';
+import { creditTransaction } from '../../src/schema.js';
+import { migratedDatabase } from '../support.js';
+import { createUser } from './fixtures.js';
+
+let db: Database;
+let close: () => Promise<void>;
+beforeAll(async () => {
+  ({ db, close } = await migratedDatabase());
+});
+afterAll(() => close());
+
+async function walk(next: (cursor?: string) => Promise<CreditTransactionPage>) {
+  const ids: string[] = [];
+  let cursor: string | undefined;
+  let pages = 0;
+  do {
+    const page = await next(cursor);
+    ids.push(...page.items.map((r) => r.id));
+    cursor = page.nextCursor ?? undefined;
+    pages++;
+  } while (cursor && pages < 1000);
+  return { ids, pages };
+}
+
+/** n grants in one INSERT (the ledger trigger applies each): they share one created_at. */
+async function burst(userId: string, n: number, at?: Date) {
+  await db.insert(creditTransaction).values(
+    Array.from({ length: n }, () => ({
+      userId,
+      amount: 1,
+      operation: 'grant' as const,
+      featureType: 'chat_tool_call' as const,
+      ...(at ? { createdAt: at } : {}),
+    })),
+  );
+}
+
+describe('listCreditTransactions', () => {
+  it('returns the history newest first, (created_at, id) descending', async () => {
+    const u = await createUser(db);
+    await grantCredits(db, { userId: u.id, amount: 1, featureType: 'chat_tool_call' });
+    await deductCredits(db, { userId: u.id, amount: 1, featureType: 'chat_message' });
+    const { items, nextCursor } = await listCreditTransactions(db, { userId: u.id });
+    expect(items.map((r) => r.operation)).toEqual(['deduct', 'grant']);
+    expect(nextCursor).toBeNull();
+  });
+
+  it('walking page by page returns every row exactly once, across a group sharing one created_at', async () => {
+    const u = await createUser(db);
+    await burst(u.id, 40);
+    for (let i = 0; i < 5; i++)
+      await grantCredits(db, { userId: u.id, amount: 1, featureType: 'chat_tool_call' });
+    await burst(u.id, 130); // one transaction: 130 rows with the same created_at
+    await burst(u.id, 25);
+    const all = (await db.execute(sql`
+      select id from "CreditTransaction" where user_id = ${u.id} order by created_at desc, id desc`)) as unknown as {
+      id: string;
+    }[];
+    expect(all).toHaveLength(200);
+    for (const limit of [1, 7, 50, 199, 200, 500]) {
+      const { ids } = await walk((cursor) =>
+        listCreditTransactions(db, { userId: u.id, limit, ...(cursor ? { cursor } : {}) }),
+      );
+      expect(ids, `page size ${limit}`).toEqual(all.map((r) => r.id));
+    }
+  });
+
+  it('filters by operation and feature type, and paginates within the filter', async () => {
+    const u = await createUser(db);
+    for (let i = 0; i < 6; i++) {
+      await grantCredits(db, {
+        userId: u.id,
+        amount: 1,
+        featureType: i % 2 ? 'chat_message' : 'chat_tool_call',
+      });
+      await deductCredits(db, {
+        userId: u.id,
+        amount: 1,
+        featureType: i % 2 ? 'chat_message' : 'chat_tool_call',
+      });
+    }
+    const { ids } = await walk((cursor) =>
+      listCreditTransactions(db, {
+        userId: u.id,
+        limit: 2,
+        operation: 'deduct',
+        featureType: 'chat_message',
+        ...(cursor ? { cursor } : {}),
+      }),
+    );
+    expect(ids).toHaveLength(3);
+    const page = await listCreditTransactions(db, { userId: u.id, operation: 'grant' });
+    expect(page.items.every((r) => r.operation === 'grant')).toBe(true);
+    expect(page.items).toHaveLength(6);
+  });
+
+  it("shows only the asked user's rows", async () => {
+    const [a, b] = [await createUser(db), await createUser(db)];
+    await grantCredits(db, { userId: a.id, amount: 1, featureType: 'chat_tool_call' });
+    await grantCredits(db, { userId: b.id, amount: 1, featureType: 'chat_tool_call' });
+    const { items } = await listCreditTransactions(db, { userId: a.id });
+    expect(items.map((r) => r.userId)).toEqual([a.id]);
+  });
+});
+
+describe('listCreditTransactionsInRange', () => {
+  it("returns every user's rows with from <= created_at < to, newest first, each exactly once", async () => {
+    const users = [await createUser(db), await createUser(db), await createUser(db)];
+    const base = new Date('2031-05-01T00:00:00.000Z');
+    for (const [i, u] of users.entries()) {
+      await burst(u.id, 30, new Date(base.getTime() + i * 1000)); // 30 rows at each instant
+      await burst(u.id, 5, new Date(base.getTime() + 3_600_000)); // at `to`: excluded
+      await burst(u.id, 5, new Date(base.getTime() - 1)); // before `from`: excluded
+    }
+    const to = new Date(base.getTime() + 3_600_000);
+    const expected = (await db.execute(sql`
+      select id from "CreditTransaction" where created_at >= ${base.toISOString()} and created_at < ${to.toISOString()}
+      order by created_at desc, id desc`)) as unknown as { id: string }[];
+    expect(expected).toHaveLength(90);
+    const { ids } = await walk((cursor) =>
+      listCreditTransactionsInRange(db, {
+        from: base,
+        to,
+        limit: 13,
+        ...(cursor ? { cursor } : {}),
+      }),
+    );
+    expect(ids).toEqual(expected.map((r) => r.id));
+  });
+
+  it('an empty range (from = to) returns nothing', async () => {
+    const at = new Date();
+    expect(await listCreditTransactionsInRange(db, { from: at, to: at })).toEqual({
+      items: [],
+      nextCursor: null,
+    });
+  });
+});

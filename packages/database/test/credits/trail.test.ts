@@ -1,0 +1,141 @@
+import { eq, sql } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Database } from '../../src/client.js';
+import { deductCredits, grantCredits } from '../../src/credits/index.js';
+import { creditTransaction, user } from '../../src/schema.js';
+import { migratedDatabase, sqlStateOf } from '../support.js';
+import { balances, createUser, trailSize } from './fixtures.js';
+
+let db: Database;
+let close: () => Promise<void>;
+beforeAll(async () => {
+  ({ db, close } = await migratedDatabase());
+});
+afterAll(() => close());
+
+async function errorOf(promise: Promise<unknown>): Promise<{ code?: string; message: string }> {
+  try {
+    await promise;
+  } catch (error) {
+    const cause = (error as { cause?: { code?: string; message: string } }).cause;
+    return cause ?? (error as { code?: string; message: string });
+  }
+  throw new Error('expected the statement to be refused');
+}
+
+describe('the audit trail, as the database enforces it', () => {
+  it('refuses UPDATE of a transaction with a clear message', async () => {
+    const u = await createUser(db);
+    const { transaction } = await deductCredits(db, {
+      userId: u.id,
+      amount: 1,
+      featureType: 'chat_tool_call',
+    });
+    const error = await errorOf(
+      db
+        .update(creditTransaction)
+        .set({ amount: 100 })
+        .where(eq(creditTransaction.id, transaction.id)),
+    );
+    expect(error.code).toBe('BC005');
+    expect(error.message).toBe('"CreditTransaction" is append-only: UPDATE is refused');
+  });
+
+  it('refuses DELETE of a transaction', async () => {
+    const u = await createUser(db);
+    await deductCredits(db, { userId: u.id, amount: 1, featureType: 'chat_tool_call' });
+    const error = await errorOf(
+      db.delete(creditTransaction).where(eq(creditTransaction.userId, u.id)),
+    );
+    expect(error.message).toBe('"CreditTransaction" is append-only: DELETE is refused');
+    expect(await trailSize(db, u.id)).toBe(1);
+  });
+
+  it('refuses TRUNCATE', async () => {
+    const error = await errorOf(db.execute(sql`truncate "CreditTransaction"`));
+    expect(error.message).toBe('"CreditTransaction" is append-only: TRUNCATE is refused');
+  });
+
+  it("still removes a user's rows when the user is deleted (ON DELETE CASCADE)", async () => {
+    const u = await createUser(db);
+    const { transaction } = await deductCredits(db, {
+      userId: u.id,
+      amount: 2,
+      featureType: 'chat_tool_call',
+    });
+    await db.execute(sql`
+      insert into "CreditTransaction" (user_id, amount, operation, feature_type, refund_of)
+      values (${u.id}, 1, 'refund', 'chat_tool_call', ${transaction.id})`);
+    await db.delete(user).where(eq(user.id, u.id));
+    expect(await trailSize(db, u.id)).toBe(0);
+  });
+
+  it('refuses a balance change that does not come with its audit row', async () => {
+    const u = await createUser(db);
+    const error = await errorOf(
+      db.update(user).set({ freeCredits: 1000 }).where(eq(user.id, u.id)),
+    );
+    expect(error.code).toBe('BC006');
+    expect(await balances(db, u.id)).toMatchObject({ freeCredits: 10 });
+  });
+
+  it('lets other columns of "User" change freely', async () => {
+    const u = await createUser(db);
+    await db.update(user).set({ name: 'Renamed' }).where(eq(user.id, u.id));
+    const [row] = await db.select({ name: user.name }).from(user).where(eq(user.id, u.id));
+    expect(row?.name).toBe('Renamed');
+  });
+
+  it('applies a raw SQL insert to the balance and records balance_after, whatever the insert says', async () => {
+    const u = await createUser(db);
+    await db.execute(sql`
+      insert into "CreditTransaction" (user_id, amount, operation, feature_type, balance_after)
+      values (${u.id}, 4, 'deduct', 'chat_tool_call', 999)`);
+    const [row] = await db
+      .select()
+      .from(creditTransaction)
+      .where(eq(creditTransaction.userId, u.id));
+    expect(row?.balanceAfter).toBe(6);
+    expect(await balances(db, u.id)).toMatchObject({ freeCredits: 6 });
+  });
+
+  it('refuses a raw SQL deduct larger than the balance (SQLSTATE BC001)', async () => {
+    const u = await createUser(db);
+    const insert = db.execute(sql`
+      insert into "CreditTransaction" (user_id, amount, operation, feature_type)
+      values (${u.id}, 11, 'deduct', 'chat_tool_call')`);
+    expect(await sqlStateOf(insert)).toBe('BC001');
+  });
+
+  it("records each row's balance after it, readable in history", async () => {
+    const u = await createUser(db);
+    await deductCredits(db, { userId: u.id, amount: 3, featureType: 'chat_tool_call' });
+    await grantCredits(db, { userId: u.id, amount: 5, featureType: 'chat_tool_call' });
+    await deductCredits(db, { userId: u.id, amount: 2, featureType: 'chat_message' });
+    const rows = await db
+      .select({ op: creditTransaction.operation, after: creditTransaction.balanceAfter })
+      .from(creditTransaction)
+      .where(eq(creditTransaction.userId, u.id))
+      .orderBy(creditTransaction.createdAt, creditTransaction.balanceAfter);
+    expect(rows).toEqual(
+      expect.arrayContaining([
+        { op: 'deduct', after: 7 },
+        { op: 'grant', after: 12 },
+        { op: 'deduct', after: 18 },
+      ]),
+    );
+  });
+
+  it('refuses a refund_of on a row that is not a refund (CHECK)', async () => {
+    const u = await createUser(db);
+    const { transaction } = await deductCredits(db, {
+      userId: u.id,
+      amount: 1,
+      featureType: 'chat_tool_call',
+    });
+    const insert = db.execute(sql`
+      insert into "CreditTransaction" (user_id, amount, operation, feature_type, refund_of)
+      values (${u.id}, 1, 'grant', 'chat_tool_call', ${transaction.id})`);
+    expect(await sqlStateOf(insert)).toBe('23514');
+  });
+});
