@@ -1,4 +1,4 @@
-import { createDatabase, type Database, type Transaction } from '@bragdoc/database';
+import { type Database, grantCredits, type Transaction } from '@bragdoc/database';
 import {
   type CreditTransaction,
   creditTransaction,
@@ -7,28 +7,31 @@ import {
 } from '@bragdoc/database/schema';
 import { desc, eq } from 'drizzle-orm';
 
-export { createDatabase };
+export { createDatabase } from '@bragdoc/database';
+
+export const WELCOME_CREDITS = 10;
 
 /**
- * What an app does at sign-up: create the user and record the welcome grant, in one
- * transaction. The free balances come from the schema's defaults.
+ * What an app does at sign-up, in one transaction: create the user with no credits, then
+ * grant the welcome credits through the ledger, so every credit the user ever has is
+ * explained by a row of the trail.
  */
 export async function signUp(db: Database, email: string, name?: string): Promise<User> {
   return db.transaction(async (tx: Transaction) => {
-    const [created] = await tx.insert(user).values({ email, name }).returning();
+    const [created] = await tx.insert(user).values({ email, name, freeCredits: 0 }).returning();
     if (!created) throw new Error(`Sign-up of ${email} returned no row`);
-    await tx.insert(creditTransaction).values({
+    const { balance } = await grantCredits(tx, {
       userId: created.id,
-      amount: created.freeCredits,
-      operation: 'grant',
+      amount: WELCOME_CREDITS,
       featureType: 'document_generation',
       metadata: { reason: 'welcome' },
+      idempotencyKey: 'welcome',
     });
-    return created;
+    return { ...created, freeCredits: balance };
   });
 }
 
-/** A user's trail, newest first. */
+/** A user's trail, newest first (the package's listCreditTransactions paginates it). */
 export function history(db: Database | Transaction, userId: string): Promise<CreditTransaction[]> {
   return db
     .select()

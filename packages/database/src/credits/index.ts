@@ -29,7 +29,7 @@ export {
   type RefundInput,
   refundCredits,
 } from './ledger.js';
-export { withCreditReservation } from './reservation.js';
+export { type ReservationInput, withCreditReservation } from './reservation.js';
 export {
   DEFAULT_PAGE_SIZE,
   MAX_AMOUNT,

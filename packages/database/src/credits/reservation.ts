@@ -8,6 +8,8 @@ import {
 } from './ledger.js';
 import { parse, reservationInput } from './validation.js';
 
+export type ReservationInput = Omit<CreditChangeInput, 'idempotencyKey'>;
+
 /**
  * Reserve, execute, refund on failure: deducts `amount` first (so two concurrent calls can
  * never spend the same credit), runs `fn`, and if `fn` throws, refunds the reservation
@@ -16,7 +18,7 @@ import { parse, reservationInput } from './validation.js';
  */
 export async function withCreditReservation<T>(
   db: Database | Transaction,
-  input: CreditChangeInput,
+  input: ReservationInput,
   fn: (reservation: CreditChangeResult) => Promise<T>,
 ): Promise<T> {
   const parsed = parse(reservationInput, input);

@@ -73,12 +73,13 @@ const change = {
 export const deductInput = z.strictObject(change);
 export const grantInput = z.strictObject(change);
 export const refundInput = z.strictObject({ ...change, refundOf: uuid.optional() });
+// No idempotency key: a replayed reservation would run the work again without charging
+// for it (or after its refund). A retried request makes a new reservation.
 export const reservationInput = z.strictObject({
   userId: uuid,
   amount,
   featureType,
   metadata: metadata.optional(),
-  idempotencyKey: idempotencyKey.optional(),
 });
 export const historyInput = z.strictObject({
   userId: uuid,

@@ -88,6 +88,15 @@ describe('bad input is refused before the database is touched', () => {
     expect(ran).toBe(false);
   });
 
+  it('withCreditReservation refuses an idempotency key (a replay would run the work uncharged)', async () => {
+    const error = await withCreditReservation(
+      closedDb,
+      { userId, ...valid, idempotencyKey: 'k' } as never,
+      async () => {},
+    ).catch((e) => e);
+    expect(error).toMatchObject({ code: 'INVALID_INPUT', field: 'input' });
+  });
+
   it('getCreditBalance refuses a userId that is not a UUID', async () => {
     await expect(getCreditBalance(closedDb, 'nope')).rejects.toMatchObject({
       code: 'INVALID_INPUT',
@@ -249,7 +258,8 @@ describe('property: every call succeeds with consistent balances or throws a typ
                 } as never)
               ).replayed;
             } else {
-              await withCreditReservation(db, input, async () => {
+              const { idempotencyKey: _key, ...reservation } = input as Record<string, unknown>;
+              await withCreditReservation(db, reservation as never, async () => {
                 if (c.op === 'reserve-fail') throw new Error('work failed');
               }).catch((e) => {
                 if (!(e instanceof Error && e.message === 'work failed')) throw e;
