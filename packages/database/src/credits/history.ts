@@ -1,4 +1,4 @@
-import { and, desc, eq, gte, lt, lte, or, type SQL } from 'drizzle-orm';
+import { and, desc, eq, gte, lt, lte, or, type SQL, sql } from 'drizzle-orm';
 import type { Database, Transaction } from '../client.js';
 import {
   type CreditTransaction,
@@ -7,6 +7,8 @@ import {
   type OperationType,
 } from '../schema.js';
 import { decodeCursor, encodeCursor, type Position } from './cursor.js';
+import { prepared } from './prepared.js';
+import { runRows } from './rows.js';
 import { historyInput, parse, rangeInput } from './validation.js';
 
 export interface CreditTransactionPage {
@@ -35,18 +37,22 @@ export interface ListCreditTransactionsInRangeInput {
 }
 
 const t = creditTransaction;
+const p = sql.placeholder;
+
+/** Which optional parts a query has; each combination is its own prepared statement. */
+export interface HistoryVariant {
+  operation: boolean;
+  featureType: boolean;
+  cursor: boolean;
+}
 
 /**
- * Rows strictly after `position` in (created_at DESC, id DESC) order. Written as
- * `created_at <= $t and (created_at < $t or id < $id)` rather than a row comparison, so
- * that `created_at <= $t` is an index condition on both indexes that serve the lists.
+ * Rows strictly after the cursor position in (created_at DESC, id DESC) order. Written as
+ * `created_at <= $at and (created_at < $at or id < $id)` rather than a row comparison, so
+ * that `created_at <= $at` is an index condition on both indexes that serve the lists.
  */
-function after(position: Position | undefined): SQL | undefined {
-  if (!position) return undefined;
-  return and(
-    lte(t.createdAt, position.createdAt),
-    or(lt(t.createdAt, position.createdAt), lt(t.id, position.id)),
-  );
+function afterCursor(): SQL | undefined {
+  return and(lte(t.createdAt, p('at')), or(lt(t.createdAt, p('at')), lt(t.id, p('id'))));
 }
 
 function page(rows: CreditTransaction[], limit: number, scope: string): CreditTransactionPage {
@@ -61,40 +67,48 @@ function page(rows: CreditTransaction[], limit: number, scope: string): CreditTr
   };
 }
 
-/** The user-history query; served by credit_tx_user_created_at_idx. Exported for EXPLAIN tests. */
-export function userHistoryQuery(
-  db: Database | Transaction,
-  input: { userId: string; limit: number; operation?: OperationType; featureType?: FeatureType },
-  position?: Position,
-) {
+/**
+ * The user-history query, with placeholders (userId, limit, and operation, featureType,
+ * at, id as the variant has them); served by credit_tx_user_created_at_idx.
+ */
+export function userHistoryQuery(db: Database | Transaction, variant: HistoryVariant) {
   return db
     .select()
     .from(t)
     .where(
       and(
-        eq(t.userId, input.userId),
-        input.operation ? eq(t.operation, input.operation) : undefined,
-        input.featureType ? eq(t.featureType, input.featureType) : undefined,
-        after(position),
+        eq(t.userId, p('userId')),
+        variant.operation ? eq(t.operation, p('operation')) : undefined,
+        variant.featureType ? eq(t.featureType, p('featureType')) : undefined,
+        variant.cursor ? afterCursor() : undefined,
       ),
     )
     .orderBy(desc(t.createdAt), desc(t.id))
-    .limit(input.limit + 1);
+    .limit(p('limit'));
 }
 
-/** The all-users range query; served by credit_tx_created_at_idx. Exported for EXPLAIN tests. */
-export function rangeQuery(
-  db: Database | Transaction,
-  input: { from: Date; to: Date; limit: number },
-  position?: Position,
-) {
+/** The all-users range query (from, to, limit, and at, id with a cursor); served by credit_tx_created_at_idx. */
+export function rangeQuery(db: Database | Transaction, variant: Pick<HistoryVariant, 'cursor'>) {
   return db
     .select()
     .from(t)
-    .where(and(gte(t.createdAt, input.from), lt(t.createdAt, input.to), after(position)))
+    .where(
+      and(
+        gte(t.createdAt, p('from')),
+        lt(t.createdAt, p('to')),
+        variant.cursor ? afterCursor() : undefined,
+      ),
+    )
     .orderBy(desc(t.createdAt), desc(t.id))
-    .limit(input.limit + 1);
+    .limit(p('limit'));
 }
+
+const variantKey = (v: Partial<HistoryVariant>) =>
+  `${v.operation ? 'o' : '-'}${v.featureType ? 'f' : '-'}${v.cursor ? 'c' : '-'}`;
+
+// Timestamps go in as ISO strings: drizzle's postgres.js client leaves dates unserialised.
+const cursorValues = (position: Position | undefined) =>
+  position ? { at: position.createdAt.toISOString(), id: position.id } : {};
 
 /**
  * A user's credit history, newest first, keyset-paginated on (created_at, id): a page
@@ -107,7 +121,22 @@ export async function listCreditTransactions(
   const parsed = parse(historyInput, input);
   const scope = `user|${parsed.userId}|${parsed.operation ?? ''}|${parsed.featureType ?? ''}`;
   const position = parsed.cursor ? decodeCursor(parsed.cursor, scope) : undefined;
-  return page(await userHistoryQuery(db, parsed, position), parsed.limit, scope);
+  const variant = {
+    operation: parsed.operation !== undefined,
+    featureType: parsed.featureType !== undefined,
+    cursor: position !== undefined,
+  };
+  const query = prepared(db, `credit_history:${variantKey(variant)}`, () =>
+    userHistoryQuery(db, variant).prepare('credit_history'),
+  );
+  const rows = await runRows(query, {
+    userId: parsed.userId,
+    limit: parsed.limit + 1,
+    ...(parsed.operation ? { operation: parsed.operation } : {}),
+    ...(parsed.featureType ? { featureType: parsed.featureType } : {}),
+    ...cursorValues(position),
+  });
+  return page(rows, parsed.limit, scope);
 }
 
 /** All users' transactions with from <= created_at < to, newest first, paginated the same way. */
@@ -118,5 +147,15 @@ export async function listCreditTransactionsInRange(
   const parsed = parse(rangeInput, input);
   const scope = `range|${parsed.from.toISOString()}|${parsed.to.toISOString()}`;
   const position = parsed.cursor ? decodeCursor(parsed.cursor, scope) : undefined;
-  return page(await rangeQuery(db, parsed, position), parsed.limit, scope);
+  const variant = { cursor: position !== undefined };
+  const query = prepared(db, `credit_range:${variantKey(variant)}`, () =>
+    rangeQuery(db, variant).prepare('credit_range'),
+  );
+  const rows = await runRows(query, {
+    from: parsed.from.toISOString(),
+    to: parsed.to.toISOString(),
+    limit: parsed.limit + 1,
+    ...cursorValues(position),
+  });
+  return page(rows, parsed.limit, scope);
 }

@@ -8,6 +8,7 @@ import {
   type OperationType,
 } from '../schema.js';
 import { IdempotencyConflictError, sqlStateOf, toCreditsError } from './errors.js';
+import { prepared } from './prepared.js';
 import { deductInput, grantInput, parse, refundInput } from './validation.js';
 
 export interface CreditChangeInput {
@@ -77,29 +78,49 @@ async function replay(
   return result(existing.row, true);
 }
 
+// jsonb goes in as text with an explicit cast: drizzle's jsonb encoder would turn a null
+// placeholder value into the JSON literal 'null' instead of SQL NULL.
+const jsonbParam = (name: string) => sql`${sql.placeholder(name)}::jsonb`;
+
+function insertStatement(db: Database | Transaction) {
+  return prepared(db, 'credit_tx_insert', () =>
+    db
+      .insert(creditTransaction)
+      .values({
+        userId: sql.placeholder('userId'),
+        amount: sql.placeholder('amount'),
+        operation: sql.placeholder('operation'),
+        featureType: sql.placeholder('featureType'),
+        metadata: jsonbParam('metadata'),
+        idempotencyKey: sql.placeholder('idempotencyKey'),
+        refundOf: sql.placeholder('refundOf'),
+      })
+      .returning()
+      .prepare('credit_tx_insert'),
+  );
+}
+
 /**
  * One INSERT: the ledger trigger (migration 0002) applies the change to "User" with a
  * conditional UPDATE … RETURNING and records balance_after, in the same statement, so the
  * balance and its audit row are written together or not at all.
  */
 async function apply(db: Database | Transaction, change: Change): Promise<CreditChangeResult> {
-  const insert = (executor: Database | Transaction) =>
-    executor
-      .insert(creditTransaction)
-      .values({
-        userId: change.userId,
-        amount: change.amount,
-        operation: change.operation,
-        featureType: change.featureType,
-        metadata: change.metadata,
-        idempotencyKey: change.idempotencyKey,
-        refundOf: change.refundOf,
-      })
-      .returning();
+  const values = {
+    userId: change.userId,
+    amount: change.amount,
+    operation: change.operation,
+    featureType: change.featureType,
+    metadata: change.metadata ? JSON.stringify(change.metadata) : null,
+    idempotencyKey: change.idempotencyKey ?? null,
+    refundOf: change.refundOf ?? null,
+  };
   try {
     // Inside a caller's transaction, a savepoint keeps it usable when the INSERT is refused.
     const rows =
-      db instanceof PgTransaction ? await db.transaction((tx) => insert(tx)) : await insert(db);
+      db instanceof PgTransaction
+        ? await db.transaction((tx) => insertStatement(tx).execute(values))
+        : await insertStatement(db).execute(values);
     const [row] = rows;
     if (!row) throw new Error('INSERT … RETURNING returned no row');
     return result(row, false);

@@ -1,13 +1,16 @@
-import { sql } from 'drizzle-orm';
+import { desc, eq, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/client.js';
+import { userHistoryQuery } from '../../src/credits/history.js';
 import {
   type CreditTransactionPage,
   deductCredits,
   grantCredits,
   listCreditTransactions,
   listCreditTransactionsInRange,
+  refundCredits,
 } from '../../src/credits/index.js';
+import { runRows } from '../../src/credits/rows.js';
 import { creditTransaction } from '../../src/schema.js';
 import { migratedDatabase } from '../support.js';
 import { createUser } from './fixtures.js';
@@ -144,5 +147,64 @@ describe('listCreditTransactionsInRange', () => {
       items: [],
       nextCursor: null,
     });
+  });
+});
+
+describe('rows of the lists', () => {
+  it('are exactly what a drizzle select of the same rows returns', async () => {
+    const u = await createUser(db);
+    await grantCredits(db, {
+      userId: u.id,
+      amount: 4,
+      featureType: 'chat_tool_call',
+      metadata: { a: [1, 'x', null] },
+    });
+    const { transaction } = await deductCredits(db, {
+      userId: u.id,
+      amount: 2,
+      featureType: 'chat_message',
+      idempotencyKey: 'k',
+    });
+    await refundCredits(db, {
+      userId: u.id,
+      amount: 1,
+      featureType: 'chat_message',
+      refundOf: transaction.id,
+    });
+    const viaDrizzle = await db
+      .select()
+      .from(creditTransaction)
+      .where(eq(creditTransaction.userId, u.id))
+      .orderBy(desc(creditTransaction.createdAt), desc(creditTransaction.id));
+    const { items } = await listCreditTransactions(db, { userId: u.id });
+    expect(items).toEqual(viaDrizzle);
+    expect(items[0]?.createdAt).toBeInstanceOf(Date);
+    const range = await listCreditTransactionsInRange(db, {
+      from: new Date(Date.now() - 60_000),
+      to: new Date(Date.now() + 60_000),
+      limit: 500,
+    });
+    expect(range.items.filter((r) => r.userId === u.id)).toEqual(viaDrizzle);
+  });
+
+  it("are the same through drizzle's mapped execute(), the fallback if its raw all() goes away", async () => {
+    const u = await createUser(db);
+    await grantCredits(db, {
+      userId: u.id,
+      amount: 4,
+      featureType: 'chat_tool_call',
+      metadata: { b: 1 },
+    });
+    await deductCredits(db, { userId: u.id, amount: 1, featureType: 'chat_message' });
+    const query = userHistoryQuery(db, {
+      operation: false,
+      featureType: false,
+      cursor: false,
+    }).prepare('fallback');
+    const values = { userId: u.id, limit: 10 };
+    const viaAll = await runRows(query, values);
+    const viaExecute = await runRows({ execute: (v) => query.execute(v) }, values);
+    expect(viaAll).toHaveLength(2);
+    expect(viaExecute).toEqual(viaAll);
   });
 });

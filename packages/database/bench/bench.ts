@@ -1,0 +1,136 @@
+/**
+ * `pnpm bench [--rows N]`: the package beside its baselines (hand-written SQL through
+ * postgres.js, drizzle's own migrate()), in one run, on the same data, interleaved.
+ * A benchmark, not a test: it prints figures and never fails on them.
+ */
+import { cpus, totalmem } from 'node:os';
+import { parseArgs } from 'node:util';
+import { startTestPostgres } from '@bragdoc/test-postgres';
+import { SingleBar } from 'cli-progress';
+import postgres from 'postgres';
+import { createDatabase } from '../src/client.js';
+import { rangeQuery, userHistoryQuery } from '../src/credits/history.js';
+import { defaultMigrationsFolder, migrate } from '../src/migrate/index.js';
+import { measureMigration } from './migration.js';
+import { planSummary } from './plans.js';
+import { measureReads, readTargets } from './reads.js';
+import { seedTrail } from './seed.js';
+import type { Figure } from './stats.js';
+import { createBaselineTables, measureWrites } from './writes.js';
+
+const { values } = parseArgs({
+  options: {
+    rows: { type: 'string', default: '1000000' },
+    iterations: { type: 'string', default: '2000' },
+    rounds: { type: 'string', default: '5' },
+    ops: { type: 'string', default: '250' },
+    'migration-runs': { type: 'string', default: '10' },
+  },
+});
+const int = (name: keyof typeof values) => {
+  const n = Number(String(values[name]).replaceAll('_', ''));
+  if (!Number.isSafeInteger(n) || n <= 0)
+    throw new Error(`--${name} must be a positive integer, got ${values[name]}`);
+  return n;
+};
+const rows = int('rows');
+const log = (line: string) => console.log(line);
+
+const env: NodeJS.ProcessEnv = process.env.BENCH_DATABASE_URL
+  ? { TEST_DATABASE_URL: process.env.BENCH_DATABASE_URL, TEST_POSTGRES_PROVIDER: 'url' }
+  : { ...process.env, TEST_DATABASE_URL: undefined };
+const pg = await startTestPostgres({
+  migrate: (url) => migrate(url),
+  migrationsFolder: defaultMigrationsFolder,
+  prefix: 'bragdoc_bench',
+  env,
+  log,
+});
+log(
+  `bench: PostgreSQL ${pg.server.version} (${pg.server.provider}), Node ${process.version}, ` +
+    `${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB; ${rows.toLocaleString('en')} rows`,
+);
+
+const figures: Figure[] = [];
+const data = await pg.createDatabase();
+const sql = postgres(data.url, { max: 1, onnotice: () => {} });
+const handle = createDatabase(data.url, { max: 1 });
+try {
+  const bar = new SingleBar({
+    format: 'seeding [{bar}] {percentage}% {value}/{total} rows, {eta}s left',
+    hideCursor: true,
+    noTTYOutput: true,
+    notTTYSchedule: 5000,
+  });
+  bar.start(rows, 0);
+  const seed = await seedTrail(sql, { rows, onProgress: (done) => bar.update(done) });
+  bar.stop();
+  log(
+    `seeded ${seed.rows.toLocaleString('en')} rows over ${seed.users.toLocaleString('en')} users ` +
+      `(${seed.heavyUsers} heavy users hold 20%) in ${((seed.insertMs + seed.indexMs) / 1000).toFixed(1)} s ` +
+      `(insert ${(seed.insertMs / 1000).toFixed(1)} s, indexes ${(seed.indexMs / 1000).toFixed(1)} s): ` +
+      `${Math.round(seed.rowsPerSecond).toLocaleString('en')} rows/s`,
+  );
+
+  // Halfway through a heavy user's history (each holds 2% of the rows), at most page 200.
+  const targets = await readTargets(
+    sql,
+    Math.max(1, Math.min(200, Math.floor((rows * 0.02) / 50 / 2))),
+  );
+  const history = (cursor: boolean) =>
+    userHistoryQuery(handle.db, { operation: false, featureType: false, cursor });
+  const base = { userId: targets.heavyUser, limit: 51 };
+  log(`plans at ${rows.toLocaleString('en')} rows:`);
+  log(`  history of a heavy user, first page: ${await planSummary(sql, history(false), base)}`);
+  log(
+    `  history of a typical user, first page: ${await planSummary(sql, history(false), { ...base, userId: targets.typicalUser })}`,
+  );
+  log(
+    `  history of a heavy user, page ${targets.deepPage}: ${await planSummary(sql, history(true), { ...base, at: targets.deep.createdAt, id: targets.deep.id })}`,
+  );
+  log(
+    `  range, one hour: ${await planSummary(sql, rangeQuery(handle.db, { cursor: false }), { ...targets.window, limit: 51 })}`,
+  );
+
+  figures.push(...(await measureReads(handle.db, sql, targets, int('iterations'))));
+} finally {
+  await handle.close();
+  await sql.end();
+  await data.close();
+}
+
+const writes = await pg.createDatabase();
+const writer = createDatabase(writes.url, { max: 16 });
+try {
+  const admin = postgres(writes.url, { max: 1, onnotice: () => {} });
+  const users = (
+    await admin<{ id: string }[]>`
+      insert into "User" (email, free_credits, free_chat_messages)
+      select 'writer-' || n || '@example.com', 1000000000, 0 from generate_series(1, 16) n returning id`
+  ).map((r) => r.id);
+  await createBaselineTables(admin, users);
+  await admin.end();
+  figures.push(...(await measureWrites(writer.db, writes.url, users, int('rounds'), int('ops'))));
+} finally {
+  await writer.close();
+  await writes.close();
+}
+
+figures.push(
+  await measureMigration(() => pg.createDatabase({ empty: true }), int('migration-runs')),
+);
+await pg.teardown();
+
+console.table(
+  Object.fromEntries(
+    figures.map((f) => [
+      f.name,
+      { package: f.value, baseline: f.baseline, unit: f.unit, ratio: f.ratio },
+    ]),
+  ),
+);
+for (const f of figures) {
+  console.log(
+    `bench: ${f.name} value=${f.value} unit=${f.unit} baseline=${f.baseline} ratio=${f.ratio}`,
+  );
+}

@@ -1,0 +1,87 @@
+import type postgres from 'postgres';
+import type { Database } from '../src/client.js';
+import { encodeCursor } from '../src/credits/cursor.js';
+import { listCreditTransactions, listCreditTransactionsInRange } from '../src/credits/index.js';
+import { type Figure, figure, interleave, percentile } from './stats.js';
+
+export interface ReadTargets {
+  heavyUser: string;
+  /** A user with the median number of rows. */
+  typicalUser: string;
+  /** The last row of page `deepPage` (1-based) of the heavy user's history. */
+  deep: { createdAt: Date; id: string };
+  deepPage: number;
+  window: { from: Date; to: Date };
+}
+
+const PAGE = 50;
+
+/** A heavy user, a position deep in its history, and a one-hour window in the middle of the data. */
+export async function readTargets(sql: postgres.Sql, deepPage: number): Promise<ReadTargets> {
+  const [heavy] = await sql<{ id: string }[]>`select id from bench_user where n = 1`;
+  if (!heavy) throw new Error('the trail is not seeded');
+  const [typical] = await sql<{ id: string }[]>`
+    select id from bench_user where n = (select max(n) from bench_user) / 2`;
+  const [deep] = await sql<{ created_at: Date; id: string }[]>`
+    select created_at, id from "CreditTransaction" where user_id = ${heavy.id}
+    order by created_at desc, id desc offset ${deepPage * PAGE - 1} limit 1`;
+  if (!deep) throw new Error(`the heavy user has fewer than ${deepPage * PAGE} rows`);
+  const [middle] = await sql<{ at: Date }[]>`
+    select date_trunc('hour', min(created_at) + (max(created_at) - min(created_at)) / 2) as at from "CreditTransaction"`;
+  const from = middle?.at ?? new Date();
+  return {
+    heavyUser: heavy.id,
+    typicalUser: typical?.id ?? heavy.id,
+    deep: { createdAt: deep.created_at, id: deep.id },
+    deepPage,
+    window: { from, to: new Date(from.getTime() + 3600_000) },
+  };
+}
+
+/**
+ * Each list call of the package beside the same SQL written by hand with postgres.js (a
+ * tagged template: prepared, rows as postgres.js returns them), interleaved on one
+ * connection each, same data.
+ */
+export async function measureReads(
+  db: Database,
+  sql: postgres.Sql,
+  targets: ReadTargets,
+  iterations: number,
+): Promise<Figure[]> {
+  const { heavyUser: userId, deep, window } = targets;
+  const cursor = encodeCursor(deep, `user|${userId}||`);
+  const cases = {
+    history_first_page: {
+      pkg: () => listCreditTransactions(db, { userId, limit: PAGE }),
+      baseline: () => sql`
+        select * from "CreditTransaction" where user_id = ${userId}
+        order by created_at desc, id desc limit ${PAGE + 1}`,
+    },
+    history_deep_page: {
+      pkg: () => listCreditTransactions(db, { userId, limit: PAGE, cursor }),
+      baseline: () => sql`
+        select * from "CreditTransaction" where user_id = ${userId}
+          and created_at <= ${deep.createdAt} and (created_at < ${deep.createdAt} or id < ${deep.id})
+        order by created_at desc, id desc limit ${PAGE + 1}`,
+    },
+    range_one_hour: {
+      pkg: () =>
+        listCreditTransactionsInRange(db, { from: window.from, to: window.to, limit: PAGE }),
+      baseline: () => sql`
+        select * from "CreditTransaction" where created_at >= ${window.from} and created_at < ${window.to}
+        order by created_at desc, id desc limit ${PAGE + 1}`,
+    },
+  };
+  const figures: Figure[] = [];
+  for (const [name, c] of Object.entries(cases)) {
+    await interleave(Math.min(200, iterations), c.pkg, c.baseline); // warm-up: plans, caches, JIT
+    const sample = await interleave(iterations, c.pkg, c.baseline);
+    for (const p of [50, 99]) {
+      figures.push(
+        figure(`${name}_p${p}`, percentile(sample.pkg, p), 'ms', percentile(sample.baseline, p)),
+      );
+    }
+  }
+  return figures;
+}
