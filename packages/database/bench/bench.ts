@@ -71,6 +71,11 @@ try {
       `(insert ${(seed.insertMs / 1000).toFixed(1)} s, indexes ${(seed.indexMs / 1000).toFixed(1)} s): ` +
       `${Math.round(seed.rowsPerSecond).toLocaleString('en')} rows/s`,
   );
+  const mib = (bytes: number) => `${Math.round(bytes / 2 ** 20).toLocaleString('en')} MiB`;
+  log(
+    `"CreditTransaction": table ${mib(seed.tableBytes)}, indexes ${mib(seed.indexBytes)}, ` +
+      `${Math.round((seed.tableBytes + seed.indexBytes) / rows)} bytes per row`,
+  );
 
   // Halfway through a heavy user's history (each holds 2% of the rows), at most page 200.
   const targets = await readTargets(

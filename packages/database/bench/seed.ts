@@ -13,6 +13,8 @@ export interface SeedResult {
   insertMs: number;
   indexMs: number;
   rowsPerSecond: number;
+  tableBytes: number;
+  indexBytes: number;
 }
 
 export const HEAVY_USERS = 10;
@@ -82,7 +84,11 @@ export async function seedTrail(sql: postgres.Sql, options: SeedOptions): Promis
   await sql`vacuum (analyze) "User"`;
   await sql`vacuum (analyze) "CreditTransaction"`;
   const indexMs = performance.now() - indexStarted;
+  const [size] = await sql<{ table: string; indexes: string }[]>`
+    select pg_table_size('"CreditTransaction"') as table, pg_indexes_size('"CreditTransaction"') as indexes`;
   return {
+    tableBytes: Number(size?.table),
+    indexBytes: Number(size?.indexes),
     rows: options.rows,
     users,
     heavyUsers: HEAVY_USERS,

@@ -1,0 +1,280 @@
+import { readFileSync } from 'node:fs';
+import { createTestDatabase } from '@bragdoc/test-postgres';
+import { eq } from 'drizzle-orm';
+import postgres from 'postgres';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDatabase, type Database } from '../../src/client.js';
+import { explainNodes, indexesUsed, seqScansOf } from '../../src/credits/explain.js';
+import { rangeQuery, userHistoryQuery } from '../../src/credits/history.js';
+import {
+  deductCredits,
+  grantCredits,
+  IdempotencyConflictError,
+  InsufficientCreditsError,
+  InvalidRefundTargetError,
+  listCreditTransactions,
+  RefundExceedsDeductionError,
+  refundCredits,
+} from '../../src/credits/index.js';
+import { user } from '../../src/schema.js';
+import { createUser, ledgerMismatches, trailSize } from '../credits/fixtures.js';
+
+// The DDL that docs/SCALING.md describes, run as written.
+const partitionDdl = readFileSync(
+  new URL('../../../../docs/scaling/partition-credit-transaction.sql', import.meta.url),
+  'utf8',
+);
+
+let db: Database;
+let sql: postgres.Sql;
+let close: () => Promise<void>;
+let before: { userId: string; deduction: string };
+
+async function errorOf(promise: Promise<unknown>): Promise<{ code?: string; message: string }> {
+  try {
+    await promise;
+  } catch (error) {
+    return (
+      (error as { cause?: { code?: string; message: string } }).cause ??
+      (error as { message: string })
+    );
+  }
+  throw new Error('expected a refusal');
+}
+
+beforeAll(async () => {
+  const testDb = await createTestDatabase({ connect: (url) => createDatabase(url, { max: 4 }) });
+  ({ db, close } = testDb);
+  sql = postgres(testDb.url, { max: 1, onnotice: () => {} });
+  // History written before the change, through the package.
+  const u = await createUser(db);
+  const { transaction } = await deductCredits(db, {
+    userId: u.id,
+    amount: 4,
+    featureType: 'chat_tool_call',
+    idempotencyKey: 'before',
+  });
+  before = { userId: u.id, deduction: transaction.id };
+  await sql.unsafe(partitionDdl);
+}, 60_000);
+afterAll(async () => {
+  await sql.end();
+  await close();
+});
+
+describe('"CreditTransaction" range-partitioned by created_at (docs/scaling)', () => {
+  it('is a partitioned table with monthly partitions and a default one', async () => {
+    const parts = await sql`
+      select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid
+      where i.inhparent = '"CreditTransaction"'::regclass order by 1`;
+    expect(parts.map((r) => r.relname)).toEqual([
+      'CreditTransaction_2026_10',
+      'CreditTransaction_2026_11',
+      'CreditTransaction_2026_12',
+      'CreditTransaction_default',
+    ]);
+  });
+
+  it('kept the rows, their idempotency keys and the balances that explain them', async () => {
+    expect(await trailSize(db, before.userId)).toBe(1);
+    const replay = await deductCredits(db, {
+      userId: before.userId,
+      amount: 4,
+      featureType: 'chat_tool_call',
+      idempotencyKey: 'before',
+    });
+    expect(replay.replayed).toBe(true);
+    expect(await ledgerMismatches(db)).toEqual([]);
+  });
+
+  it('the package works on it unchanged: deduct, grant, refund, the refund cap, errors', async () => {
+    const u = await createUser(db);
+    const d = await deductCredits(db, {
+      userId: u.id,
+      amount: 3,
+      featureType: 'document_generation',
+    });
+    expect(d.balance).toBe(7);
+    expect(
+      (await grantCredits(db, { userId: u.id, amount: 5, featureType: 'document_generation' }))
+        .balance,
+    ).toBe(12);
+    await refundCredits(db, {
+      userId: u.id,
+      amount: 3,
+      featureType: 'document_generation',
+      refundOf: d.transaction.id,
+    });
+    await expect(
+      refundCredits(db, {
+        userId: u.id,
+        amount: 1,
+        featureType: 'document_generation',
+        refundOf: d.transaction.id,
+      }),
+    ).rejects.toThrow(RefundExceedsDeductionError);
+    await expect(
+      refundCredits(db, {
+        userId: u.id,
+        amount: 1,
+        featureType: 'document_generation',
+        refundOf: before.deduction,
+      }),
+    ).rejects.toThrow(InvalidRefundTargetError);
+    await expect(
+      deductCredits(db, { userId: u.id, amount: 100, featureType: 'chat_tool_call' }),
+    ).rejects.toThrow(InsufficientCreditsError);
+    expect(await ledgerMismatches(db)).toEqual([]);
+  });
+
+  it('keeps idempotency keys unique per user across partitions', async () => {
+    const u = await createUser(db);
+    const first = await deductCredits(db, {
+      userId: u.id,
+      amount: 1,
+      featureType: 'chat_tool_call',
+      idempotencyKey: 'k',
+    });
+    const retry = await deductCredits(db, {
+      userId: u.id,
+      amount: 1,
+      featureType: 'chat_tool_call',
+      idempotencyKey: 'k',
+    });
+    expect(retry).toMatchObject({ replayed: true, transaction: { id: first.transaction.id } });
+    await expect(
+      grantCredits(db, {
+        userId: u.id,
+        amount: 1,
+        featureType: 'chat_tool_call',
+        idempotencyKey: 'k',
+      }),
+    ).rejects.toThrow(IdempotencyConflictError);
+    // A row dated in another month (another partition) cannot reuse the key either.
+    const other = await errorOf(
+      sql`insert into "CreditTransaction" (user_id, amount, operation, feature_type, idempotency_key, created_at)
+          values (${u.id}, 1, 'grant', 'chat_tool_call', 'k', '2026-10-15')`,
+    );
+    expect(other.code).toBe('23505');
+  });
+
+  it('puts each row in the partition of its created_at', async () => {
+    const u = await createUser(db);
+    await sql`insert into "CreditTransaction" (user_id, amount, operation, feature_type, created_at)
+              values (${u.id}, 1, 'grant', 'chat_tool_call', '2026-10-15'),
+                     (${u.id}, 1, 'grant', 'chat_tool_call', '2026-12-15'),
+                     (${u.id}, 1, 'grant', 'chat_tool_call', '2031-01-01')`;
+    const rows = await sql`
+      select tableoid::regclass::text as part from "CreditTransaction" where user_id = ${u.id} order by created_at`;
+    expect(rows.map((r) => r.part)).toEqual([
+      '"CreditTransaction_2026_10"',
+      '"CreditTransaction_2026_12"',
+      '"CreditTransaction_default"',
+    ]);
+  });
+
+  it('stays append-only: UPDATE, DELETE and TRUNCATE of the parent and of a partition are refused', async () => {
+    for (const statement of [
+      sql`update "CreditTransaction" set amount = 99`,
+      sql`delete from "CreditTransaction"`,
+      sql`truncate "CreditTransaction"`,
+      sql`update "CreditTransaction_2026_11" set amount = 99`,
+      sql`truncate "CreditTransaction_2026_11"`,
+    ]) {
+      expect((await errorOf(statement)).code).toBe('BC005');
+    }
+  });
+
+  it("still deletes a user's rows, in every partition, with the user", async () => {
+    const u = await createUser(db);
+    await grantCredits(db, {
+      userId: u.id,
+      amount: 1,
+      featureType: 'chat_tool_call',
+      idempotencyKey: 'x',
+    });
+    await sql`insert into "CreditTransaction" (user_id, amount, operation, feature_type, created_at)
+              values (${u.id}, 1, 'grant', 'chat_tool_call', '2026-10-15')`;
+    await db.delete(user).where(eq(user.id, u.id));
+    expect(await trailSize(db, u.id)).toBe(0);
+    const keys = await sql`select 1 from credit_idempotency_key where user_id = ${u.id}`;
+    expect(keys).toHaveLength(0);
+  });
+
+  it('drops old months by detaching their partition: DDL, not DELETE, and only for the owner', async () => {
+    const u = await createUser(db);
+    await sql`insert into "CreditTransaction" (user_id, amount, operation, feature_type, created_at)
+              values (${u.id}, 1, 'grant', 'chat_tool_call', '2026-10-20')`;
+    await sql`alter table "CreditTransaction" detach partition "CreditTransaction_2026_10"`;
+    await sql`drop table "CreditTransaction_2026_10"`;
+    const left = await sql`select 1 from "CreditTransaction" where created_at < '2026-11-01'`;
+    expect(left).toHaveLength(0);
+  });
+});
+
+describe('what a partitioned table cannot do (the reasons for the DDL above)', () => {
+  it('refuses a unique index on (user_id, idempotency_key) that lacks created_at', async () => {
+    const error = await errorOf(
+      sql`create unique index nope on "CreditTransaction" (user_id, idempotency_key) where idempotency_key is not null`,
+    );
+    expect(error.message).toMatch(/must include all partitioning columns/);
+  });
+
+  it('refuses a foreign key to its id alone (as refund_of had)', async () => {
+    const error = await errorOf(
+      sql`alter table "CreditTransaction" add foreign key (refund_of) references "CreditTransaction"(id)`,
+    );
+    expect(error.code).toBe('42830'); // invalid_foreign_key: no unique constraint on (id)
+  });
+});
+
+describe('plans on the partitioned table, with 150,000 rows over 500 users', () => {
+  let heavy: string;
+  beforeAll(async () => {
+    await sql.begin(async (tx) => {
+      await tx`alter table "CreditTransaction" disable trigger credit_tx_apply`;
+      await tx`insert into "User" (email) select 'part-' || g || '@example.com' from generate_series(1, 500) g`;
+      await tx`
+        with u as (select id, row_number() over (order by email) n from "User" where email like 'part-%')
+        insert into "CreditTransaction" (user_id, amount, operation, feature_type, created_at)
+        select u.id, 1, 'grant', 'chat_tool_call', timestamptz '2026-11-01' + g * interval '35 seconds'
+        from generate_series(1, 150000) g join u on u.n = 1 + (hashint4(g) & 2147483647) % 500`;
+      await tx`alter table "CreditTransaction" enable trigger credit_tx_apply`;
+    });
+    await sql`analyze "CreditTransaction"`;
+    const [row] =
+      await sql`select user_id from "CreditTransaction" group by 1 order by count(*) desc limit 1`;
+    heavy = row?.user_id as string;
+  }, 60_000);
+
+  it("a user's history is served by each partition's (user_id, created_at) index, no Seq Scan", async () => {
+    const plan = await explainNodes(
+      sql,
+      userHistoryQuery(db, { operation: false, featureType: false, cursor: false }),
+      {
+        userId: heavy,
+        limit: 51,
+      },
+    );
+    expect(
+      indexesUsed(plan).some(
+        (name) => name.includes('user_id_created_at') || name.includes('user_created_at'),
+      ),
+    ).toBe(true);
+    expect(plan.filter((n) => n['Node Type'] === 'Seq Scan')).toEqual([]);
+    const page = await listCreditTransactions(db, { userId: heavy, limit: 50 });
+    expect(page.items).toHaveLength(50);
+  });
+
+  it('a one-hour range reads one partition only (pruning), by its created_at index', async () => {
+    const plan = await explainNodes(sql, rangeQuery(db, { cursor: false }), {
+      from: new Date('2026-11-15T10:00:00Z'),
+      to: new Date('2026-11-15T11:00:00Z'),
+      limit: 51,
+    });
+    const partitions = new Set(plan.map((n) => n['Relation Name']).filter(Boolean));
+    expect([...partitions]).toEqual(['CreditTransaction_2026_11']);
+    expect(seqScansOf(plan, 'CreditTransaction_2026_11')).toEqual([]);
+    expect(indexesUsed(plan).length).toBeGreaterThan(0);
+  });
+});
