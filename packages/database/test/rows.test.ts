@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm';
-import { afterAll, beforeAll, describe, expect, expectTypeOf, it } from 'vitest';
+import { beforeAll, describe, expect, expectTypeOf, it } from 'vitest';
 import type { Database } from '../src/client.js';
 import {
   type CreditTransaction,
@@ -9,14 +9,14 @@ import {
   type User,
   user,
 } from '../src/schema.js';
-import { migratedDatabase, sqlStateOf } from './support.js';
+import { sqlStateOf, useMigratedDatabase } from './support.js';
 
+const database = useMigratedDatabase();
 let db: Database;
-let close: () => Promise<void>;
 let owner: User;
 
 beforeAll(async () => {
-  ({ db, close } = await migratedDatabase());
+  db = database().db;
   const [created] = await db
     .insert(user)
     .values({ email: 'rows@example.com', name: 'Ada' })
@@ -24,7 +24,6 @@ beforeAll(async () => {
   if (!created) throw new Error('insert returned no row');
   owner = created;
 });
-afterAll(() => close());
 
 describe('rows through drizzle', () => {
   it('a new user gets 10 free credits, 20 free chat messages and both timestamps', () => {

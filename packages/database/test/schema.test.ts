@@ -1,16 +1,15 @@
 import { eq, sql } from 'drizzle-orm';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../src/client.js';
 import { creditTransaction, user } from '../src/schema.js';
-import { migratedDatabase } from './support.js';
+import { useMigratedDatabase } from './support.js';
 
+const database = useMigratedDatabase();
 let db: Database;
-let close: () => Promise<void>;
 
 beforeAll(async () => {
-  ({ db, close } = await migratedDatabase());
+  db = database().db;
 });
-afterAll(() => close());
 
 async function rows<T>(query: ReturnType<typeof sql>): Promise<T[]> {
   return (await db.execute(query)) as unknown as T[];

@@ -1,9 +1,12 @@
-import { createTestDatabase } from '@bragdoc/test-postgres';
+import { useTestDatabase } from '@bragdoc/test-postgres';
 import { createDatabase } from '../src/client.js';
 
-/** A migrated database of its own, with a drizzle client; `close()` ends both. */
-export function migratedDatabase() {
-  return createTestDatabase({ connect: (url) => createDatabase(url, { max: 4 }) });
+/**
+ * A migrated database of this file's own, with a drizzle client, dropped after the file
+ * (kept, with its URL printed, when a test failed and TEST_POSTGRES_KEEP_FAILED is set).
+ */
+export function useMigratedDatabase() {
+  return useTestDatabase({ connect: (url) => createDatabase(url, { max: 4 }) });
 }
 
 /** The SQLSTATE of a failed query (postgres.js errors carry it as `code`). */

@@ -1,5 +1,5 @@
 import { desc, eq, sql } from 'drizzle-orm';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/client.js';
 import { userHistoryQuery } from '../../src/credits/history.js';
 import {
@@ -12,15 +12,14 @@ import {
 } from '../../src/credits/index.js';
 import { runRows } from '../../src/credits/rows.js';
 import { creditTransaction } from '../../src/schema.js';
-import { migratedDatabase } from '../support.js';
+import { useMigratedDatabase } from '../support.js';
 import { createUser } from './fixtures.js';
 
+const database = useMigratedDatabase();
 let db: Database;
-let close: () => Promise<void>;
 beforeAll(async () => {
-  ({ db, close } = await migratedDatabase());
+  db = database().db;
 });
-afterAll(() => close());
 
 async function walk(next: (cursor?: string) => Promise<CreditTransactionPage>) {
   const ids: string[] = [];

@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/client.js';
 import {
   BalanceOutOfRangeError,
@@ -15,15 +15,14 @@ import {
   UserNotFoundError,
   withCreditReservation,
 } from '../../src/credits/index.js';
-import { migratedDatabase } from '../support.js';
+import { useMigratedDatabase } from '../support.js';
 import { balances, createUser, trailSize } from './fixtures.js';
 
+const database = useMigratedDatabase();
 let db: Database;
-let close: () => Promise<void>;
 beforeAll(async () => {
-  ({ db, close } = await migratedDatabase());
+  db = database().db;
 });
-afterAll(() => close());
 
 const unknownUser = '00000000-0000-4000-8000-000000000001';
 

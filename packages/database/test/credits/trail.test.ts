@@ -1,17 +1,16 @@
 import { eq, sql } from 'drizzle-orm';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/client.js';
 import { deductCredits, grantCredits } from '../../src/credits/index.js';
 import { creditTransaction, user } from '../../src/schema.js';
-import { migratedDatabase, sqlStateOf } from '../support.js';
+import { sqlStateOf, useMigratedDatabase } from '../support.js';
 import { balances, createUser, trailSize } from './fixtures.js';
 
+const database = useMigratedDatabase();
 let db: Database;
-let close: () => Promise<void>;
 beforeAll(async () => {
-  ({ db, close } = await migratedDatabase());
+  db = database().db;
 });
-afterAll(() => close());
 
 async function errorOf(promise: Promise<unknown>): Promise<{ code?: string; message: string }> {
   try {

@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { createDatabase, type Database } from '../../src/client.js';
 import {
   CreditsError,
@@ -14,25 +14,24 @@ import {
   withCreditReservation,
 } from '../../src/credits/index.js';
 import { featureTypeValues } from '../../src/schema.js';
-import { migratedDatabase } from '../support.js';
+import { useMigratedDatabase } from '../support.js';
 import { balances, createUser, ledgerMismatches, trailSize } from './fixtures.js';
 
+const database = useMigratedDatabase();
 let db: Database;
 let url: string;
-let close: () => Promise<void>;
 // A client whose pool is already closed: any query through it would fail with a
 // connection error, so an InvalidInputError from it proves the database was not touched.
 let closedDb: Database;
 let userId: string;
 
 beforeAll(async () => {
-  ({ db, url, close } = await migratedDatabase());
+  ({ db, url } = database());
   const closed = createDatabase(url);
   await closed.close();
   closedDb = closed.db;
   userId = (await createUser(db)).id;
 });
-afterAll(() => close());
 
 const valid = { amount: 1, featureType: 'chat_tool_call' } as const;
 
