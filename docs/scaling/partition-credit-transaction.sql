@@ -37,6 +37,9 @@ CREATE INDEX credit_tx_user_id_idx ON "CreditTransaction" (user_id);
 CREATE INDEX credit_tx_created_at_idx ON "CreditTransaction" (created_at);
 CREATE INDEX credit_tx_user_created_at_idx ON "CreditTransaction" (user_id, created_at);
 CREATE INDEX credit_tx_refund_of_idx ON "CreditTransaction" (refund_of) WHERE refund_of IS NOT NULL;
+-- Not unique (it cannot be, see below): serves the ledger trigger's "was this key used?".
+CREATE INDEX credit_tx_user_idempotency_key_lookup_idx ON "CreditTransaction" (user_id, idempotency_key)
+  WHERE idempotency_key IS NOT NULL;
 
 -- Idempotency must stay unique per user across all partitions, which a partitioned index
 -- cannot give (it would have to include created_at). A small unpartitioned table claims
@@ -48,6 +51,12 @@ CREATE TABLE credit_idempotency_key (
   transaction_id uuid NOT NULL,
   CONSTRAINT credit_tx_user_idempotency_key_idx PRIMARY KEY (user_id, idempotency_key)
 );
+
+-- Claimed keys are part of the trail: deleting one would let a retry charge again.
+CREATE TRIGGER credit_idempotency_key_append_only BEFORE UPDATE OR DELETE ON credit_idempotency_key
+  FOR EACH ROW EXECUTE FUNCTION credit_tx_append_only();
+CREATE TRIGGER credit_idempotency_key_no_truncate BEFORE TRUNCATE ON credit_idempotency_key
+  FOR EACH STATEMENT EXECUTE FUNCTION credit_tx_append_only();
 
 CREATE FUNCTION credit_tx_claim_idempotency_key() RETURNS trigger
 LANGUAGE plpgsql AS $$

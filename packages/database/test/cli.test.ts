@@ -6,14 +6,17 @@ import {
   isPortFree,
   type TestDatabase,
 } from '@bragdoc/test-postgres';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, inject, it } from 'vitest';
 import { MigrationsFolder } from './migrations-folder.js';
 import { runScript } from './run-script.js';
+import { passwordRole } from './support.js';
 
 const cli = 'src/migrate/cli.ts';
 
 let database: TestDatabase;
 let folder: MigrationsFolder;
+// Run after the test's database is dropped (roles that owned it).
+let afterDrop: (() => Promise<void>)[] = [];
 
 beforeEach(async () => {
   database = await createTestDatabase({ empty: true });
@@ -22,29 +25,29 @@ beforeEach(async () => {
 afterEach(async () => {
   folder.remove();
   await database.close();
+  for (const cleanup of afterDrop) await cleanup();
+  afterDrop = [];
 });
-
-function withPassword(url: string, password: string): string {
-  const parsed = new URL(url);
-  parsed.password = password; // trust auth accepts any password
-  return parsed.toString();
-}
 
 describe('pnpm db:migrate', () => {
   it('migrates DATABASE_URL, printing each migration and a summary but never the password', async () => {
-    const url = withPassword(database.url, 'p4ss-w0rd');
-    const first = await runScript(cli, ['migrate'], { env: { DATABASE_URL: url } });
+    const role = await passwordRole(database.url, inject('testPostgres').serverUrl);
+    afterDrop.push(role.drop);
+    const first = await runScript(cli, ['migrate'], { env: { DATABASE_URL: role.url } });
     expect(first.code).toBe(0);
+    const user = new URL(role.url).username;
     expect(first.stdout).toMatch(
-      /Database: postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:\d+\/\S+ \(DATABASE_URL\)/,
+      new RegExp(`Database: postgres://${user}:\\*\\*\\*@[^/]+/\\S+ \\(DATABASE_URL\\)`),
     );
     expect(first.stdout).toMatch(/✓ 0000_init \(\d+\.\d ms\)/);
     expect(first.stdout).toMatch(/Applied \d+ migrations to .* in \d+ ms/);
 
-    const second = await runScript(cli, ['migrate'], { env: { DATABASE_URL: url } });
+    const second = await runScript(cli, ['migrate'], { env: { DATABASE_URL: role.url } });
     expect(second.code).toBe(0);
     expect(second.stdout).toMatch(/Nothing to migrate/);
-    expect(first.stdout + first.stderr + second.stdout + second.stderr).not.toContain('p4ss-w0rd');
+    expect(first.stdout + first.stderr + second.stdout + second.stderr).not.toContain(
+      role.password,
+    );
   });
 
   it('in CI without DATABASE_URL exits 1 saying DATABASE_URL is required', async () => {

@@ -1,7 +1,7 @@
 import { createTestDatabase, type TestDatabase } from '@bragdoc/test-postgres';
 import { migrate as drizzleMigrate } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, inject, it } from 'vitest';
 import { createDatabase } from '../src/client.js';
 import {
   defaultMigrationsFolder,
@@ -14,12 +14,15 @@ import {
   readMigrations,
 } from '../src/migrate/index.js';
 import { MigrationsFolder } from './migrations-folder.js';
+import { passwordRole } from './support.js';
 
 const INIT = readMigrations(defaultMigrationsFolder).map((m) => m.name);
 
 let database: TestDatabase;
 let folder: MigrationsFolder;
 let sql: postgres.Sql;
+// Run after the test's database is dropped (roles that owned it).
+let afterDrop: (() => Promise<void>)[] = [];
 
 beforeEach(async () => {
   database = await createTestDatabase({ empty: true });
@@ -30,6 +33,8 @@ afterEach(async () => {
   await sql.end();
   folder.remove();
   await database.close();
+  for (const cleanup of afterDrop) await cleanup();
+  afterDrop = [];
 });
 
 const applied = async () => {
@@ -99,13 +104,13 @@ describe('migrate()', () => {
   });
 
   it('never prints the password of the connection URL', async () => {
-    const url = new URL(database.url);
-    url.password = 'hunter2-secret'; // trust auth accepts it, so the run succeeds
+    const role = await passwordRole(database.url, inject('testPostgres').serverUrl);
+    afterDrop.push(role.drop);
     const lines: string[] = [];
-    await migrate(url.toString(), { migrationsFolder: folder.dir, log: (l) => lines.push(l) });
-    await migrate(url.toString(), { migrationsFolder: folder.dir, log: (l) => lines.push(l) });
+    await migrate(role.url, { migrationsFolder: folder.dir, log: (l) => lines.push(l) });
+    await migrate(role.url, { migrationsFolder: folder.dir, log: (l) => lines.push(l) });
     expect(lines.join('\n')).toContain('***');
-    expect(lines.join('\n')).not.toContain('hunter2-secret');
+    expect(lines.join('\n')).not.toContain(role.password);
   });
 
   it('two migrators started at once both succeed and apply each migration once', async () => {

@@ -1,4 +1,6 @@
+import { randomBytes } from 'node:crypto';
 import { useTestDatabase } from '@bragdoc/test-postgres';
+import postgres from 'postgres';
 import { createDatabase } from '../src/client.js';
 
 /**
@@ -18,4 +20,38 @@ export async function sqlStateOf(promise: Promise<unknown>): Promise<string | un
     return cause?.code ?? (error as { code?: string }).code;
   }
   return undefined;
+}
+
+/**
+ * A login role with a password of its own, owning the database at `databaseUrl`, for tests
+ * about passwords in URLs: they must work on servers that check passwords (a container,
+ * CI's service), not only on trust auth. `drop()` removes the role once the database is gone.
+ */
+export async function passwordRole(databaseUrl: string, serverUrl: string) {
+  const name = `bragdoc_pw_${randomBytes(4).toString('hex')}`;
+  const password = `pw-${randomBytes(8).toString('hex')}`;
+  const admin = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+  try {
+    await admin.unsafe(`create role ${name} login password '${password}'`);
+    await admin.unsafe(
+      `alter database "${new URL(databaseUrl).pathname.slice(1)}" owner to ${name}`,
+    );
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(databaseUrl);
+  url.username = name;
+  url.password = password;
+  return {
+    url: url.toString(),
+    password,
+    drop: async () => {
+      const server = postgres(serverUrl, { max: 1, onnotice: () => {} });
+      try {
+        await server.unsafe(`drop role if exists ${name}`);
+      } finally {
+        await server.end();
+      }
+    },
+  };
 }

@@ -8,8 +8,8 @@ export type ContainerRuntimeProbe =
   | { available: false; reason: string; ms: number };
 
 /** Where Docker, Docker Desktop, Podman, Colima and Rancher Desktop put their socket. */
-function candidateSockets(env: NodeJS.ProcessEnv): string[] {
-  const home = homedir();
+export function candidateSockets(env: NodeJS.ProcessEnv): string[] {
+  const home = env.HOME ?? homedir();
   const runtimeDir = env.XDG_RUNTIME_DIR;
   return [
     '/var/run/docker.sock',
@@ -24,8 +24,8 @@ function candidateSockets(env: NodeJS.ProcessEnv): string[] {
 }
 
 /** docker.host from ~/.testcontainers.properties, which testcontainers itself honours. */
-function propertiesDockerHost(): string | undefined {
-  const file = path.join(homedir(), '.testcontainers.properties');
+function propertiesDockerHost(env: NodeJS.ProcessEnv): string | undefined {
+  const file = path.join(env.HOME ?? homedir(), '.testcontainers.properties');
   if (!existsSync(file)) return undefined;
   const line = readFileSync(file, 'utf8')
     .split('\n')
@@ -54,24 +54,27 @@ function ping(
  */
 export async function probeContainerRuntime(
   env: NodeJS.ProcessEnv = process.env,
+  candidates: string[] = candidateSockets(env),
 ): Promise<ContainerRuntimeProbe> {
   const started = performance.now();
   const ms = () => Math.round((performance.now() - started) * 10) / 10;
-  const host = env.DOCKER_HOST ?? propertiesDockerHost();
+  const host = env.DOCKER_HOST ?? propertiesDockerHost(env);
   let target: { socketPath: string } | { host: string; port: number };
   let endpoint: string;
   if (host) {
     endpoint = host;
     const url = new URL(host);
     if (url.protocol === 'unix:') target = { socketPath: url.pathname };
-    else if (url.protocol === 'tcp:' || url.protocol === 'http:') {
+    else if (env.DOCKER_TLS_VERIFY || url.port === '2376') {
+      // A TLS endpoint needs the client certificates testcontainers reads; let it try.
+      return { available: true, endpoint, ms: ms() };
+    } else if (url.protocol === 'tcp:' || url.protocol === 'http:') {
       target = { host: url.hostname, port: Number(url.port || 2375) };
     } else {
       // ssh:// and npipe:// are testcontainers' business; let it try.
       return { available: true, endpoint, ms: ms() };
     }
   } else {
-    const candidates = candidateSockets(env);
     const socket = candidates.find((s) => existsSync(s));
     if (!socket) {
       return {

@@ -5,6 +5,13 @@ import type { TestPostgresContext } from './context.js';
 
 let admin: postgres.Sql | undefined;
 
+/** TEST_DATABASE_URL's password must not reach CI logs; the user knows it. */
+function redactPassword(url: string): string {
+  const parsed = new URL(url);
+  if (parsed.password) parsed.password = '***';
+  return parsed.toString();
+}
+
 function context(): TestPostgresContext {
   const provided = inject('testPostgres');
   if (!provided) {
@@ -67,7 +74,9 @@ export interface UseTestDatabaseOptions<C extends Connection> extends CreateTest
 async function finish(database: ConnectedTestDatabase<Connection>, failedName: string | undefined) {
   if (failedName && context().keepFailed) {
     await database.keep(failedName);
-    console.log(`test-postgres: kept the database of failed ${failedName}: ${database.url}`);
+    console.log(
+      `test-postgres: kept the database of failed ${failedName}: ${redactPassword(database.url)}`,
+    );
     return;
   }
   await database.close();

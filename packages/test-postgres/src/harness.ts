@@ -63,7 +63,14 @@ export async function startTestPostgres(options: TestPostgresOptions): Promise<T
     options.templateKey ?? '',
     server.version,
   ]);
-  const admin = postgres(server.url, { max: 1, onnotice: () => {} });
+  // This session holds the run's advisory locks: it must never be recycled (max_lifetime)
+  // or closed when idle, or another run would take this run's databases for leftovers.
+  const admin = postgres(server.url, {
+    max: 1,
+    max_lifetime: null,
+    idle_timeout: 0,
+    onnotice: () => {},
+  });
   let templateHeld = false;
 
   const teardown = async () => {

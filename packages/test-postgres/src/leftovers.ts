@@ -14,7 +14,9 @@ export async function removeLeftoverDatabases(
   own: { run: string; template: string },
 ): Promise<string[]> {
   const p = escapeRegExp(prefix);
-  const runDb = new RegExp(`^(${p}_r[0-9a-z]+)_`);
+  // Anchored to the whole name (run id, then 8 hex), so a longer prefix that starts with
+  // this one ("app" and "app_reports") is never taken for one of this prefix's runs.
+  const runDb = new RegExp(`^(${p}_r[0-9a-z]+)_[0-9a-f]{8}$`);
   const templateDb = new RegExp(`^(${p}_tpl_[0-9a-f]{12})(_b[0-9a-z]+)?$`);
   const rows = await sql<{ datname: string }[]>`
     select datname from pg_database where starts_with(datname, ${`${prefix}_`}) order by datname`;

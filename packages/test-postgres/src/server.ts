@@ -45,8 +45,17 @@ async function startDocker(env: NodeJS.ProcessEnv): Promise<StartedServer> {
   const probe = await probeContainerRuntime(env);
   if (!probe.available) throw new Error(`${probe.reason} (probed in ${probe.ms} ms)`);
   const image = env.TEST_POSTGRES_IMAGE ?? `postgres:${EMBEDDED_POSTGRES_MAJOR}-alpine`;
-  const server = await startDockerPostgres(image);
-  return { url: server.url, stop: server.stop };
+  // testcontainers finds its engine through process.env and knows fewer sockets than the
+  // probe (Colima, Podman, Rancher): it is told the endpoint the probe found.
+  const previous = process.env.DOCKER_HOST;
+  process.env.DOCKER_HOST = probe.endpoint;
+  try {
+    const server = await startDockerPostgres(image);
+    return { url: server.url, stop: server.stop };
+  } finally {
+    if (previous === undefined) delete process.env.DOCKER_HOST;
+    else process.env.DOCKER_HOST = previous;
+  }
 }
 
 async function startEmbedded(): Promise<StartedServer> {

@@ -70,7 +70,8 @@ export interface AcquiredTemplate {
  * Makes sure the migrated template exists and registers this run as one of its users.
  * Under the BUILD lock, so parallel runs on one server build it once: it is built under a
  * temporary name and renamed when complete, so a crash mid-build never leaves a
- * half-migrated template behind under the real name.
+ * half-migrated template behind under the real name (a failed migration drops it; a
+ * crashed run's is removed by the next run).
  */
 export async function acquireTemplate(
   sql: postgres.Sql,
@@ -93,7 +94,12 @@ export async function acquireTemplate(
       }
       const building = `${name}_b${options.buildSuffix}`;
       await sql.unsafe(`create database ${quoteIdent(building)}`);
-      await options.migrate(urlForDatabase(options.serverUrl, building));
+      try {
+        await options.migrate(urlForDatabase(options.serverUrl, building));
+      } catch (error) {
+        await sql.unsafe(`drop database if exists ${quoteIdent(building)} with (force)`);
+        throw error;
+      }
       await renameDatabase(sql, building, name);
       // No connections: a stray session on the template would make every clone fail.
       await sql.unsafe(

@@ -5,6 +5,8 @@ import {
   readdirSync,
   readFileSync,
   rmSync,
+  statfsSync,
+  statSync,
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,10 +14,21 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 const DIR_PREFIX = 'bragdoc-test-pg-';
+// A cluster with a template and a few clones needs well under this; Docker gives
+// containers a 64 MiB /dev/shm by default, which is not enough.
+const MIN_TMPFS_BYTES = 1024 ** 3;
+// A folder this young without owner.json may be a parallel run that is creating it.
+const OWNERLESS_GRACE_MS = 60_000;
 
 /** A tmpfs keeps a throwaway cluster off the disk, where initdb and CREATE DATABASE are slow. */
 export function throwawayBase(): string {
-  return existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
+  try {
+    const fs = statfsSync('/dev/shm');
+    if (fs.bavail * fs.bsize >= MIN_TMPFS_BYTES) return '/dev/shm';
+  } catch {
+    // no /dev/shm (macOS, Windows)
+  }
+  return tmpdir();
 }
 
 export interface ThrowawayDir {
@@ -45,8 +58,19 @@ function readPid(file: string, pick: (text: string) => string | undefined): numb
   }
 }
 
+const postmasterPidFile = (dir: string) => path.join(dir, 'data', 'postmaster.pid');
+
 function postmasterPid(dir: string): number | undefined {
-  return readPid(path.join(dir, 'data', 'postmaster.pid'), (t) => t.split('\n')[0]);
+  return readPid(postmasterPidFile(dir), (t) => t.split('\n')[0]);
+}
+
+/** Whether `pid` is a postgres serving this folder's data (not a reused pid), where /proc tells. */
+function servesDir(pid: number, dir: string): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(path.join(dir, 'data'));
+  } catch {
+    return !existsSync('/proc'); // no /proc to ask: trust postmaster.pid
+  }
 }
 
 const owned = new Set<string>();
@@ -57,7 +81,8 @@ const sleepSync = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuf
 /**
  * When the process exits with a cluster still up (Ctrl-C: vitest exits 1 ms after the
  * signal, before any async stop can finish), stop it with SIGQUIT (immediate shutdown),
- * wait for it synchronously, then delete its folder.
+ * wait until it has removed its postmaster.pid (the child stays a zombie until we exit,
+ * so its pid alone says nothing), then delete its folder.
  */
 function installExitHook() {
   if (exitHookInstalled) return;
@@ -67,7 +92,7 @@ function installExitHook() {
       const postmaster = postmasterPid(dir);
       if (postmaster !== undefined && alive(postmaster)) {
         process.kill(postmaster, 'SIGQUIT');
-        for (let i = 0; i < 200 && alive(postmaster); i++) sleepSync(10);
+        for (let i = 0; i < 200 && existsSync(postmasterPidFile(dir)); i++) sleepSync(10);
       }
       rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
     }
@@ -101,26 +126,40 @@ export function createThrowawayDir(): ThrowawayDir {
   };
 }
 
+async function removeLeftover(dir: string): Promise<boolean> {
+  const stat = statSync(dir);
+  // Another user's leftovers are theirs to clean (and we could not).
+  if (process.getuid && stat.uid !== process.getuid()) return false;
+  const owner = readPid(path.join(dir, 'owner.json'), (t) =>
+    String((JSON.parse(t) as { pid?: number }).pid),
+  );
+  if (owner === undefined && Date.now() - stat.mtimeMs < OWNERLESS_GRACE_MS) return false;
+  if (owner !== undefined && alive(owner)) return false;
+  const postmaster = postmasterPid(dir);
+  if (postmaster !== undefined && alive(postmaster) && servesDir(postmaster, dir)) {
+    // SIGQUIT: immediate shutdown; the data is thrown away anyway.
+    process.kill(postmaster, 'SIGQUIT');
+    for (let i = 0; i < 100 && alive(postmaster); i++) await sleep(50);
+  }
+  rmSync(dir, { recursive: true, force: true });
+  return true;
+}
+
 /**
  * Stops and deletes the embedded clusters of runs whose process is gone (a crash, a
- * killed worker, a kept database from an earlier run). Live runs' clusters are left alone.
+ * killed worker, a kept database from an earlier run). Live runs' clusters, other users'
+ * folders and folders still being created are left alone; a folder that cannot be
+ * cleaned is skipped, never a reason to fail the run.
  */
 export async function removeLeftoverServers(base = throwawayBase()): Promise<string[]> {
   const removed: string[] = [];
   for (const name of readdirSync(base).filter((n) => n.startsWith(DIR_PREFIX))) {
     const dir = path.join(base, name);
-    const owner = readPid(path.join(dir, 'owner.json'), (t) =>
-      String((JSON.parse(t) as { pid?: number }).pid),
-    );
-    if (owner !== undefined && alive(owner)) continue;
-    const postmaster = postmasterPid(dir);
-    if (postmaster !== undefined && alive(postmaster)) {
-      // SIGQUIT: immediate shutdown; the data is thrown away anyway.
-      process.kill(postmaster, 'SIGQUIT');
-      for (let i = 0; i < 100 && alive(postmaster); i++) await sleep(50);
+    try {
+      if (await removeLeftover(dir)) removed.push(dir);
+    } catch {
+      // gone meanwhile, or not ours to remove
     }
-    rmSync(dir, { recursive: true, force: true });
-    removed.push(dir);
   }
   return removed;
 }

@@ -1,6 +1,8 @@
 import { execFile } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, inject, it } from 'vitest';
+import { isPortFree } from '../src/index.js';
 import { urlForDatabase } from '../src/names.js';
 import { databaseNames, serverConnection, withSql } from './support.js';
 
@@ -10,11 +12,14 @@ const prefix = 'bragdoc_keeptest_';
 const vitestBin = fileURLToPath(new URL('../node_modules/vitest/vitest.mjs', import.meta.url));
 
 /** Runs the fixture suite (one failing test per file) in a child vitest on this run's server. */
-function runFixture(keep: boolean): Promise<{ code: number; output: string }> {
+function runFixture(
+  keep: boolean,
+  provider: 'url' | 'embedded' = 'url',
+): Promise<{ code: number; output: string }> {
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     TEST_DATABASE_URL: inject('testPostgres').serverUrl,
-    TEST_POSTGRES_PROVIDER: 'url',
+    TEST_POSTGRES_PROVIDER: provider,
   };
   delete env.VITEST;
   delete env.VITEST_POOL_ID;
@@ -53,8 +58,14 @@ describe('TEST_POSTGRES_KEEP_FAILED', () => {
     const left = await databaseNames(sql, prefix);
     await sql.end();
     expect(left).toHaveLength(2); // the two kept ones; the passing test's and the template are gone
-    const perFileUrl = kept.find((m) => m[1]?.includes('its file'))?.[2] ?? '';
-    const owners = await withSql(perFileUrl, (s) => s`select owner from marker order by id`);
+    // The printed URL hides the server's password, if it has one; connect by database name.
+    const perFileUrl = new URL(kept.find((m) => m[1]?.includes('its file'))?.[2] ?? '');
+    const serverUrl = new URL(inject('testPostgres').serverUrl);
+    if (serverUrl.password) expect(output).not.toContain(serverUrl.password);
+    const owners = await withSql(
+      urlForDatabase(serverUrl.toString(), perFileUrl.pathname.slice(1)),
+      (s) => s`select owner from marker order by id`,
+    );
     expect(owners.map((r) => r.owner)).toEqual(['passing test', 'failing test']);
   });
 
@@ -77,5 +88,27 @@ describe('TEST_POSTGRES_KEEP_FAILED', () => {
     const url = urlForDatabase(inject('testPostgres').serverUrl, kept[0] ?? '');
     await expect(withSql(url, (s) => s`select 1`)).rejects.toThrow(/does not exist/);
     await sql.end();
+  });
+
+  it('on the embedded provider, leaves the server running for the kept databases and says how to stop it', async () => {
+    const { code, output } = await runFixture(true, 'embedded');
+    expect(code).toBe(1);
+    const stop = /stop it with: kill -INT (\d+) && rm -rf (\S+)/.exec(output);
+    const kept = /kept the database of failed test "fails alone": (postgres:\/\/\S+)/.exec(output);
+    expect(stop).not.toBeNull();
+    expect(kept).not.toBeNull();
+    const [, pid, dir] = stop as RegExpExecArray;
+    const url = (kept as RegExpExecArray)[1] ?? '';
+    try {
+      const rows = await withSql(url, (s) => s`select owner from marker`);
+      expect(rows.map((r) => r.owner)).toEqual(['per-test fail']);
+    } finally {
+      process.kill(Number(pid), 'SIGINT');
+      for (let i = 0; i < 100 && (await isPortFree(Number(new URL(url).port))) === false; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      rmSync(dir ?? '', { recursive: true, force: true });
+    }
+    expect(await isPortFree(Number(new URL(url).port))).toBe(true);
   });
 });

@@ -1,5 +1,13 @@
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  rmSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import path from 'node:path';
 import type postgres from 'postgres';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -34,18 +42,18 @@ const create = (name: string) => sql.unsafe(`create database "${name}"`);
 
 describe('removeLeftoverDatabases()', () => {
   it('drops the databases of a run that is gone (its lock is free)', async () => {
-    await create(`${prefix}_rcrashed_aaaa`);
-    await create(`${prefix}_rcrashed_bbbb`);
+    await create(`${prefix}_rcrashed_aaaaaaaa`);
+    await create(`${prefix}_rcrashed_bbbbbbbb`);
     const removed = await removeLeftoverDatabases(sql, prefix, current);
-    expect(removed.sort()).toEqual([`${prefix}_rcrashed_aaaa`, `${prefix}_rcrashed_bbbb`]);
+    expect(removed.sort()).toEqual([`${prefix}_rcrashed_aaaaaaaa`, `${prefix}_rcrashed_bbbbbbbb`]);
     expect(await databaseNames(sql, prefix)).toEqual([]);
   });
 
   it('keeps the databases of a run that is still going (its lock is held)', async () => {
-    await create(`${prefix}_rlive_aaaa`);
+    await create(`${prefix}_rlive_aaaaaaaa`);
     await lock(other, LockClass.RUN, `${prefix}_rlive`);
     expect(await removeLeftoverDatabases(sql, prefix, current)).toEqual([]);
-    expect(await databaseNames(sql, prefix)).toEqual([`${prefix}_rlive_aaaa`]);
+    expect(await databaseNames(sql, prefix)).toEqual([`${prefix}_rlive_aaaaaaaa`]);
   });
 
   it('drops a template no run uses, keeps one in use and the current one', async () => {
@@ -69,13 +77,16 @@ describe('removeLeftoverDatabases()', () => {
     ]);
   });
 
-  it('never touches databases of another prefix', async () => {
-    await create(`${prefix}x_rcrashed_aaaa`);
+  it('never touches databases of a longer prefix that starts with this one', async () => {
+    // "bragdoc_lefttest" and "bragdoc_lefttest_reports": the second's run ids must not
+    // read as runs of the first.
+    const other = `${prefix}_reports_rcrashed_aaaaaaaa`;
+    await create(other);
     try {
-      await removeLeftoverDatabases(sql, prefix, current);
-      expect(await databaseNames(sql, `${prefix}x_`)).toEqual([`${prefix}x_rcrashed_aaaa`]);
+      expect(await removeLeftoverDatabases(sql, prefix, current)).toEqual([]);
+      expect(await databaseNames(sql, other)).toEqual([other]);
     } finally {
-      await sql.unsafe(`drop database "${prefix}x_rcrashed_aaaa"`);
+      await sql.unsafe(`drop database "${other}"`);
     }
   });
 });
@@ -117,8 +128,16 @@ describe('removeLeftoverServers()', () => {
     expect(existsSync(dir)).toBe(true);
   });
 
-  it('deletes a folder without an owner (a run that died while creating it)', async () => {
+  it('deletes an old folder without an owner (a run that died while creating it)', async () => {
     const dir = clusterDir(undefined);
+    const anHourAgo = new Date(Date.now() - 3600_000);
+    utimesSync(dir, anHourAgo, anHourAgo);
     expect(await removeLeftoverServers(base)).toEqual([dir]);
+  });
+
+  it('leaves alone a fresh folder without an owner (a parallel run creating it)', async () => {
+    const dir = clusterDir(undefined);
+    expect(await removeLeftoverServers(base)).toEqual([]);
+    expect(existsSync(dir)).toBe(true);
   });
 });

@@ -26,14 +26,36 @@ afterEach(async () => {
   fakeEngine = undefined;
 });
 
-// No DOCKER_HOST and a HOME without sockets: the machine's own runtime, if any, is not asked.
-const noRuntime = { HOME: '/nonexistent-home', XDG_RUNTIME_DIR: '/nonexistent-run' };
+// A DOCKER_HOST where nothing listens: the machine's own runtime, if it has one (GitHub's
+// runners do), is never asked.
+const noRuntime = { HOME: '/nonexistent-home', DOCKER_HOST: 'unix:///nonexistent/docker.sock' };
 
 describe('probeContainerRuntime()', () => {
-  it('says no within milliseconds when no socket exists', async () => {
+  it('says no within milliseconds when DOCKER_HOST is unset and no known socket exists', async () => {
+    const probe = await probeContainerRuntime({ HOME: '/nonexistent-home' }, [
+      '/nonexistent/docker.sock',
+      '/nonexistent/podman.sock',
+    ]);
+    expect(probe).toMatchObject({
+      available: false,
+      reason:
+        'no container runtime: DOCKER_HOST is unset and no socket exists (/nonexistent/docker.sock, /nonexistent/podman.sock)',
+    });
+    expect(probe.ms).toBeLessThan(50);
+  });
+
+  it('looks for the usual sockets under the HOME it is given', async () => {
+    const probe = await probeContainerRuntime({ HOME: '/nonexistent-home' });
+    if (probe.available) return expect(probe.endpoint).toMatch(/^unix:\/\//); // this machine has an engine
+    expect(probe.reason).toContain('/nonexistent-home/.docker/run/docker.sock');
+  });
+
+  it('says no when DOCKER_HOST names a socket that does not exist', async () => {
     const probe = await probeContainerRuntime({ DOCKER_HOST: 'unix:///nonexistent/docker.sock' });
-    expect(probe.available).toBe(false);
-    expect(probe).toMatchObject({ reason: expect.stringContaining('/nonexistent/docker.sock') });
+    expect(probe).toMatchObject({
+      available: false,
+      reason: expect.stringContaining('/nonexistent/docker.sock'),
+    });
     expect(probe.ms).toBeLessThan(1000);
   });
 
@@ -79,7 +101,7 @@ describe('startTestServer()', () => {
       (e: Error) => e,
     );
     expect((error as Error).message).toMatch(
-      /^No PostgreSQL for the tests \(TEST_POSTGRES_PROVIDER=docker\)\. Tried:\n- docker: no container runtime: DOCKER_HOST is unset and no socket exists \(.*\/var\/run\/docker\.sock.*\) \(probed in [\d.]+ ms\)$/,
+      /^No PostgreSQL for the tests \(TEST_POSTGRES_PROVIDER=docker\)\. Tried:\n- docker: no container runtime answers at unix:\/\/\/nonexistent\/docker\.sock: .*ENOENT.* \(probed in [\d.]+ ms\)$/,
     );
     expect(performance.now() - started).toBeLessThan(1000);
   });

@@ -43,7 +43,7 @@ afterEach(async () => {
 });
 
 describe('the migrated template', () => {
-  it('is built once, then reused by a later run with the same migrations', async () => {
+  it('is built once, then reused by a run that starts while another holds it', async () => {
     const name = nameFor(folder);
     expect(await acquire(a, name)).toEqual({ name, built: true });
     expect(await acquire(b, name)).toEqual({ name, built: false });
@@ -75,19 +75,21 @@ describe('the migrated template', () => {
     rmSync(copy, { recursive: true, force: true });
   });
 
-  it('is migrated under a temporary name and renamed only when complete', async () => {
+  it('is migrated under a temporary name, which a failed migration drops', async () => {
     const name = nameFor(folder);
+    let seen: string[] = [];
     const failing = acquireTemplate(a, {
       name,
       serverUrl: inject('testPostgres').serverUrl,
       buildSuffix: 'x2',
       migrate: async () => {
+        seen = await databaseNames(b, name);
         throw new Error('migration failed');
       },
     });
     await expect(failing).rejects.toThrow('migration failed');
-    expect(await databaseNames(a, name)).toEqual([`${name}_bx2`]);
-    // The next run clears the unfinished build and builds the template.
+    expect(seen).toEqual([`${name}_bx2`]); // during the build, only the temporary name exists
+    expect(await databaseNames(a, name)).toEqual([]);
     expect(await acquire(b, name)).toEqual({ name, built: true });
     expect(await databaseNames(a, name)).toEqual([name]);
   });

@@ -42,6 +42,8 @@ export function decodeCursor(cursor: string, scope: string): Position {
   const [time, id, tag] = parsed as [unknown, unknown, unknown];
   if (
     !Number.isSafeInteger(time) ||
+    // ±8.64e15 ms is the range of a JS Date; beyond it `new Date` is invalid.
+    Math.abs(time as number) > 8.64e15 ||
     typeof id !== 'string' ||
     !UUID.test(id) ||
     typeof tag !== 'string'

@@ -1,5 +1,5 @@
 import type { Database, Transaction } from '../client.js';
-import { ReservationRefundError } from './errors.js';
+import { ReservationRefundError, sqlStateOf } from './errors.js';
 import {
   type CreditChangeInput,
   type CreditChangeResult,
@@ -41,6 +41,9 @@ export async function withCreditReservation<T>(
         idempotencyKey: `reservation-refund:${id}`,
       });
     } catch (refundError) {
+      // 25P02: `fn` failed inside the caller's transaction and aborted it. The reservation
+      // goes when that transaction rolls back, so there is nothing to refund.
+      if (sqlStateOf(refundError) === '25P02') throw error;
       throw new ReservationRefundError(id, error, refundError);
     }
     throw error;

@@ -12,6 +12,15 @@ export const MAX_PAGE_SIZE = 500;
 
 type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
 
+// PostgreSQL text cannot hold NUL, and a lone UTF-16 surrogate reaches it as U+FFFD, so two
+// different keys could become one. Such strings are refused here rather than by the driver.
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+const text = () =>
+  z
+    .string('must be a string')
+    .refine((s) => !s.includes('\u0000'), 'must not contain NUL characters')
+    .refine((s) => !LONE_SURROGATE.test(s), 'must be well-formed Unicode (no lone surrogates)');
+
 const isPlainObject = (value: unknown): value is Record<string, unknown> => {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
   const proto = Object.getPrototypeOf(value);
@@ -21,20 +30,20 @@ const isPlainObject = (value: unknown): value is Record<string, unknown> => {
 // Only what survives a JSON round-trip unchanged: no undefined, NaN, Infinity, Date, Map…
 const json: z.ZodType<Json> = z.lazy(() =>
   z.union([
-    z.string(),
+    text(),
     z.number().refine(Number.isFinite, 'must be a finite number'),
     z.boolean(),
     z.null(),
     z.array(json),
     z
       .custom<Record<string, unknown>>(isPlainObject, 'must be a plain object')
-      .pipe(z.record(z.string(), json)),
+      .pipe(z.record(text(), json)),
   ]),
 );
 
 const metadata = z
   .custom<Record<string, unknown>>(isPlainObject, 'must be a plain JSON object')
-  .pipe(z.record(z.string(), json))
+  .pipe(z.record(text(), json))
   .refine(
     (value) => Buffer.byteLength(JSON.stringify(value)) <= MAX_METADATA_BYTES,
     `must be at most ${MAX_METADATA_BYTES} bytes as JSON`,
@@ -47,8 +56,7 @@ const amount = z
   .positive('must be greater than 0')
   .max(MAX_AMOUNT, `must be at most ${MAX_AMOUNT}`);
 const featureType = z.enum(featureTypeValues, `must be one of ${featureTypeValues.join(', ')}`);
-const idempotencyKey = z
-  .string('must be a string')
+const idempotencyKey = text()
   .min(1, 'must not be empty')
   .max(MAX_IDEMPOTENCY_KEY_LENGTH, `must be at most ${MAX_IDEMPOTENCY_KEY_LENGTH} characters`);
 const limit = z
@@ -58,9 +66,14 @@ const limit = z
   .max(MAX_PAGE_SIZE, `must be at most ${MAX_PAGE_SIZE}`)
   .default(DEFAULT_PAGE_SIZE);
 const cursor = z.string('must be a string').min(1, 'must not be empty');
+// Years 1–9999: what an ISO timestamp (and so the query parameter) can spell.
 const date = z
   .date('must be a Date')
-  .refine((d) => !Number.isNaN(d.getTime()), 'must be a valid Date');
+  .refine((d) => !Number.isNaN(d.getTime()), 'must be a valid Date')
+  .refine(
+    (d) => d.getUTCFullYear() >= 1 && d.getUTCFullYear() <= 9999,
+    'must be in the years 1–9999',
+  );
 
 const change = {
   userId: uuid,

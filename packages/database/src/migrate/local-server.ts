@@ -17,6 +17,12 @@ const defaultDataDir = fileURLToPath(
   new URL(`../../.data/postgres${EMBEDDED_POSTGRES_MAJOR}`, import.meta.url),
 );
 
+/** CI=true/1/yes (any value but false/0/empty, as CI services set it). */
+function isCi(env: NodeJS.ProcessEnv): boolean {
+  const value = (env.CI ?? '').trim().toLowerCase();
+  return value !== '' && value !== 'false' && value !== '0';
+}
+
 async function reachable(url: string): Promise<boolean> {
   const sql = postgres(url, { max: 1, connect_timeout: 1, onnotice: () => {} });
   try {
@@ -41,7 +47,7 @@ export async function resolveMigrationTarget(
   if (env.DATABASE_URL) {
     return { url: env.DATABASE_URL, source: 'DATABASE_URL', stop: async () => {} };
   }
-  if (env.CI) throw new DatabaseUrlRequiredError();
+  if (isCi(env)) throw new DatabaseUrlRequiredError();
 
   // Overrides exist for tests and for a second checkout running its own local server.
   const dataDir = env.LOCAL_POSTGRES_DIR ?? defaultDataDir;

@@ -68,6 +68,8 @@ function connect(url: string): Sql {
   // One connection: the session advisory lock and the migration transaction must share it.
   return postgres(url, {
     max: 1,
+    // The lock lives as long as this session: it must not be recycled mid-run.
+    max_lifetime: null,
     onnotice: () => {},
     connection: { application_name: '@bragdoc/database migrate' },
   });

@@ -58,6 +58,47 @@ describe('under concurrency', () => {
     expect(await trailSize(db, u.id)).toBe(1);
   }, 60_000);
 
+  it('200 concurrent retries of a deduction that spends the whole balance: one charge, 199 replays', async () => {
+    const u = await createUser(db);
+    const input = {
+      userId: u.id,
+      amount: 10,
+      featureType: 'chat_tool_call' as const,
+      idempotencyKey: 'all-in',
+    };
+    const results = await Promise.all(Array.from({ length: 200 }, () => deductCredits(db, input)));
+    expect(results.filter((r) => r.replayed)).toHaveLength(199);
+    expect(new Set(results.map((r) => r.transaction.id)).size).toBe(1);
+    expect(await balances(db, u.id)).toMatchObject({ freeCredits: 0 });
+  }, 60_000);
+
+  it('a refund racing a transaction that writes and then refunds the same deduction does not deadlock', async () => {
+    const u = await createUser(db);
+    const d = await deductCredits(db, { userId: u.id, amount: 4, featureType: 'chat_tool_call' });
+    const refund = {
+      userId: u.id,
+      amount: 2,
+      featureType: 'chat_tool_call' as const,
+      refundOf: d.transaction.id,
+    };
+    let release: () => void = () => {};
+    const granted = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const a = db.transaction(async (tx) => {
+      await grantCredits(tx, { userId: u.id, amount: 1, featureType: 'chat_tool_call' }); // locks the user
+      release();
+      await new Promise((resolve) => setTimeout(resolve, 100)); // let B queue up behind it
+      await refundCredits(tx, refund);
+    });
+    await granted;
+    const b = refundCredits(db, refund);
+    const [ra, rb] = await Promise.allSettled([a, b]);
+    expect(ra.status).toBe('fulfilled');
+    expect(rb.status).toBe('fulfilled'); // 2 + 2 = the whole deduction, no deadlock (40P01)
+    expect(await ledgerMismatches(db)).toEqual([]);
+  }, 60_000);
+
   it('concurrent refunds of one deduction never exceed it', async () => {
     const u = await createUser(db);
     const deduction = await deductCredits(db, {

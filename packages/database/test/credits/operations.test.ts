@@ -10,6 +10,7 @@ import {
   InsufficientCreditsError,
   InvalidRefundTargetError,
   RefundExceedsDeductionError,
+  ReservationRefundError,
   refundCredits,
   UnsupportedIsolationError,
   UserNotFoundError,
@@ -220,6 +221,37 @@ describe('idempotency', () => {
     expect(other.replayed).toBe(false);
   });
 
+  it('a retry of a deduction that spent the whole balance is a replay, not insufficient credits', async () => {
+    const u = await createUser(db);
+    const input = {
+      userId: u.id,
+      amount: 10,
+      featureType: 'chat_tool_call' as const,
+      idempotencyKey: 'all',
+    };
+    const first = await deductCredits(db, input);
+    const retry = await deductCredits(db, input);
+    expect(retry).toMatchObject({
+      replayed: true,
+      balance: 0,
+      transaction: { id: first.transaction.id },
+    });
+  });
+
+  it('a retry of a refund that used up its deduction is a replay, not an excess refund', async () => {
+    const u = await createUser(db);
+    const d = await deductCredits(db, { userId: u.id, amount: 3, featureType: 'chat_tool_call' });
+    const input = {
+      userId: u.id,
+      amount: 3,
+      featureType: 'chat_tool_call' as const,
+      refundOf: d.transaction.id,
+      idempotencyKey: 'refund-all',
+    };
+    await refundCredits(db, input);
+    expect((await refundCredits(db, input)).replayed).toBe(true);
+  });
+
   it('a key whose first attempt failed can be used again', async () => {
     const u = await createUser(db);
     const input = {
@@ -424,6 +456,25 @@ describe('withCreditReservation', () => {
       reason: 'reservation_failed',
       error: 'LLM timed out',
     });
+  });
+
+  it("inside a caller's transaction that the work aborted, rethrows the work's error (the rollback undoes the reservation)", async () => {
+    const u = await createUser(db);
+    const error = await db
+      .transaction(async (tx) =>
+        withCreditReservation(
+          tx,
+          { userId: u.id, amount: 2, featureType: 'chat_tool_call' },
+          async () => {
+            await tx.execute(sql`select 1/0`); // the work's own SQL fails and aborts the transaction
+          },
+        ),
+      )
+      .catch((e) => e);
+    expect(error).not.toBeInstanceOf(ReservationRefundError);
+    expect(String(error.cause?.message ?? error.message)).toContain('division by zero');
+    expect(await balances(db, u.id)).toMatchObject({ freeCredits: 10 });
+    expect(await trailSize(db, u.id)).toBe(0);
   });
 
   it('does not run the work when the reservation cannot be made', async () => {

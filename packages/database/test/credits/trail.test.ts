@@ -78,6 +78,72 @@ describe('the audit trail, as the database enforces it', () => {
     expect(await balances(db, u.id)).toMatchObject({ freeCredits: 10 });
   });
 
+  it("refuses a balance change even with the ledger's flag set by hand, outside its trigger", async () => {
+    const u = await createUser(db);
+    const error = await errorOf(
+      db.transaction(async (tx) => {
+        await tx.execute(sql`select set_config('bragdoc.ledger_write', 'on', true)`);
+        await tx.update(user).set({ freeCredits: 1000 }).where(eq(user.id, u.id));
+      }),
+    );
+    expect(error.code).toBe('BC006');
+    expect(await balances(db, u.id)).toMatchObject({ freeCredits: 10 });
+  });
+
+  it('refuses INSERT … ON CONFLICT DO NOTHING on a used idempotency key, changing no balance', async () => {
+    const u = await createUser(db);
+    await grantCredits(db, {
+      userId: u.id,
+      amount: 100,
+      featureType: 'chat_tool_call',
+      idempotencyKey: 'g1',
+    });
+    for (let i = 0; i < 2; i++) {
+      const error = await errorOf(
+        db.execute(sql`
+          insert into "CreditTransaction" (user_id, amount, operation, feature_type, idempotency_key)
+          values (${u.id}, 100, 'grant', 'chat_tool_call', 'g1') on conflict do nothing`),
+      );
+      expect(error.code).toBe('23505');
+    }
+    expect(await balances(db, u.id)).toMatchObject({ freeCredits: 110 });
+    expect(await trailSize(db, u.id)).toBe(1);
+  });
+
+  it('refuses INSERT … ON CONFLICT (id) DO NOTHING on an existing id, changing no balance', async () => {
+    const u = await createUser(db);
+    const { transaction } = await grantCredits(db, {
+      userId: u.id,
+      amount: 5,
+      featureType: 'chat_tool_call',
+    });
+    const error = await errorOf(
+      db.execute(sql`
+        insert into "CreditTransaction" (id, user_id, amount, operation, feature_type)
+        values (${transaction.id}, ${u.id}, 5, 'grant', 'chat_tool_call') on conflict (id) do nothing`),
+    );
+    expect(error.code).toBe('23505');
+    expect(await balances(db, u.id)).toMatchObject({ freeCredits: 15 });
+  });
+
+  it('refuses INSERT … ON CONFLICT DO UPDATE (it would update the trail)', async () => {
+    const u = await createUser(db);
+    await grantCredits(db, {
+      userId: u.id,
+      amount: 5,
+      featureType: 'chat_tool_call',
+      idempotencyKey: 'g2',
+    });
+    const error = await errorOf(
+      db.execute(sql`
+        insert into "CreditTransaction" (user_id, amount, operation, feature_type, idempotency_key)
+        values (${u.id}, 5, 'grant', 'chat_tool_call', 'g2')
+        on conflict (user_id, idempotency_key) where idempotency_key is not null do update set amount = 50`),
+    );
+    expect(['23505', 'BC005']).toContain(error.code);
+    expect(await balances(db, u.id)).toMatchObject({ freeCredits: 15 });
+  });
+
   it('lets other columns of "User" change freely', async () => {
     const u = await createUser(db);
     await db.update(user).set({ name: 'Renamed' }).where(eq(user.id, u.id));

@@ -1,7 +1,9 @@
+import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { createDatabase, type Database } from '../../src/client.js';
 import {
+  type CreditChangeResult,
   CreditsError,
   deductCredits,
   getCreditBalance,
@@ -53,6 +55,10 @@ const invalidChanges: [string, Record<string, unknown>, string][] = [
   ['an empty idempotency key', { idempotencyKey: '' }, 'idempotencyKey'],
   ['an idempotency key over 200 characters', { idempotencyKey: 'k'.repeat(201) }, 'idempotencyKey'],
   ['an unknown field', { amout: 5 }, 'input'],
+  ['an idempotency key with a NUL character', { idempotencyKey: 'a\u0000b' }, 'idempotencyKey'],
+  ['an idempotency key with a lone surrogate', { idempotencyKey: '\ud800' }, 'idempotencyKey'],
+  ['metadata with a NUL character', { metadata: { note: 'a\u0000b' } }, 'metadata.note'],
+  ['metadata with a lone surrogate in a key', { metadata: { '\udc00': 1 } }, 'metadata.\udc00'],
 ];
 
 describe('bad input is refused before the database is touched', () => {
@@ -129,6 +135,18 @@ describe('bad input is refused before the database is touched', () => {
     });
   });
 
+  it('listCreditTransactionsInRange refuses a date past the year 9999', async () => {
+    const error = await listCreditTransactionsInRange(closedDb, {
+      from: new Date('2026-01-01'),
+      to: new Date(Date.UTC(10000, 0, 1)),
+    }).catch((e) => e);
+    expect(error).toMatchObject({
+      code: 'INVALID_INPUT',
+      field: 'to',
+      reason: 'must be in the years 1–9999',
+    });
+  });
+
   it('listCreditTransactionsInRange refuses an invalid Date', async () => {
     const error = await listCreditTransactionsInRange(closedDb, {
       from: new Date('nope'),
@@ -167,6 +185,20 @@ describe('cursors', () => {
       code: 'INVALID_CURSOR',
       reason: 'was altered (checksum mismatch)',
     });
+  });
+
+  it('refuses a well-formed cursor whose time no Date can hold', async () => {
+    const scope = `user|${userId}||`;
+    const digest = (text: string, n: number) =>
+      createHash('sha256').update(text).digest('base64url').slice(0, n);
+    const body = Buffer.from(
+      JSON.stringify([9e15, '00000000-0000-4000-8000-000000000000', digest(scope, 8)]),
+    ).toString('base64url');
+    const error = await listCreditTransactions(db, {
+      userId,
+      cursor: `${body}.${digest(body, 12)}`,
+    }).catch((e) => e);
+    expect(error).toMatchObject({ code: 'INVALID_CURSOR' });
   });
 
   it("refuses a cursor of another user's history", async () => {
@@ -212,7 +244,7 @@ describe('property: every call succeeds with consistent balances or throws a typ
   );
   const key = fc.option(fc.constantFrom('k1', 'k2', 'k3', '', 'x'.repeat(201)), { nil: undefined });
   const call = fc.record({
-    op: fc.constantFrom('deduct', 'refund', 'grant', 'reserve-ok', 'reserve-fail'),
+    op: fc.constantFrom('deduct', 'refund', 'grant', 'reserve-ok', 'reserve-fail', 'retry-last'),
     who: fc.oneof(fc.constantFrom('a', 'b'), uuid),
     amount,
     feature,
@@ -226,7 +258,18 @@ describe('property: every call succeeds with consistent balances or throws a typ
       fc.asyncProperty(fc.array(call, { minLength: 1, maxLength: 12 }), async (calls) => {
         const users = { a: (await createUser(db)).id, b: (await createUser(db)).id };
         const deductions: string[] = [];
+        // The last keyed call that wrote: retrying it exactly must replay it, whatever the
+        // balance is by then.
+        let lastKeyed: { run: () => Promise<CreditChangeResult>; id: string } | undefined;
         for (const c of calls) {
+          if (c.op === 'retry-last') {
+            if (!lastKeyed) continue;
+            const trail = await trailSize(db);
+            const r = await lastKeyed.run();
+            expect(r).toMatchObject({ replayed: true, transaction: { id: lastKeyed.id } });
+            expect(await trailSize(db)).toBe(trail);
+            continue;
+          }
           const id = c.who === 'a' || c.who === 'b' ? users[c.who] : c.who;
           const input = {
             userId: id,
@@ -242,20 +285,18 @@ describe('property: every call succeeds with consistent balances or throws a typ
           };
           let wrote = true;
           try {
-            if (c.op === 'deduct') {
-              const r = await deductCredits(db, input);
+            if (c.op === 'deduct' || c.op === 'grant' || c.op === 'refund') {
+              const refundOf =
+                c.op === 'refund' && c.refundOfPrevious ? deductions.at(-1) : undefined;
+              const args = { ...(input as object), ...(refundOf ? { refundOf } : {}) } as never;
+              const op = { deduct: deductCredits, grant: grantCredits, refund: refundCredits }[
+                c.op
+              ];
+              const run = () => op(db, args);
+              const r = await run();
               wrote = !r.replayed;
-              if (!r.replayed) deductions.push(r.transaction.id);
-            } else if (c.op === 'grant') {
-              wrote = !(await grantCredits(db, input)).replayed;
-            } else if (c.op === 'refund') {
-              const refundOf = c.refundOfPrevious ? deductions.at(-1) : undefined;
-              wrote = !(
-                await refundCredits(db, {
-                  ...(input as object),
-                  ...(refundOf ? { refundOf } : {}),
-                } as never)
-              ).replayed;
+              if (!r.replayed && c.op === 'deduct') deductions.push(r.transaction.id);
+              if (!r.replayed && c.key !== undefined) lastKeyed = { run, id: r.transaction.id };
             } else {
               const { idempotencyKey: _key, ...reservation } = input as Record<string, unknown>;
               await withCreditReservation(db, reservation as never, async () => {
@@ -280,7 +321,7 @@ describe('property: every call succeeds with consistent balances or throws a typ
         }
         expect(await ledgerMismatches(db)).toEqual([]);
       }),
-      { numRuns: 60 },
+      { numRuns: 120 },
     );
   }, 120_000);
 });

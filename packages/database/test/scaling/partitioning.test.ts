@@ -173,13 +173,16 @@ describe('"CreditTransaction" range-partitioned by created_at (docs/scaling)', (
     ]);
   });
 
-  it('stays append-only: UPDATE, DELETE and TRUNCATE of the parent and of a partition are refused', async () => {
+  it('stays append-only: UPDATE, DELETE and TRUNCATE of the parent, of a partition and of the claimed keys are refused', async () => {
     for (const statement of [
       sql`update "CreditTransaction" set amount = 99`,
       sql`delete from "CreditTransaction"`,
       sql`truncate "CreditTransaction"`,
       sql`update "CreditTransaction_2026_11" set amount = 99`,
+      sql`delete from "CreditTransaction_2026_11"`,
       sql`truncate "CreditTransaction_2026_11"`,
+      sql`delete from credit_idempotency_key`,
+      sql`truncate credit_idempotency_key`,
     ]) {
       expect((await errorOf(statement)).code).toBe('BC005');
     }
@@ -201,7 +204,7 @@ describe('"CreditTransaction" range-partitioned by created_at (docs/scaling)', (
     expect(keys).toHaveLength(0);
   });
 
-  it('drops old months by detaching their partition: DDL, not DELETE, and only for the owner', async () => {
+  it('drops old months by detaching their partition: DDL, not DELETE', async () => {
     const u = await createUser(db);
     await sql`insert into "CreditTransaction" (user_id, amount, operation, feature_type, created_at)
               values (${u.id}, 1, 'grant', 'chat_tool_call', '2026-10-20')`;
