@@ -80,11 +80,12 @@ describe('pnpm db:migrate', () => {
     expect(result.stderr).toContain('[MIGRATION_CHECKSUM_MISMATCH]');
   });
 
-  it('without DATABASE_URL outside CI starts an embedded PostgreSQL, migrates it, prints its URL and stops it', async () => {
+  it('without DATABASE_URL outside CI (CI unset or false) starts an embedded PostgreSQL, migrates it, prints its URL and stops it', async () => {
     const dataDir = mkdtempSync('/dev/shm/bragdoc-cli-test-');
     rmSync(dataDir, { recursive: true });
     const port = await freePort();
-    const env = { LOCAL_POSTGRES_DIR: dataDir, LOCAL_POSTGRES_PORT: String(port) };
+    // CI=false is not CI (some services set it so): the local server is still used.
+    const env = { LOCAL_POSTGRES_DIR: dataDir, LOCAL_POSTGRES_PORT: String(port), CI: 'false' };
     try {
       const first = await runScript(cli, ['migrate'], { env });
       expect(first.code).toBe(0);
