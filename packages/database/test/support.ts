@@ -11,15 +11,25 @@ export function useMigratedDatabase() {
   return useTestDatabase({ connect: (url) => createDatabase(url, { max: 4 }) });
 }
 
-/** The SQLSTATE of a failed query (postgres.js errors carry it as `code`). */
-export async function sqlStateOf(promise: Promise<unknown>): Promise<string | undefined> {
+/**
+ * The PostgreSQL error of a query that must be refused (drizzle wraps it as `cause`;
+ * postgres.js throws it directly). Throws if the query succeeded.
+ */
+export async function refusalOf(
+  promise: Promise<unknown>,
+): Promise<{ code?: string; message: string }> {
   try {
     await promise;
   } catch (error) {
-    const cause = (error as { cause?: { code?: string } }).cause;
-    return cause?.code ?? (error as { code?: string }).code;
+    const cause = (error as { cause?: { code?: string; message: string } }).cause;
+    return cause ?? (error as { code?: string; message: string });
   }
-  return undefined;
+  throw new Error('expected the statement to be refused');
+}
+
+/** The SQLSTATE of a query that must be refused. */
+export async function sqlStateOf(promise: Promise<unknown>): Promise<string | undefined> {
+  return (await refusalOf(promise)).code;
 }
 
 /**

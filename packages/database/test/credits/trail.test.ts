@@ -3,7 +3,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/client.js';
 import { deductCredits, grantCredits } from '../../src/credits/index.js';
 import { creditTransaction, user } from '../../src/schema.js';
-import { sqlStateOf, useMigratedDatabase } from '../support.js';
+import { refusalOf, sqlStateOf, useMigratedDatabase } from '../support.js';
 import { balances, createUser, trailSize } from './fixtures.js';
 
 const database = useMigratedDatabase();
@@ -11,16 +11,6 @@ let db: Database;
 beforeAll(async () => {
   db = database().db;
 });
-
-async function errorOf(promise: Promise<unknown>): Promise<{ code?: string; message: string }> {
-  try {
-    await promise;
-  } catch (error) {
-    const cause = (error as { cause?: { code?: string; message: string } }).cause;
-    return cause ?? (error as { code?: string; message: string });
-  }
-  throw new Error('expected the statement to be refused');
-}
 
 describe('the audit trail, as the database enforces it', () => {
   it('refuses UPDATE of a transaction with a clear message', async () => {
@@ -30,7 +20,7 @@ describe('the audit trail, as the database enforces it', () => {
       amount: 1,
       featureType: 'chat_tool_call',
     });
-    const error = await errorOf(
+    const error = await refusalOf(
       db
         .update(creditTransaction)
         .set({ amount: 100 })
@@ -43,7 +33,7 @@ describe('the audit trail, as the database enforces it', () => {
   it('refuses DELETE of a transaction', async () => {
     const u = await createUser(db);
     await deductCredits(db, { userId: u.id, amount: 1, featureType: 'chat_tool_call' });
-    const error = await errorOf(
+    const error = await refusalOf(
       db.delete(creditTransaction).where(eq(creditTransaction.userId, u.id)),
     );
     expect(error.message).toBe('"CreditTransaction" is append-only: DELETE is refused');
@@ -51,7 +41,7 @@ describe('the audit trail, as the database enforces it', () => {
   });
 
   it('refuses TRUNCATE', async () => {
-    const error = await errorOf(db.execute(sql`truncate "CreditTransaction"`));
+    const error = await refusalOf(db.execute(sql`truncate "CreditTransaction"`));
     expect(error.message).toBe('"CreditTransaction" is append-only: TRUNCATE is refused');
   });
 
@@ -71,7 +61,7 @@ describe('the audit trail, as the database enforces it', () => {
 
   it('refuses a balance change that does not come with its audit row', async () => {
     const u = await createUser(db);
-    const error = await errorOf(
+    const error = await refusalOf(
       db.update(user).set({ freeCredits: 1000 }).where(eq(user.id, u.id)),
     );
     expect(error.code).toBe('BC006');
@@ -80,7 +70,7 @@ describe('the audit trail, as the database enforces it', () => {
 
   it("refuses a balance change even with the ledger's flag set by hand, outside its trigger", async () => {
     const u = await createUser(db);
-    const error = await errorOf(
+    const error = await refusalOf(
       db.transaction(async (tx) => {
         await tx.execute(sql`select set_config('bragdoc.ledger_write', 'on', true)`);
         await tx.update(user).set({ freeCredits: 1000 }).where(eq(user.id, u.id));
@@ -99,7 +89,7 @@ describe('the audit trail, as the database enforces it', () => {
       idempotencyKey: 'g1',
     });
     for (let i = 0; i < 2; i++) {
-      const error = await errorOf(
+      const error = await refusalOf(
         db.execute(sql`
           insert into "CreditTransaction" (user_id, amount, operation, feature_type, idempotency_key)
           values (${u.id}, 100, 'grant', 'chat_tool_call', 'g1') on conflict do nothing`),
@@ -117,7 +107,7 @@ describe('the audit trail, as the database enforces it', () => {
       amount: 5,
       featureType: 'chat_tool_call',
     });
-    const error = await errorOf(
+    const error = await refusalOf(
       db.execute(sql`
         insert into "CreditTransaction" (id, user_id, amount, operation, feature_type)
         values (${transaction.id}, ${u.id}, 5, 'grant', 'chat_tool_call') on conflict (id) do nothing`),
@@ -134,7 +124,7 @@ describe('the audit trail, as the database enforces it', () => {
       featureType: 'chat_tool_call',
       idempotencyKey: 'g2',
     });
-    const error = await errorOf(
+    const error = await refusalOf(
       db.execute(sql`
         insert into "CreditTransaction" (user_id, amount, operation, feature_type, idempotency_key)
         values (${u.id}, 5, 'grant', 'chat_tool_call', 'g2')

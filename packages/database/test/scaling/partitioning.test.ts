@@ -18,6 +18,7 @@ import {
 } from '../../src/credits/index.js';
 import { user } from '../../src/schema.js';
 import { createUser, ledgerMismatches, trailSize } from '../credits/fixtures.js';
+import { refusalOf } from '../support.js';
 
 // The DDL that docs/SCALING.md describes, run as written.
 const partitionDdl = readFileSync(
@@ -29,18 +30,6 @@ let db: Database;
 let sql: postgres.Sql;
 let close: () => Promise<void>;
 let before: { userId: string; deduction: string };
-
-async function errorOf(promise: Promise<unknown>): Promise<{ code?: string; message: string }> {
-  try {
-    await promise;
-  } catch (error) {
-    return (
-      (error as { cause?: { code?: string; message: string } }).cause ??
-      (error as { message: string })
-    );
-  }
-  throw new Error('expected a refusal');
-}
 
 beforeAll(async () => {
   const testDb = await createTestDatabase({ connect: (url) => createDatabase(url, { max: 4 }) });
@@ -151,7 +140,7 @@ describe('"CreditTransaction" range-partitioned by created_at (docs/scaling)', (
       }),
     ).rejects.toThrow(IdempotencyConflictError);
     // A row dated in another month (another partition) cannot reuse the key either.
-    const other = await errorOf(
+    const other = await refusalOf(
       sql`insert into "CreditTransaction" (user_id, amount, operation, feature_type, idempotency_key, created_at)
           values (${u.id}, 1, 'grant', 'chat_tool_call', 'k', '2026-10-15')`,
     );
@@ -184,7 +173,7 @@ describe('"CreditTransaction" range-partitioned by created_at (docs/scaling)', (
       sql`delete from credit_idempotency_key`,
       sql`truncate credit_idempotency_key`,
     ]) {
-      expect((await errorOf(statement)).code).toBe('BC005');
+      expect((await refusalOf(statement)).code).toBe('BC005');
     }
   });
 
@@ -217,14 +206,14 @@ describe('"CreditTransaction" range-partitioned by created_at (docs/scaling)', (
 
 describe('what a partitioned table cannot do (the reasons for the DDL above)', () => {
   it('refuses a unique index on (user_id, idempotency_key) that lacks created_at', async () => {
-    const error = await errorOf(
+    const error = await refusalOf(
       sql`create unique index nope on "CreditTransaction" (user_id, idempotency_key) where idempotency_key is not null`,
     );
     expect(error.message).toMatch(/must include all partitioning columns/);
   });
 
   it('refuses a foreign key to its id alone (as refund_of had)', async () => {
-    const error = await errorOf(
+    const error = await refusalOf(
       sql`alter table "CreditTransaction" add foreign key (refund_of) references "CreditTransaction"(id)`,
     );
     expect(error.code).toBe('42830'); // invalid_foreign_key: no unique constraint on (id)
