@@ -24,7 +24,7 @@ const t = creditTransaction;
  * Date parsing that postgres.js does for a hand-written query too. The return type makes
  * a column added to the schema a compile error here until it is mapped.
  */
-export function toCreditTransaction(raw: Record<string, unknown>): CreditTransaction {
+function toCreditTransaction(raw: Record<string, unknown>): CreditTransaction {
   const row = raw as unknown as RawRow;
   return {
     id: row.id,
