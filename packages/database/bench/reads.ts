@@ -1,6 +1,6 @@
 import type postgres from 'postgres';
 import type { Database } from '../src/client.js';
-import { encodeCursor } from '../src/credits/cursor.js';
+import { encodeSeqCursor } from '../src/credits/cursor.js';
 import { listCreditTransactions, listCreditTransactionsInRange } from '../src/credits/index.js';
 import { type Figure, figure, interleave, percentile } from './stats.js';
 
@@ -8,8 +8,8 @@ export interface ReadTargets {
   heavyUser: string;
   /** A user with the median number of rows. */
   typicalUser: string;
-  /** The last row of page `deepPage` (1-based) of the heavy user's history. */
-  deep: { createdAt: Date; id: string };
+  /** The seq of the last row of page `deepPage` (1-based) of the heavy user's history. */
+  deep: { seq: number };
   deepPage: number;
   window: { from: Date; to: Date };
 }
@@ -22,9 +22,9 @@ export async function readTargets(sql: postgres.Sql, deepPage: number): Promise<
   if (!heavy) throw new Error('the trail is not seeded');
   const [typical] = await sql<{ id: string }[]>`
     select id from bench_user where n = (select max(n) from bench_user) / 2`;
-  const [deep] = await sql<{ created_at: Date; id: string }[]>`
-    select created_at, id from "CreditTransaction" where user_id = ${heavy.id}
-    order by created_at desc, id desc offset ${deepPage * PAGE - 1} limit 1`;
+  const [deep] = await sql<{ seq: string }[]>`
+    select seq from "CreditTransaction" where user_id = ${heavy.id}
+    order by seq desc offset ${deepPage * PAGE - 1} limit 1`;
   if (!deep) throw new Error(`the heavy user has fewer than ${deepPage * PAGE} rows`);
   const [middle] = await sql<{ at: Date }[]>`
     select date_trunc('hour', min(created_at) + (max(created_at) - min(created_at)) / 2) as at from "CreditTransaction"`;
@@ -32,7 +32,7 @@ export async function readTargets(sql: postgres.Sql, deepPage: number): Promise<
   return {
     heavyUser: heavy.id,
     typicalUser: typical?.id ?? heavy.id,
-    deep: { createdAt: deep.created_at, id: deep.id },
+    deep: { seq: Number(deep.seq) },
     deepPage,
     window: { from, to: new Date(from.getTime() + 3600_000) },
   };
@@ -50,20 +50,19 @@ export async function measureReads(
   iterations: number,
 ): Promise<Figure[]> {
   const { heavyUser: userId, deep, window } = targets;
-  const cursor = encodeCursor(deep, `user|${userId}||`);
+  const cursor = encodeSeqCursor(deep, `user|${userId}||`);
   const cases = {
     history_first_page: {
       pkg: () => listCreditTransactions(db, { userId, limit: PAGE }),
       baseline: () => sql`
         select * from "CreditTransaction" where user_id = ${userId}
-        order by created_at desc, id desc limit ${PAGE + 1}`,
+        order by seq desc limit ${PAGE + 1}`,
     },
     history_deep_page: {
       pkg: () => listCreditTransactions(db, { userId, limit: PAGE, cursor }),
       baseline: () => sql`
-        select * from "CreditTransaction" where user_id = ${userId}
-          and created_at <= ${deep.createdAt} and (created_at < ${deep.createdAt} or id < ${deep.id})
-        order by created_at desc, id desc limit ${PAGE + 1}`,
+        select * from "CreditTransaction" where user_id = ${userId} and seq < ${deep.seq}
+        order by seq desc limit ${PAGE + 1}`,
     },
     range_one_hour: {
       pkg: () =>

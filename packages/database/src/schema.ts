@@ -1,6 +1,7 @@
 import { sql } from 'drizzle-orm';
 import {
   type AnyPgColumn,
+  bigint,
   check,
   index,
   integer,
@@ -48,6 +49,13 @@ export const user = pgTable(
     freeChatMessages: integer('free_chat_messages').notNull().default(20),
     createdAt: timestamptz('created_at').notNull().defaultNow(),
     updatedAt: timestamptz('updated_at').notNull().defaultNow(),
+    // The head of this user's trail: the `seq` and `hash` of the last CreditTransaction row
+    // applied to the balances above. Written only by the ledger triggers (migration 0003),
+    // which refuse any other change; `credits:verify` checks the trail ends exactly here, so
+    // a trail cut short (even to nothing) is found. Negative for the instant between
+    // inserting a user and writing its opening rows, inside the same statement.
+    ledgerSeq: bigint('ledger_seq', { mode: 'number' }).notNull().default(0),
+    ledgerHash: text('ledger_hash'),
   },
   (t) => [
     // A balance is spent with a conditional UPDATE; the CHECK is the last line of
@@ -62,9 +70,11 @@ export type NewUser = typeof user.$inferInsert;
 
 /**
  * The credits ledger: one row per balance change, append-only. Rows are written by
- * `src/credits/` through an INSERT whose trigger (migration 0002) applies the change to
- * "User" in the same statement and records `balance_after`; UPDATE, DELETE and TRUNCATE
- * are refused, except the rows removed with their user (ON DELETE CASCADE).
+ * `src/credits/` through an INSERT; the ledger triggers (migration 0003) number it, record
+ * `balance_after`, `created_at` and `hash`, and apply it to "User" in the same statement.
+ * UPDATE, DELETE and TRUNCATE are refused, except the rows removed with their user
+ * (ON DELETE CASCADE). Never create these tables with `drizzle-kit push`: it would create
+ * them without the triggers (see the README).
  */
 export const creditTransaction = pgTable(
   'CreditTransaction',
@@ -77,11 +87,29 @@ export const creditTransaction = pgTable(
     operation: operationTypeEnum('operation').notNull(),
     featureType: featureTypeEnum('feature_type').notNull(),
     metadata: jsonb('metadata').$type<Record<string, unknown>>(),
+    // When the change was applied, set by the trigger under the user's lock (never the
+    // inserter's value). For time-window queries; apply order is `seq`.
     createdAt: timestamptz('created_at').notNull().defaultNow(),
+    // The next three are set by the ledger trigger, whatever an INSERT says. Inserts send
+    // NULL for them (the $defaultFn): the trigger replaces it, and where the trigger is
+    // missing or disabled NOT NULL refuses the row (LEDGER_NOT_INSTALLED), so no row is
+    // ever written with a made-up value.
+    //
     // The balance this row changed (free_chat_messages for chat_message, free_credits
-    // otherwise), after the change. Set by the ledger trigger; null only on rows written
-    // before it existed.
-    balanceAfter: integer('balance_after'),
+    // otherwise), after the change.
+    balanceAfter: integer('balance_after')
+      .notNull()
+      .$defaultFn(() => sql`null`),
+    // Apply order within the user's trail: 1, 2, 3… with no gaps, assigned under the user's
+    // lock. History, cursors and the balance chain follow it.
+    seq: bigint('seq', { mode: 'number' })
+      .notNull()
+      .$defaultFn(() => sql`null`),
+    // sha256 (hex) of the previous row's hash and this row's fields: an edit made with the
+    // triggers disabled breaks the chain, which `credits:verify` reports.
+    hash: text('hash')
+      .notNull()
+      .$defaultFn(() => sql`null`),
     // A retried request carries the same key and gets the first result back.
     idempotencyKey: text('idempotency_key'),
     // The deduction a refund gives back; the trigger caps the refunds of one deduction at
@@ -102,8 +130,11 @@ export const creditTransaction = pgTable(
     index('credit_tx_user_id_idx').on(t.userId),
     // Serves analytics over a time window for all users (range queries on created_at).
     index('credit_tx_created_at_idx').on(t.createdAt),
-    // Serves a user's history, newest first, paginated by (created_at, id).
+    // Serves per-user time-window queries (user and created_at range).
     index('credit_tx_user_created_at_idx').on(t.userId, t.createdAt),
+    // A user's history, newest first in apply order, keyset-paginated on seq: it reads only
+    // that user's rows, however active or dormant they are. Unique: one row per position.
+    uniqueIndex('credit_tx_user_seq_idx').on(t.userId, t.seq),
     // Idempotency: the same key applies once per user. The unique index is the guarantee;
     // a read-then-write check would let two concurrent retries both pass.
     uniqueIndex('credit_tx_user_idempotency_key_idx')

@@ -36,7 +36,6 @@ describe('rows through drizzle', () => {
   });
 
   it('a credit transaction round-trips with its TypeScript types', async () => {
-    const at = new Date('2026-03-04T05:06:07.891Z');
     const [inserted] = await db
       .insert(creditTransaction)
       .values({
@@ -45,7 +44,6 @@ describe('rows through drizzle', () => {
         operation: 'deduct',
         featureType: 'workstream_clustering',
         metadata: { model: 'gpt', tokens: 1234, nested: { ok: true } },
-        createdAt: at,
       })
       .returning();
     if (!inserted) throw new Error('insert returned no row');
@@ -60,9 +58,12 @@ describe('rows through drizzle', () => {
       operation: 'deduct',
       featureType: 'workstream_clustering',
       metadata: { model: 'gpt', tokens: 1234, nested: { ok: true } },
-      createdAt: at,
-      // Set by the ledger trigger: the balance this deduction spent, after it.
+      createdAt: inserted.createdAt,
+      // Set by the ledger trigger: the balance this deduction spent, after it; its place in
+      // the user's trail (after the two opening rows); and its link in the hash chain.
       balanceAfter: 7,
+      seq: 3,
+      hash: expect.stringMatching(/^[0-9a-f]{64}$/),
       idempotencyKey: null,
       refundOf: null,
     });
@@ -70,21 +71,23 @@ describe('rows through drizzle', () => {
     expectTypeOf(inserted.operation).toEqualTypeOf<OperationType>();
     expectTypeOf(inserted.featureType).toEqualTypeOf<FeatureType>();
     expectTypeOf(inserted.metadata).toEqualTypeOf<Record<string, unknown> | null>();
+    expectTypeOf(inserted.seq).toEqualTypeOf<number>();
+    expectTypeOf(inserted.balanceAfter).toEqualTypeOf<number>();
   });
 
-  it('created_at keeps millisecond precision, so a JS Date round-trips exactly', async () => {
-    const at = new Date('2026-01-01T00:00:00.001Z');
+  it('created_at has millisecond precision, so the Date a row returns finds it again exactly', async () => {
     const [inserted] = await db
       .insert(creditTransaction)
-      .values({
-        userId: owner.id,
-        amount: 1,
-        operation: 'grant',
-        featureType: 'chat_message',
-        createdAt: at,
-      })
+      .values({ userId: owner.id, amount: 1, operation: 'grant', featureType: 'chat_message' })
       .returning();
-    expect(inserted?.createdAt.getTime()).toBe(at.getTime());
+    if (!inserted) throw new Error('insert returned no row');
+    const found = await db
+      .select({ id: creditTransaction.id })
+      .from(creditTransaction)
+      .where(
+        sql`${creditTransaction.id} = ${inserted.id} and ${creditTransaction.createdAt} = ${inserted.createdAt.toISOString()}`,
+      );
+    expect(found).toEqual([{ id: inserted.id }]);
   });
 
   it('refuses a negative amount (CHECK credit_tx_amount_positive)', async () => {

@@ -56,6 +56,8 @@ describe('a database migrated by db:migrate', () => {
       { name: 'free_chat_messages', type: 'integer', not_null: true, default: '20' },
       { name: 'created_at', type: 'timestamp(3) with time zone', not_null: true, default: 'now()' },
       { name: 'updated_at', type: 'timestamp(3) with time zone', not_null: true, default: 'now()' },
+      { name: 'ledger_seq', type: 'bigint', not_null: true, default: '0' },
+      { name: 'ledger_hash', type: 'text', not_null: false, default: null },
     ]);
   });
 
@@ -68,9 +70,11 @@ describe('a database migrated by db:migrate', () => {
       { name: 'feature_type', type: 'feature_type', not_null: true, default: null },
       { name: 'metadata', type: 'jsonb', not_null: false, default: null },
       { name: 'created_at', type: 'timestamp(3) with time zone', not_null: true, default: 'now()' },
-      { name: 'balance_after', type: 'integer', not_null: false, default: null },
+      { name: 'balance_after', type: 'integer', not_null: true, default: null },
       { name: 'idempotency_key', type: 'text', not_null: false, default: null },
       { name: 'refund_of', type: 'uuid', not_null: false, default: null },
+      { name: 'seq', type: 'bigint', not_null: true, default: null },
+      { name: 'hash', type: 'text', not_null: true, default: null },
     ]);
   });
 
@@ -126,7 +130,7 @@ describe('a database migrated by db:migrate', () => {
     ]);
   });
 
-  it('has the CreditTransaction indexes: the three of the schema, idempotency and refunds', async () => {
+  it('has the CreditTransaction indexes: the three of the schema, idempotency, refunds and apply order', async () => {
     const indexes = await rows<{
       name: string;
       columns: string[];
@@ -162,10 +166,11 @@ describe('a database migrated by db:migrate', () => {
         unique: true,
         predicate: '(idempotency_key IS NOT NULL)',
       },
+      { name: 'credit_tx_user_seq_idx', columns: ['user_id', 'seq'], unique: true, predicate: null },
     ]);
   });
 
-  it('has the ledger, balance-guard and append-only triggers', async () => {
+  it('has the ledger triggers: prepare and apply, append-only, the balance guard and the opening rows', async () => {
     const triggers = await rows<{ table: string; name: string }>(sql`
       select tgrelid::regclass::text as table, tgname as name from pg_trigger
       where not tgisinternal order by 1, 2`);
@@ -173,17 +178,43 @@ describe('a database migrated by db:migrate', () => {
       { table: '"CreditTransaction"', name: 'credit_tx_append_only' },
       { table: '"CreditTransaction"', name: 'credit_tx_apply' },
       { table: '"CreditTransaction"', name: 'credit_tx_no_truncate' },
-      { table: '"User"', name: 'user_balance_guard' },
+      { table: '"CreditTransaction"', name: 'credit_tx_prepare' },
+      { table: '"User"', name: 'user_ledger_guard' },
+      { table: '"User"', name: 'user_ledger_open' },
+      { table: '"User"', name: 'user_ledger_opening' },
     ]);
+  });
+
+  it('runs every ledger function as its owner with a fixed search_path, pg_temp last', async () => {
+    const functions = await rows<{ name: string; definer: boolean; config: string[] | null }>(sql`
+      select p.proname as name, p.prosecdef as definer, p.proconfig as config
+      from pg_proc p where p.pronamespace = 'public'::regnamespace order by 1`);
+    expect(functions).toEqual(
+      [
+        'credit_tx_append_only',
+        'credit_tx_apply',
+        'credit_tx_hash',
+        'credit_tx_prepare',
+        'user_ledger_guard',
+        'user_ledger_open',
+        'user_ledger_opening',
+      ].map((name) => ({
+        name,
+        definer: name !== 'credit_tx_hash',
+        config: ['search_path=pg_catalog, pg_temp'],
+      })),
+    );
   });
 
   it("deletes a user's transactions when the user is deleted (ON DELETE CASCADE)", async () => {
     const [owner] = await db.insert(user).values({ email: 'cascade@example.com' }).returning();
     if (!owner) throw new Error('insert returned no row');
-    await db.insert(creditTransaction).values([
-      { userId: owner.id, amount: 1, operation: 'deduct', featureType: 'chat_tool_call' },
-      { userId: owner.id, amount: 2, operation: 'grant', featureType: 'document_generation' },
-    ]);
+    await db
+      .insert(creditTransaction)
+      .values({ userId: owner.id, amount: 1, operation: 'deduct', featureType: 'chat_tool_call' });
+    await db
+      .insert(creditTransaction)
+      .values({ userId: owner.id, amount: 2, operation: 'grant', featureType: 'document_generation' });
     await db.delete(user).where(eq(user.id, owner.id));
     const left = await db
       .select()

@@ -119,6 +119,22 @@ export class UnsupportedIsolationError extends CreditsError {
   }
 }
 
+/**
+ * The ledger's triggers are missing or disabled (a database built with `drizzle-kit push`, or
+ * a trigger disabled by hand): nothing was written, and no balance is made up.
+ */
+export class LedgerNotInstalledError extends CreditsError {
+  readonly code = 'LEDGER_NOT_INSTALLED';
+
+  constructor() {
+    super(
+      'The credits ledger is not installed in this database: its triggers are missing or disabled, ' +
+        'so nothing was written. Apply the migrations with `pnpm db:migrate` (never `drizzle-kit push`), ' +
+        'and run `pnpm credits:verify` to see what is wrong.',
+    );
+  }
+}
+
 /** withCreditReservation: `fn` failed and so did the refund of its reservation. */
 export class ReservationRefundError extends CreditsError {
   readonly code = 'RESERVATION_REFUND_FAILED';
@@ -139,7 +155,12 @@ export class ReservationRefundError extends CreditsError {
 interface PgError {
   code?: string;
   detail?: string;
+  table_name?: string;
+  column_name?: string;
 }
+
+// Columns only the ledger's BEFORE INSERT trigger fills: NULL there means it did not run.
+const TRIGGER_SET_COLUMNS = new Set(['seq', 'hash', 'balance_after']);
 
 function pgErrorOf(error: unknown): PgError | undefined {
   const cause = (error as { cause?: unknown })?.cause;
@@ -186,6 +207,12 @@ export function toCreditsError(error: unknown, userId: string): unknown {
       );
     case 'BC007':
       return new UnsupportedIsolationError();
+    case 'BC009':
+      return new LedgerNotInstalledError();
+    case '23502':
+      return pg.table_name === 'CreditTransaction' && TRIGGER_SET_COLUMNS.has(pg.column_name ?? '')
+        ? new LedgerNotInstalledError()
+        : error;
     case '22003':
       return new BalanceOutOfRangeError(userId);
     default:

@@ -6,13 +6,19 @@ import {
   type FeatureType,
   type OperationType,
 } from '../schema.js';
-import { decodeCursor, encodeCursor, type Position } from './cursor.js';
+import {
+  decodeSeqCursor,
+  decodeTimeCursor,
+  encodeSeqCursor,
+  encodeTimeCursor,
+  type TimePosition,
+} from './cursor.js';
 import { prepared } from './prepared.js';
 import { runRows } from './rows.js';
 import { historyInput, parse, rangeInput } from './validation.js';
 
 export interface CreditTransactionPage {
-  /** Newest first. */
+  /** Newest first: a user's history in apply order (seq), a range by (created_at, id). */
   items: CreditTransaction[];
   /** Pass it back as `cursor` for the next page; null on the last page. */
   nextCursor: string | null;
@@ -49,27 +55,33 @@ export interface HistoryVariant {
 /**
  * Rows strictly after the cursor position in (created_at DESC, id DESC) order. Written as
  * `created_at <= $at and (created_at < $at or id < $id)` rather than a row comparison, so
- * that `created_at <= $at` is an index condition on both indexes that serve the lists.
+ * that `created_at <= $at` is an index condition on credit_tx_created_at_idx.
  */
-function afterCursor(): SQL | undefined {
+function afterTimeCursor(): SQL | undefined {
   return and(lte(t.createdAt, p('at')), or(lt(t.createdAt, p('at')), lt(t.id, p('id'))));
 }
 
-function page(rows: CreditTransaction[], limit: number, scope: string): CreditTransactionPage {
+/** The scope a cursor is bound to: it is refused by any other query. */
+const userScope = (input: { userId: string; operation?: string; featureType?: string }) =>
+  `user|${input.userId}|${input.operation ?? ''}|${input.featureType ?? ''}`;
+const rangeScope = (input: { from: Date; to: Date }) =>
+  `range|${input.from.toISOString()}|${input.to.toISOString()}`;
+
+function page(
+  rows: CreditTransaction[],
+  limit: number,
+  cursorOf: (last: CreditTransaction) => string,
+): CreditTransactionPage {
   const items = rows.slice(0, limit);
   const last = items.at(-1);
-  return {
-    items,
-    nextCursor:
-      rows.length > limit && last
-        ? encodeCursor({ createdAt: last.createdAt, id: last.id }, scope)
-        : null,
-  };
+  return { items, nextCursor: rows.length > limit && last ? cursorOf(last) : null };
 }
 
 /**
  * The user-history query, with placeholders (userId, limit, and operation, featureType,
- * at, id as the variant has them); served by credit_tx_user_created_at_idx.
+ * seq as the variant has them). Served by credit_tx_user_seq_idx, scanned backwards from the
+ * user's newest row: it reads that user's rows only, however many other users' rows are
+ * newer (a dormant heavy user) or older.
  */
 export function userHistoryQuery(db: Database | Transaction, variant: HistoryVariant) {
   return db
@@ -80,10 +92,10 @@ export function userHistoryQuery(db: Database | Transaction, variant: HistoryVar
         eq(t.userId, p('userId')),
         variant.operation ? eq(t.operation, p('operation')) : undefined,
         variant.featureType ? eq(t.featureType, p('featureType')) : undefined,
-        variant.cursor ? afterCursor() : undefined,
+        variant.cursor ? lt(t.seq, p('seq')) : undefined,
       ),
     )
-    .orderBy(desc(t.createdAt), desc(t.id))
+    .orderBy(desc(t.seq))
     .limit(p('limit'));
 }
 
@@ -96,7 +108,7 @@ export function rangeQuery(db: Database | Transaction, variant: Pick<HistoryVari
       and(
         gte(t.createdAt, p('from')),
         lt(t.createdAt, p('to')),
-        variant.cursor ? afterCursor() : undefined,
+        variant.cursor ? afterTimeCursor() : undefined,
       ),
     )
     .orderBy(desc(t.createdAt), desc(t.id))
@@ -107,20 +119,21 @@ const variantKey = (v: Partial<HistoryVariant>) =>
   `${v.operation ? 'o' : '-'}${v.featureType ? 'f' : '-'}${v.cursor ? 'c' : '-'}`;
 
 // Timestamps go in as ISO strings: drizzle's postgres.js client leaves dates unserialised.
-const cursorValues = (position: Position | undefined) =>
+const timeCursorValues = (position: TimePosition | undefined) =>
   position ? { at: position.createdAt.toISOString(), id: position.id } : {};
 
 /**
- * A user's credit history, newest first, keyset-paginated on (created_at, id): a page
- * boundary inside rows sharing one created_at neither skips nor repeats a row. Never OFFSET.
+ * A user's credit history, newest first in the order the changes were applied (seq), so
+ * that along it each balance_after is the previous one plus or minus the amount.
+ * Keyset-paginated on seq; never OFFSET.
  */
 export async function listCreditTransactions(
   db: Database | Transaction,
   input: ListCreditTransactionsInput,
 ): Promise<CreditTransactionPage> {
   const parsed = parse(historyInput, input);
-  const scope = `user|${parsed.userId}|${parsed.operation ?? ''}|${parsed.featureType ?? ''}`;
-  const position = parsed.cursor ? decodeCursor(parsed.cursor, scope) : undefined;
+  const scope = userScope(parsed);
+  const position = parsed.cursor ? decodeSeqCursor(parsed.cursor, scope) : undefined;
   const variant = {
     operation: parsed.operation !== undefined,
     featureType: parsed.featureType !== undefined,
@@ -134,19 +147,19 @@ export async function listCreditTransactions(
     limit: parsed.limit + 1,
     ...(parsed.operation ? { operation: parsed.operation } : {}),
     ...(parsed.featureType ? { featureType: parsed.featureType } : {}),
-    ...cursorValues(position),
+    ...(position ? { seq: position.seq } : {}),
   });
-  return page(rows, parsed.limit, scope);
+  return page(rows, parsed.limit, (last) => encodeSeqCursor({ seq: last.seq }, scope));
 }
 
-/** All users' transactions with from <= created_at < to, newest first, paginated the same way. */
+/** All users' transactions with from <= created_at < to, newest first by (created_at, id). */
 export async function listCreditTransactionsInRange(
   db: Database | Transaction,
   input: ListCreditTransactionsInRangeInput,
 ): Promise<CreditTransactionPage> {
   const parsed = parse(rangeInput, input);
-  const scope = `range|${parsed.from.toISOString()}|${parsed.to.toISOString()}`;
-  const position = parsed.cursor ? decodeCursor(parsed.cursor, scope) : undefined;
+  const scope = rangeScope(parsed);
+  const position = parsed.cursor ? decodeTimeCursor(parsed.cursor, scope) : undefined;
   const variant = { cursor: position !== undefined };
   const query = prepared(db, `credit_range:${variantKey(variant)}`, () =>
     rangeQuery(db, variant).prepare('credit_range'),
@@ -155,7 +168,9 @@ export async function listCreditTransactionsInRange(
     from: parsed.from.toISOString(),
     to: parsed.to.toISOString(),
     limit: parsed.limit + 1,
-    ...cursorValues(position),
+    ...timeCursorValues(position),
   });
-  return page(rows, parsed.limit, scope);
+  return page(rows, parsed.limit, (last) =>
+    encodeTimeCursor({ createdAt: last.createdAt, id: last.id }, scope),
+  );
 }

@@ -9,6 +9,7 @@ export {
   InvalidInputError,
   type InvalidRefundReason,
   InvalidRefundTargetError,
+  LedgerNotInstalledError,
   RefundExceedsDeductionError,
   ReservationRefundError,
   UnsupportedIsolationError,
@@ -35,5 +36,12 @@ export {
   MAX_AMOUNT,
   MAX_IDEMPOTENCY_KEY_LENGTH,
   MAX_METADATA_BYTES,
+  MAX_METADATA_DEPTH,
   MAX_PAGE_SIZE,
 } from './validation.js';
+export {
+  type LedgerVerification,
+  type LedgerViolation,
+  type VerifyLedgerOptions,
+  verifyLedger,
+} from './verify.js';

@@ -36,6 +36,8 @@ export interface CreditChangeResult {
   replayed: boolean;
 }
 
+// `metadata` is the caller's own object once validated (see validation.ts: zod's copy would
+// drop a "__proto__" key).
 interface Change {
   operation: OperationType;
   userId: string;
@@ -46,10 +48,11 @@ interface Change {
   refundOf?: string | undefined;
 }
 
-function result(row: CreditTransaction, replayed: boolean): CreditChangeResult {
-  // balance_after is set by the ledger trigger on every row it writes.
-  return { transaction: row, balance: row.balanceAfter ?? 0, replayed };
-}
+const result = (row: CreditTransaction, replayed: boolean): CreditChangeResult => ({
+  transaction: row,
+  balance: row.balanceAfter,
+  replayed,
+});
 
 async function replay(
   db: Database | Transaction,
@@ -71,8 +74,9 @@ async function replay(
     .where(
       and(eq(creditTransaction.userId, change.userId), eq(creditTransaction.idempotencyKey, key)),
     );
-  // The unique index said the key exists; it cannot vanish (the trail is append-only)
-  // unless the user was deleted meanwhile.
+  // The key was reported used (by the unique index, or by the trigger when the balance
+  // would not cover the retry); it cannot vanish (the trail is append-only) unless the user
+  // was deleted meanwhile.
   if (!existing) throw new Error(`Idempotency key "${key}" of user ${change.userId} vanished`);
   if (!existing.same) throw new IdempotencyConflictError(change.userId, key, existing.row.id);
   return result(existing.row, true);
@@ -101,9 +105,9 @@ function insertStatement(db: Database | Transaction) {
 }
 
 /**
- * One INSERT: the ledger trigger (migration 0002) applies the change to "User" with a
- * conditional UPDATE … RETURNING and records balance_after, in the same statement, so the
- * balance and its audit row are written together or not at all.
+ * One INSERT: the ledger triggers (migration 0003) lock the user, number and check the row,
+ * record balance_after, and apply it to "User", all in this statement, so the balance and
+ * its audit row are written together or not at all.
  */
 async function apply(db: Database | Transaction, change: Change): Promise<CreditChangeResult> {
   const values = {
@@ -146,8 +150,7 @@ export async function deductCredits(
   db: Database | Transaction,
   input: CreditChangeInput,
 ): Promise<CreditChangeResult> {
-  const parsed = parse(deductInput, input);
-  return apply(db, { operation: 'deduct', ...parsed });
+  return apply(db, { operation: 'deduct', ...parse(deductInput, input), metadata: input.metadata });
 }
 
 /**
@@ -158,8 +161,7 @@ export async function refundCredits(
   db: Database | Transaction,
   input: RefundInput,
 ): Promise<CreditChangeResult> {
-  const parsed = parse(refundInput, input);
-  return apply(db, { operation: 'refund', ...parsed });
+  return apply(db, { operation: 'refund', ...parse(refundInput, input), metadata: input.metadata });
 }
 
 /** Adds credits: support grants, monthly top-ups. */
@@ -167,6 +169,5 @@ export async function grantCredits(
   db: Database | Transaction,
   input: CreditChangeInput,
 ): Promise<CreditChangeResult> {
-  const parsed = parse(grantInput, input);
-  return apply(db, { operation: 'grant', ...parsed });
+  return apply(db, { operation: 'grant', ...parse(grantInput, input), metadata: input.metadata });
 }

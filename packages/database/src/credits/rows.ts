@@ -9,7 +9,10 @@ interface RawRow {
   feature_type: CreditTransaction['featureType'];
   metadata: unknown;
   created_at: string;
-  balance_after: number | null;
+  balance_after: number;
+  // int8 arrives as a string from postgres.js.
+  seq: string;
+  hash: string;
   idempotency_key: string | null;
   refund_of: string | null;
 }
@@ -38,6 +41,8 @@ function toCreditTransaction(raw: Record<string, unknown>): CreditTransaction {
         : (t.metadata.mapFromDriverValue(row.metadata) as CreditTransaction['metadata']),
     createdAt: t.createdAt.mapFromDriverValue(row.created_at) as Date,
     balanceAfter: row.balance_after,
+    seq: t.seq.mapFromDriverValue(row.seq) as number,
+    hash: row.hash,
     idempotencyKey: row.idempotency_key,
     refundOf: row.refund_of,
   };

@@ -9,6 +9,8 @@ export const MAX_METADATA_BYTES = 8 * 1024;
 export const MAX_IDEMPOTENCY_KEY_LENGTH = 200;
 export const DEFAULT_PAGE_SIZE = 50;
 export const MAX_PAGE_SIZE = 500;
+/** How deep metadata may nest (objects and arrays); deeper, or cyclic, is refused. */
+export const MAX_METADATA_DEPTH = 32;
 
 type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
 
@@ -41,15 +43,63 @@ const json: z.ZodType<Json> = z.lazy(() =>
   ]),
 );
 
+/**
+ * Refuses what would make the recursive schema below overflow the stack (a cycle) or walk
+ * too deep, with a message instead of a RangeError. Walks own enumerable keys, as
+ * JSON.stringify does.
+ */
+function shapeProblem(value: unknown): string | undefined {
+  const ancestors = new Set<object>();
+  const walk = (node: unknown, depth: number): string | undefined => {
+    if (typeof node !== 'object' || node === null) return undefined;
+    if (ancestors.has(node)) return 'must not contain a cycle';
+    if (depth > MAX_METADATA_DEPTH) return `must nest at most ${MAX_METADATA_DEPTH} levels deep`;
+    ancestors.add(node);
+    for (const child of Object.values(node)) {
+      const problem = walk(child, depth + 1);
+      if (problem) return problem;
+    }
+    ancestors.delete(node);
+    return undefined;
+  };
+  return walk(value, 1);
+}
+
+// The parsed value is only checked, never stored: zod rebuilds records by assignment, which
+// drops a "__proto__" key (it sets the prototype instead). The caller's own object is what
+// gets written, so such a key is kept.
 const metadata = z
   .custom<Record<string, unknown>>(isPlainObject, 'must be a plain JSON object')
-  .pipe(z.record(text(), json))
-  .refine(
-    (value) => Buffer.byteLength(JSON.stringify(value)) <= MAX_METADATA_BYTES,
-    `must be at most ${MAX_METADATA_BYTES} bytes as JSON`,
-  );
+  .superRefine((value, ctx) => {
+    let problem: string | undefined;
+    try {
+      problem =
+        shapeProblem(value) ??
+        (Buffer.byteLength(JSON.stringify(value)) > MAX_METADATA_BYTES
+          ? `must be at most ${MAX_METADATA_BYTES} bytes as JSON`
+          : undefined);
+    } catch {
+      // A getter or toJSON that throws, a BigInt: nothing a JSON column can hold.
+      problem = 'must be plain JSON';
+    }
+    if (problem) ctx.addIssue({ code: 'custom', message: problem, fatal: true });
+  })
+  .pipe(z.record(text(), json));
 
-const uuid = z.uuid('must be a UUID');
+// Every spelling PostgreSQL's uuid input accepts (upper case, braces, no hyphens, a hyphen
+// after any group of four digits), normalised to the canonical lower-case form, so that a
+// UUID the database takes is never refused here and two spellings are one user.
+const UUID_INPUT = /^(\{)?[0-9a-fA-F]{4}(?:-?[0-9a-fA-F]{4}){7}(\})?$/;
+const uuid = z
+  .string('must be a UUID')
+  .refine((s) => {
+    const m = UUID_INPUT.exec(s);
+    return m !== null && Boolean(m[1]) === Boolean(m[2]);
+  }, 'must be a UUID')
+  .transform((s) => {
+    const hex = s.replace(/[{}-]/g, '').toLowerCase();
+    return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  });
 const amount = z
   .number('must be a number')
   .int('must be an integer')

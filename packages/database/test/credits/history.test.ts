@@ -34,38 +34,63 @@ async function walk(next: (cursor?: string) => Promise<CreditTransactionPage>) {
   return { ids, pages };
 }
 
-/** n grants in one INSERT (the ledger trigger applies each): they share one created_at. */
-async function burst(userId: string, n: number, at?: Date) {
-  await db.insert(creditTransaction).values(
-    Array.from({ length: n }, () => ({
-      userId,
-      amount: 1,
-      operation: 'grant' as const,
-      featureType: 'chat_tool_call' as const,
-      ...(at ? { createdAt: at } : {}),
-    })),
-  );
+/** n grants of 1 in one caller transaction, one statement each. */
+async function grantsInOneTransaction(userId: string, n: number) {
+  await db.transaction(async (tx) => {
+    for (let i = 0; i < n; i++)
+      await grantCredits(tx, { userId, amount: 1, featureType: 'chat_tool_call' });
+  });
 }
 
+const noOpening = { freeCredits: 0, freeChatMessages: 0 };
+
 describe('listCreditTransactions', () => {
-  it('returns the history newest first, (created_at, id) descending', async () => {
+  it('returns the history newest first, in the order the changes were applied', async () => {
     const u = await createUser(db);
     await grantCredits(db, { userId: u.id, amount: 1, featureType: 'chat_tool_call' });
     await deductCredits(db, { userId: u.id, amount: 1, featureType: 'chat_message' });
     const { items, nextCursor } = await listCreditTransactions(db, { userId: u.id });
-    expect(items.map((r) => r.operation)).toEqual(['deduct', 'grant']);
+    expect(items.map((r) => [r.seq, r.operation, r.featureType])).toEqual([
+      [4, 'deduct', 'chat_message'],
+      [3, 'grant', 'chat_tool_call'],
+      [2, 'grant', 'chat_message'],
+      [1, 'grant', 'document_generation'],
+    ]);
     expect(nextCursor).toBeNull();
   });
 
-  it('walking page by page returns every row exactly once, across a group sharing one created_at', async () => {
+  it('along the history, each balance_after is the previous one of its balance plus or minus the amount', async () => {
     const u = await createUser(db);
-    await burst(u.id, 40);
+    await db.transaction(async (tx) => {
+      for (let i = 0; i < 100; i++) {
+        const featureType = i % 3 === 0 ? 'chat_message' : 'chat_tool_call';
+        if (i % 2 === 0) await grantCredits(tx, { userId: u.id, amount: 2, featureType });
+        else await deductCredits(tx, { userId: u.id, amount: 1, featureType });
+      }
+    });
+    const { ids } = await walk((cursor) =>
+      listCreditTransactions(db, { userId: u.id, limit: 500, ...(cursor ? { cursor } : {}) }),
+    );
+    expect(ids).toHaveLength(102);
+    const { items } = await listCreditTransactions(db, { userId: u.id, limit: 500 });
+    const last = { chat: 0, credits: 0 };
+    for (const row of [...items].reverse()) {
+      const kind = row.featureType === 'chat_message' ? 'chat' : 'credits';
+      const delta = row.operation === 'deduct' ? -row.amount : row.amount;
+      expect(row.balanceAfter, `seq ${row.seq}`).toBe(last[kind] + delta);
+      last[kind] = row.balanceAfter;
+    }
+  });
+
+  it('walking page by page returns every row exactly once, whatever the page size', async () => {
+    const u = await createUser(db, noOpening);
+    await grantsInOneTransaction(u.id, 40);
     for (let i = 0; i < 5; i++)
       await grantCredits(db, { userId: u.id, amount: 1, featureType: 'chat_tool_call' });
-    await burst(u.id, 130); // one transaction: 130 rows with the same created_at
-    await burst(u.id, 25);
+    await grantsInOneTransaction(u.id, 130);
+    await grantsInOneTransaction(u.id, 25);
     const all = (await db.execute(sql`
-      select id from "CreditTransaction" where user_id = ${u.id} order by created_at desc, id desc`)) as unknown as {
+      select id from "CreditTransaction" where user_id = ${u.id} order by seq desc`)) as unknown as {
       id: string;
     }[];
     expect(all).toHaveLength(200);
@@ -78,7 +103,7 @@ describe('listCreditTransactions', () => {
   });
 
   it('filters by operation and feature type, and paginates within the filter', async () => {
-    const u = await createUser(db);
+    const u = await createUser(db, noOpening);
     for (let i = 0; i < 6; i++) {
       await grantCredits(db, {
         userId: u.id,
@@ -107,7 +132,7 @@ describe('listCreditTransactions', () => {
   });
 
   it("shows only the asked user's rows", async () => {
-    const [a, b] = [await createUser(db), await createUser(db)];
+    const [a, b] = [await createUser(db, noOpening), await createUser(db, noOpening)];
     await grantCredits(db, { userId: a.id, amount: 1, featureType: 'chat_tool_call' });
     await grantCredits(db, { userId: b.id, amount: 1, featureType: 'chat_tool_call' });
     const { items } = await listCreditTransactions(db, { userId: a.id });
@@ -118,24 +143,25 @@ describe('listCreditTransactions', () => {
 describe('listCreditTransactionsInRange', () => {
   it("returns every user's rows with from <= created_at < to, newest first, each exactly once", async () => {
     const users = [await createUser(db), await createUser(db), await createUser(db)];
-    const base = new Date('2031-05-01T00:00:00.000Z');
-    for (const [i, u] of users.entries()) {
-      await burst(u.id, 30, new Date(base.getTime() + i * 1000)); // 30 rows at each instant
-      await burst(u.id, 5, new Date(base.getTime() + 3_600_000)); // at `to`: excluded
-      await burst(u.id, 5, new Date(base.getTime() - 1)); // before `from`: excluded
-    }
-    const to = new Date(base.getTime() + 3_600_000);
+    const serverNow = async () =>
+      ((await db.execute(sql`select clock_timestamp() as at`)) as unknown as { at: string }[])[0]
+        ?.at ?? '';
+    const pause = () => new Promise((resolve) => setTimeout(resolve, 5));
+    for (const u of users) await grantsInOneTransaction(u.id, 5); // before `from`: excluded
+    await pause();
+    const from = new Date(await serverNow());
+    // Within each transaction several rows share a millisecond: the cursor breaks the tie by id.
+    for (const u of users) await grantsInOneTransaction(u.id, 30);
+    await pause();
+    const to = new Date(await serverNow());
+    await pause();
+    for (const u of users) await grantsInOneTransaction(u.id, 5); // after `to`: excluded
     const expected = (await db.execute(sql`
-      select id from "CreditTransaction" where created_at >= ${base.toISOString()} and created_at < ${to.toISOString()}
+      select id from "CreditTransaction" where created_at >= ${from.toISOString()} and created_at < ${to.toISOString()}
       order by created_at desc, id desc`)) as unknown as { id: string }[];
     expect(expected).toHaveLength(90);
     const { ids } = await walk((cursor) =>
-      listCreditTransactionsInRange(db, {
-        from: base,
-        to,
-        limit: 13,
-        ...(cursor ? { cursor } : {}),
-      }),
+      listCreditTransactionsInRange(db, { from, to, limit: 13, ...(cursor ? { cursor } : {}) }),
     );
     expect(ids).toEqual(expected.map((r) => r.id));
   });
@@ -174,7 +200,7 @@ describe('rows of the lists', () => {
       .select()
       .from(creditTransaction)
       .where(eq(creditTransaction.userId, u.id))
-      .orderBy(desc(creditTransaction.createdAt), desc(creditTransaction.id));
+      .orderBy(desc(creditTransaction.seq));
     const { items } = await listCreditTransactions(db, { userId: u.id });
     expect(items).toEqual(viaDrizzle);
     expect(items[0]?.createdAt).toBeInstanceOf(Date);
@@ -183,18 +209,20 @@ describe('rows of the lists', () => {
       to: new Date(Date.now() + 60_000),
       limit: 500,
     });
-    expect(range.items.filter((r) => r.userId === u.id)).toEqual(viaDrizzle);
+    const byTime = (a: { createdAt: Date; id: string }, b: { createdAt: Date; id: string }) =>
+      b.createdAt.getTime() - a.createdAt.getTime() || (a.id < b.id ? 1 : -1);
+    expect(range.items.filter((r) => r.userId === u.id)).toEqual([...viaDrizzle].sort(byTime));
   });
 
   it("are the same through drizzle's mapped execute(), the fallback if its raw all() goes away", async () => {
-    const u = await createUser(db);
+    const u = await createUser(db, noOpening);
     await grantCredits(db, {
       userId: u.id,
       amount: 4,
       featureType: 'chat_tool_call',
       metadata: { b: 1 },
     });
-    await deductCredits(db, { userId: u.id, amount: 1, featureType: 'chat_message' });
+    await deductCredits(db, { userId: u.id, amount: 1, featureType: 'chat_tool_call' });
     const query = userHistoryQuery(db, {
       operation: false,
       featureType: false,

@@ -444,7 +444,7 @@ describe('withCreditReservation', () => {
     ).rejects.toBe(failure);
     expect(await balances(db, u.id)).toMatchObject({ freeCredits: 10 });
     const rows = (await db.execute(
-      sql`select operation, refund_of, metadata from "CreditTransaction" where user_id = ${u.id} order by operation`,
+      sql`select operation, refund_of, metadata from "CreditTransaction" where user_id = ${u.id} and seq > 2 order by seq`,
     )) as unknown as {
       operation: string;
       refund_of: string | null;

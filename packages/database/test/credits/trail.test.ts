@@ -80,7 +80,7 @@ describe('the audit trail, as the database enforces it', () => {
     expect(await balances(db, u.id)).toMatchObject({ freeCredits: 10 });
   });
 
-  it('refuses INSERT … ON CONFLICT DO NOTHING on a used idempotency key, changing no balance', async () => {
+  it('INSERT … ON CONFLICT DO NOTHING on a used idempotency key writes nothing and changes no balance', async () => {
     const u = await createUser(db);
     await grantCredits(db, {
       userId: u.id,
@@ -89,30 +89,26 @@ describe('the audit trail, as the database enforces it', () => {
       idempotencyKey: 'g1',
     });
     for (let i = 0; i < 2; i++) {
-      const error = await refusalOf(
-        db.execute(sql`
-          insert into "CreditTransaction" (user_id, amount, operation, feature_type, idempotency_key)
-          values (${u.id}, 100, 'grant', 'chat_tool_call', 'g1') on conflict do nothing`),
-      );
-      expect(error.code).toBe('23505');
+      const rows = await db.execute(sql`
+        insert into "CreditTransaction" (user_id, amount, operation, feature_type, idempotency_key)
+        values (${u.id}, 100, 'grant', 'chat_tool_call', 'g1') on conflict do nothing returning id`);
+      expect(rows).toHaveLength(0);
     }
     expect(await balances(db, u.id)).toMatchObject({ freeCredits: 110 });
     expect(await trailSize(db, u.id)).toBe(1);
   });
 
-  it('refuses INSERT … ON CONFLICT (id) DO NOTHING on an existing id, changing no balance', async () => {
+  it('INSERT … ON CONFLICT (id) DO NOTHING on an existing id writes nothing and changes no balance', async () => {
     const u = await createUser(db);
     const { transaction } = await grantCredits(db, {
       userId: u.id,
       amount: 5,
       featureType: 'chat_tool_call',
     });
-    const error = await refusalOf(
-      db.execute(sql`
-        insert into "CreditTransaction" (id, user_id, amount, operation, feature_type)
-        values (${transaction.id}, ${u.id}, 5, 'grant', 'chat_tool_call') on conflict (id) do nothing`),
-    );
-    expect(error.code).toBe('23505');
+    const rows = await db.execute(sql`
+      insert into "CreditTransaction" (id, user_id, amount, operation, feature_type)
+      values (${transaction.id}, ${u.id}, 5, 'grant', 'chat_tool_call') on conflict (id) do nothing returning id`);
+    expect(rows).toHaveLength(0);
     expect(await balances(db, u.id)).toMatchObject({ freeCredits: 15 });
   });
 
@@ -130,7 +126,8 @@ describe('the audit trail, as the database enforces it', () => {
         values (${u.id}, 5, 'grant', 'chat_tool_call', 'g2')
         on conflict (user_id, idempotency_key) where idempotency_key is not null do update set amount = 50`),
     );
-    expect(['23505', 'BC005']).toContain(error.code);
+    // The conflicting row is found, and updating it is what the trail refuses.
+    expect(error.code).toBe('BC005');
     expect(await balances(db, u.id)).toMatchObject({ freeCredits: 15 });
   });
 
@@ -141,16 +138,21 @@ describe('the audit trail, as the database enforces it', () => {
     expect(row?.name).toBe('Renamed');
   });
 
-  it('applies a raw SQL insert to the balance and records balance_after, whatever the insert says', async () => {
+  it('applies a raw SQL insert to the balance and sets balance_after, seq, created_at and hash, whatever the insert says', async () => {
     const u = await createUser(db);
-    await db.execute(sql`
-      insert into "CreditTransaction" (user_id, amount, operation, feature_type, balance_after)
-      values (${u.id}, 4, 'deduct', 'chat_tool_call', 999)`);
-    const [row] = await db
-      .select()
-      .from(creditTransaction)
-      .where(eq(creditTransaction.userId, u.id));
-    expect(row?.balanceAfter).toBe(6);
+    const [row] = (await db.execute(sql`
+      insert into "CreditTransaction" (user_id, amount, operation, feature_type, balance_after, seq, created_at, hash)
+      values (${u.id}, 4, 'deduct', 'chat_tool_call', 999, 77, '2001-01-01', 'chosen')
+      returning balance_after, seq, created_at, hash`)) as unknown as {
+      balance_after: number;
+      seq: string;
+      created_at: string;
+      hash: string;
+    }[];
+    expect(row?.balance_after).toBe(6);
+    expect(Number(row?.seq)).toBe(3);
+    expect(Math.abs(new Date(row?.created_at ?? 0).getTime() - Date.now())).toBeLessThan(60_000);
+    expect(row?.hash).toMatch(/^[0-9a-f]{64}$/);
     expect(await balances(db, u.id)).toMatchObject({ freeCredits: 6 });
   });
 
@@ -162,7 +164,7 @@ describe('the audit trail, as the database enforces it', () => {
     expect(await sqlStateOf(insert)).toBe('BC001');
   });
 
-  it("records each row's balance after it, readable in history", async () => {
+  it("records each row's balance after it, in apply order", async () => {
     const u = await createUser(db);
     await deductCredits(db, { userId: u.id, amount: 3, featureType: 'chat_tool_call' });
     await grantCredits(db, { userId: u.id, amount: 5, featureType: 'chat_tool_call' });
@@ -171,14 +173,14 @@ describe('the audit trail, as the database enforces it', () => {
       .select({ op: creditTransaction.operation, after: creditTransaction.balanceAfter })
       .from(creditTransaction)
       .where(eq(creditTransaction.userId, u.id))
-      .orderBy(creditTransaction.createdAt, creditTransaction.balanceAfter);
-    expect(rows).toEqual(
-      expect.arrayContaining([
-        { op: 'deduct', after: 7 },
-        { op: 'grant', after: 12 },
-        { op: 'deduct', after: 18 },
-      ]),
-    );
+      .orderBy(creditTransaction.seq);
+    expect(rows).toEqual([
+      { op: 'grant', after: 10 },
+      { op: 'grant', after: 20 },
+      { op: 'deduct', after: 7 },
+      { op: 'grant', after: 12 },
+      { op: 'deduct', after: 18 },
+    ]);
   });
 
   it('refuses a refund_of on a row that is not a refund (CHECK)', async () => {

@@ -1,0 +1,431 @@
+-- The ledger that nobody can get around: apply order, every credit explained, tamper evidence.
+--
+-- drizzle-kit generated this migration for the schema change (see meta/0003_snapshot.json):
+-- "CreditTransaction".seq and .hash, "User".ledger_seq and .ledger_hash, balance_after NOT
+-- NULL and credit_tx_user_seq_idx. Its SQL was completed by hand before it was ever applied:
+-- the generated `ADD COLUMN … NOT NULL` cannot run on a trail that has rows, so the columns
+-- are added, backfilled and only then made NOT NULL; and the ledger's functions and triggers
+-- are replaced in the same transaction, so the new columns are never unguarded.
+--
+-- The threat model (README, "What the database guarantees, and against whom"): an app role
+-- with SELECT, INSERT, UPDATE, DELETE on every table and TEMP on the database, and the role
+-- that owns the tables, must not be able, with any DML, TEMP object, own function or trigger,
+-- session setting, search_path, CTE, ON CONFLICT clause, COPY or interleaving of sessions, to
+-- change a balance without its trail row, write a trail row whose change did not happen,
+-- remove or alter a trail row of an existing user, choose balance_after, created_at or seq,
+-- exceed a refund cap, or change a user's id under its trail. What the owner's DDL can still
+-- do (disable a trigger, replace a function) is found by `pnpm credits:verify`.
+--
+-- How:
+-- * Rules are checked against privileges and row data only, never a setting a session can
+--   set: the old guard trusted `SET bragdoc.ledger_write = on` plus pg_trigger_depth(),
+--   which a session's own trigger (or its own pg_trigger_depth() earlier in search_path)
+--   could fake.
+-- * Every function runs as its owner with `search_path = pg_catalog, pg_temp` and names
+--   every relation with its schema: a TEMP table named "User" or "CreditTransaction", or a
+--   function in a schema the session puts first, is never what they read or call.
+-- * A trail INSERT has no side effect until its row exists: credit_tx_prepare (BEFORE)
+--   locks the user, checks and numbers the row; credit_tx_apply (AFTER, so only for a row
+--   that was really inserted) applies it to "User". `INSERT … ON CONFLICT DO NOTHING`, which
+--   runs BEFORE triggers and then skips the row, changes nothing.
+-- * "User" balances and head (ledger_seq, ledger_hash) change only to exactly what the
+--   user's next trail row says, and that row must already be written (user_ledger_guard).
+--
+-- SQLSTATEs of class BC (src/credits/errors.ts maps them to typed errors):
+--   BC001 insufficient balance       BC002 unknown user            BC003 refund exceeds its deduction
+--   BC004 invalid refund target      BC005 append-only trail       BC006 balance or id changed outside the ledger
+--   BC007 capped refund under REPEATABLE READ                      BC008 write out of the user's trail order
+--   BC009 ledger not installed (a ledger trigger is missing or disabled)
+
+-- The 0002 triggers go first: the backfill below writes rows they would refuse or apply twice.
+DROP TRIGGER "credit_tx_apply" ON "CreditTransaction";--> statement-breakpoint
+DROP TRIGGER "credit_tx_append_only" ON "CreditTransaction";--> statement-breakpoint
+DROP TRIGGER "credit_tx_no_truncate" ON "CreditTransaction";--> statement-breakpoint
+DROP TRIGGER "user_balance_guard" ON "User";--> statement-breakpoint
+DROP FUNCTION "credit_tx_apply"();--> statement-breakpoint
+DROP FUNCTION "credit_tx_append_only"();--> statement-breakpoint
+DROP FUNCTION "user_balance_guard"();--> statement-breakpoint
+ALTER TABLE "CreditTransaction" ADD COLUMN "seq" bigint;--> statement-breakpoint
+ALTER TABLE "CreditTransaction" ADD COLUMN "hash" text;--> statement-breakpoint
+ALTER TABLE "User" ADD COLUMN "ledger_seq" bigint DEFAULT 0 NOT NULL;--> statement-breakpoint
+ALTER TABLE "User" ADD COLUMN "ledger_hash" text;--> statement-breakpoint
+
+-- The hash of a trail row: sha256 over the previous row's hash and this row's fields, as
+-- jsonb text (deterministic: jsonb normalises key order and number spelling) with created_at
+-- as epoch milliseconds (its text form would depend on the session's TimeZone). The empty
+-- string stands for "no previous row". `credits:verify` recomputes it with its own copy of
+-- this formula, so replacing this function cannot hide an edit.
+CREATE FUNCTION "public"."credit_tx_hash"(
+  prev text, id uuid, user_id uuid, seq bigint, operation "public"."operation_type",
+  feature_type "public"."feature_type", amount integer, balance_after integer,
+  created_at timestamptz, idempotency_key text, refund_of uuid, metadata jsonb
+) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT encode(sha256(convert_to(coalesce(prev, '') || jsonb_build_array(
+    id, user_id, seq, operation::text, feature_type::text, amount, balance_after,
+    (extract(epoch FROM created_at) * 1000)::bigint, idempotency_key, refund_of, metadata
+  )::text, 'UTF8')), 'hex')
+$$;--> statement-breakpoint
+
+-- Backfill of a trail written before this migration. Rows are numbered per user in
+-- (created_at, id) order, the best order the old trail records (its created_at was the
+-- transaction's start time, so rows of concurrent transactions may be listed out of apply
+-- order); balance_after is recomputed as the running balance in that order. Users whose
+-- balance the old trail did not explain (every user created with the default 10 credits and
+-- 20 chat messages) get an opening grant first, of what the trail does not explain; only when
+-- that would let the running balance go below zero in this order is the opening the least
+-- that does not, with a reconciliation row (a deduct) last to end at the balance. A fresh
+-- database has no rows and skips all of this.
+DO $$
+DECLARE
+  u record;
+  r record;
+  seq_no bigint;
+  prev text;
+  running bigint;
+  credits bigint;
+  chats bigint;
+  open_credits bigint;
+  open_chats bigint;
+  fix_credits bigint;
+  fix_chats bigint;
+  at timestamptz;
+BEGIN
+  FOR u IN SELECT id, free_credits, free_chat_messages, created_at FROM "public"."User" ORDER BY id LOOP
+    SELECT greatest(0, -coalesce(min(run) FILTER (WHERE NOT chat), 0)),
+           greatest(0, -coalesce(min(run) FILTER (WHERE chat), 0)),
+           coalesce(sum(delta) FILTER (WHERE NOT chat), 0),
+           coalesce(sum(delta) FILTER (WHERE chat), 0),
+           least(u.created_at, min(created_at))
+      INTO open_credits, open_chats, credits, chats, at
+      FROM (SELECT chat, delta, created_at,
+                   sum(delta) OVER (PARTITION BY chat ORDER BY created_at, id) AS run
+              FROM (SELECT feature_type = 'chat_message' AS chat, created_at, id,
+                           CASE WHEN operation = 'deduct' THEN -amount ELSE amount END AS delta
+                      FROM "public"."CreditTransaction" WHERE user_id = u.id) d) w;
+    open_credits := greatest(open_credits, u.free_credits - credits);
+    open_chats := greatest(open_chats, u.free_chat_messages - chats);
+    fix_credits := u.free_credits - open_credits - credits;
+    fix_chats := u.free_chat_messages - open_chats - chats;
+    seq_no := 0;
+    prev := NULL;
+    credits := 0;
+    chats := 0;
+    FOR r IN
+      SELECT * FROM (
+        SELECT 0 AS part, NULL::uuid AS id, 'grant'::"public"."operation_type" AS operation,
+               k.feature_type, k.amount, at AS created_at, NULL::text AS idempotency_key,
+               NULL::uuid AS refund_of, '{"reason": "opening_balance"}'::jsonb AS metadata
+          FROM (VALUES ('document_generation'::"public"."feature_type", open_credits),
+                       ('chat_message'::"public"."feature_type", open_chats)) k(feature_type, amount)
+         WHERE k.amount > 0
+        UNION ALL
+        SELECT 1, t.id, t.operation, t.feature_type, t.amount, t.created_at, t.idempotency_key,
+               t.refund_of, t.metadata
+          FROM "public"."CreditTransaction" t WHERE t.user_id = u.id
+        UNION ALL
+        SELECT 2, NULL, CASE WHEN k.fix > 0 THEN 'grant' ELSE 'deduct' END::"public"."operation_type",
+               k.feature_type, abs(k.fix), now(), NULL, NULL,
+               '{"reason": "reconciliation"}'::jsonb
+          FROM (VALUES ('document_generation'::"public"."feature_type", fix_credits),
+                       ('chat_message'::"public"."feature_type", fix_chats)) k(feature_type, fix)
+         WHERE k.fix <> 0
+      ) rows
+      ORDER BY part, created_at, feature_type = 'chat_message', id
+    LOOP
+      seq_no := seq_no + 1;
+      IF r.feature_type = 'chat_message' THEN
+        chats := chats + CASE WHEN r.operation = 'deduct' THEN -r.amount ELSE r.amount END;
+        running := chats;
+      ELSE
+        credits := credits + CASE WHEN r.operation = 'deduct' THEN -r.amount ELSE r.amount END;
+        running := credits;
+      END IF;
+      IF r.id IS NULL THEN
+        r.id := gen_random_uuid();
+        INSERT INTO "public"."CreditTransaction"
+            (id, user_id, amount, operation, feature_type, metadata, created_at, balance_after, seq)
+          VALUES (r.id, u.id, r.amount, r.operation, r.feature_type, r.metadata,
+                  date_trunc('milliseconds', r.created_at), running, seq_no);
+        r.created_at := date_trunc('milliseconds', r.created_at);
+      ELSE
+        UPDATE "public"."CreditTransaction" SET seq = seq_no, balance_after = running WHERE id = r.id;
+      END IF;
+      prev := "public"."credit_tx_hash"(prev, r.id, u.id, seq_no, r.operation, r.feature_type,
+        r.amount::integer, running::integer, r.created_at, r.idempotency_key, r.refund_of, r.metadata);
+      UPDATE "public"."CreditTransaction" SET hash = prev WHERE id = r.id;
+    END LOOP;
+    UPDATE "public"."User" SET ledger_seq = seq_no, ledger_hash = prev WHERE id = u.id;
+  END LOOP;
+END;
+$$;--> statement-breakpoint
+ALTER TABLE "CreditTransaction" ALTER COLUMN "balance_after" SET NOT NULL;--> statement-breakpoint
+ALTER TABLE "CreditTransaction" ALTER COLUMN "seq" SET NOT NULL;--> statement-breakpoint
+ALTER TABLE "CreditTransaction" ALTER COLUMN "hash" SET NOT NULL;--> statement-breakpoint
+CREATE UNIQUE INDEX "credit_tx_user_seq_idx" ON "CreditTransaction" USING btree ("user_id","seq");--> statement-breakpoint
+
+-- BEFORE INSERT: lock the user, check, number, date and hash the row. No side effect here
+-- may survive the row being skipped (ON CONFLICT) or refused, so this only reads and locks.
+CREATE FUNCTION "public"."credit_tx_prepare"() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  chat boolean := NEW.feature_type = 'chat_message';
+  balance_name text := CASE WHEN NEW.feature_type = 'chat_message' THEN 'free_chat_messages' ELSE 'free_credits' END;
+  u record;
+  available integer;
+  next_balance bigint;
+  target "public"."CreditTransaction"%ROWTYPE;
+  refunded bigint;
+BEGIN
+  -- A row is only written when the rest of the ledger will apply and guard it: with
+  -- credit_tx_apply disabled it would be recorded but never applied.
+  IF (SELECT count(*) FROM pg_trigger
+       WHERE tgrelid IN (TG_RELID, '"public"."User"'::regclass) AND tgenabled IN ('O', 'A')
+         AND tgname IN ('credit_tx_prepare', 'credit_tx_apply', 'credit_tx_append_only',
+                        'credit_tx_no_truncate', 'user_ledger_open', 'user_ledger_opening',
+                        'user_ledger_guard')) <> 7 THEN
+    RAISE EXCEPTION 'the credits ledger is not installed: a ledger trigger is missing or disabled'
+      USING ERRCODE = 'BC009', HINT = 'Run the migrations (pnpm db:migrate) and re-enable the triggers; pnpm credits:verify lists what is wrong.';
+  END IF;
+
+  -- Every write of one user takes this lock first, so they apply one at a time, in seq order.
+  SELECT free_credits, free_chat_messages, ledger_seq, ledger_hash INTO u
+    FROM "public"."User" WHERE id = NEW.user_id FOR NO KEY UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'user % does not exist', NEW.user_id
+      USING ERRCODE = 'BC002', DETAIL = json_build_object('userId', NEW.user_id)::text;
+  END IF;
+  available := CASE WHEN chat THEN u.free_chat_messages ELSE u.free_credits END;
+
+  IF u.ledger_seq < 0 THEN
+    -- The user was inserted by this very statement and its opening rows (written by
+    -- user_ledger_opening at the statement's end) are not there yet: only they may come,
+    -- free_credits first, each stating exactly the balance the user was created with.
+    IF NEW.operation <> 'grant' OR chat <> (u.ledger_seq = -1 AND u.free_chat_messages > 0)
+       OR NEW.amount <> available OR NEW.idempotency_key IS NOT NULL OR NEW.refund_of IS NOT NULL THEN
+      RAISE EXCEPTION 'user % was created by this statement and its opening balance is not recorded yet', NEW.user_id
+        USING ERRCODE = 'BC008', HINT = 'Change the credits of a new user in a later statement.';
+    END IF;
+    NEW.seq := CASE WHEN u.ledger_seq = -1 AND u.free_credits > 0 AND u.free_chat_messages > 0 THEN 2 ELSE 1 END;
+    NEW.balance_after := NEW.amount;
+  ELSE
+    NEW.seq := u.ledger_seq + 1;
+    IF NEW.operation = 'refund' AND NEW.refund_of IS NOT NULL THEN
+      -- The cap reads the committed refunds; a REPEATABLE READ snapshot would not see one
+      -- committed after it was taken, so two refunds could both pass.
+      IF current_setting('transaction_isolation') = 'repeatable read' THEN
+        RAISE EXCEPTION 'a refund of a deduction cannot run under REPEATABLE READ'
+          USING ERRCODE = 'BC007', HINT = 'Use READ COMMITTED (the default) or SERIALIZABLE.';
+      END IF;
+      -- The user's lock, taken above, serialises the refunds of this deduction (it is the
+      -- same user's): each one here sees those committed before it.
+      SELECT * INTO target FROM "public"."CreditTransaction"
+        WHERE id = NEW.refund_of AND user_id = NEW.user_id;
+      IF NOT FOUND OR target.operation <> 'deduct' OR target.feature_type <> NEW.feature_type THEN
+        RAISE EXCEPTION 'refund_of % is not a % deduction of user %', NEW.refund_of, NEW.feature_type, NEW.user_id
+          USING ERRCODE = 'BC004',
+                DETAIL = json_build_object('refundOf', NEW.refund_of,
+                  'reason', CASE WHEN NOT FOUND THEN
+                                   CASE WHEN EXISTS (SELECT 1 FROM "public"."CreditTransaction" WHERE id = NEW.refund_of)
+                                        THEN 'other_user' ELSE 'not_found' END
+                                 WHEN target.operation <> 'deduct' THEN 'not_a_deduction'
+                                 ELSE 'other_feature' END)::text;
+      END IF;
+      SELECT coalesce(sum(amount), 0) INTO refunded FROM "public"."CreditTransaction"
+        WHERE refund_of = NEW.refund_of AND user_id = NEW.user_id;
+      IF refunded + NEW.amount > target.amount THEN
+        -- A retry of the refund that used the deduction up is a replay, not an excess.
+        IF NEW.idempotency_key IS NOT NULL AND EXISTS (
+             SELECT 1 FROM "public"."CreditTransaction"
+              WHERE user_id = NEW.user_id AND idempotency_key = NEW.idempotency_key) THEN
+          RAISE EXCEPTION 'idempotency key "%" of user % was already used', NEW.idempotency_key, NEW.user_id
+            USING ERRCODE = 'unique_violation', CONSTRAINT = 'credit_tx_user_idempotency_key_idx';
+        END IF;
+        RAISE EXCEPTION 'refund of % would exceed deduction % (% deducted, % refunded already)',
+            NEW.amount, NEW.refund_of, target.amount, refunded
+          USING ERRCODE = 'BC003',
+                DETAIL = json_build_object('refundOf', NEW.refund_of, 'deducted', target.amount,
+                  'refunded', refunded, 'requested', NEW.amount)::text;
+      END IF;
+    END IF;
+
+    IF NEW.operation = 'deduct' THEN
+      IF available < NEW.amount THEN
+        -- A retry of a request that already spent the balance is a replay, not
+        -- "insufficient credits": report the used key as the unique index would.
+        IF NEW.idempotency_key IS NOT NULL AND EXISTS (
+             SELECT 1 FROM "public"."CreditTransaction"
+              WHERE user_id = NEW.user_id AND idempotency_key = NEW.idempotency_key) THEN
+          RAISE EXCEPTION 'idempotency key "%" of user % was already used', NEW.idempotency_key, NEW.user_id
+            USING ERRCODE = 'unique_violation', CONSTRAINT = 'credit_tx_user_idempotency_key_idx';
+        END IF;
+        RAISE EXCEPTION 'user % has % % but % is required', NEW.user_id, available, balance_name, NEW.amount
+          USING ERRCODE = 'BC001',
+                DETAIL = json_build_object('userId', NEW.user_id, 'balance', balance_name,
+                  'available', available, 'required', NEW.amount)::text;
+      END IF;
+      NEW.balance_after := available - NEW.amount;
+    ELSE
+      next_balance := available::bigint + NEW.amount;
+      IF next_balance > 2147483647 THEN
+        RAISE EXCEPTION 'the % of user % would exceed 2147483647', balance_name, NEW.user_id
+          USING ERRCODE = 'numeric_value_out_of_range';
+      END IF;
+      NEW.balance_after := next_balance;
+    END IF;
+  END IF;
+
+  -- Server-set, under the user's lock: the inserter chooses none of these.
+  NEW.created_at := date_trunc('milliseconds', clock_timestamp());
+  NEW.hash := "public"."credit_tx_hash"(u.ledger_hash, NEW.id, NEW.user_id, NEW.seq, NEW.operation,
+    NEW.feature_type, NEW.amount, NEW.balance_after, NEW.created_at, NEW.idempotency_key,
+    NEW.refund_of, NEW.metadata);
+  RETURN NEW;
+END;
+$$;--> statement-breakpoint
+CREATE TRIGGER "credit_tx_prepare" BEFORE INSERT ON "CreditTransaction"
+  FOR EACH ROW EXECUTE FUNCTION "public"."credit_tx_prepare"();--> statement-breakpoint
+
+-- AFTER INSERT: the row exists, so apply it, unless the user's trail moved on since the row
+-- was numbered. user_ledger_guard recognises this very statement (one line, so that the guard
+-- can compare it whole), or else checks the update against the row.
+CREATE FUNCTION "public"."credit_tx_apply"() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  UPDATE "public"."User" SET free_credits = CASE WHEN NEW.feature_type = 'chat_message' THEN free_credits ELSE NEW.balance_after END, free_chat_messages = CASE WHEN NEW.feature_type = 'chat_message' THEN NEW.balance_after ELSE free_chat_messages END, ledger_seq = CASE WHEN ledger_seq = -2 THEN -1 ELSE NEW.seq END, ledger_hash = NEW.hash, updated_at = now() WHERE id = NEW.user_id AND (ledger_seq < 0 OR ledger_seq = NEW.seq - 1);
+  IF NOT FOUND THEN
+    -- Two rows of one user in one statement were both numbered before either was applied
+    -- (credit_tx_user_seq_idx refuses the second first, where it exists), or the user is gone.
+    RAISE EXCEPTION 'row % of user % cannot be applied: the user is gone, or another row of this statement took seq %', NEW.id, NEW.user_id, NEW.seq
+      USING ERRCODE = 'BC008', HINT = 'Write one row per user per statement.';
+  END IF;
+  RETURN NULL;
+END;
+$$;--> statement-breakpoint
+CREATE TRIGGER "credit_tx_apply" AFTER INSERT ON "CreditTransaction"
+  FOR EACH ROW EXECUTE FUNCTION "public"."credit_tx_apply"();--> statement-breakpoint
+
+-- A user's balances and trail head change only to exactly what its next trail row says, and
+-- that row must already be written: so no UPDATE, from anyone, changes a balance without
+-- its row. Its id never changes either, since a moved id could take the trail away from the
+-- balances (delete "the old user's" rows, then move the id back).
+--
+-- The proof is the row. Reading it, though, takes a SERIALIZABLE predicate lock on an index
+-- page that other users' rows are written to, so that operations on different users failed
+-- each other with 40001. So the common case is recognised without a read: when the call
+-- stack shows that this UPDATE is credit_tx_apply's own statement, run for a row that was
+-- really inserted (an AFTER ROW trigger fires for no other), the update is that row's by
+-- construction. The stack (PG_CONTEXT) is built by the server: a session can name no
+-- function public.credit_tx_apply() but ours without the owner's DDL (which credits:verify
+-- finds), and a statement of its own that merely starts with the same text cannot continue
+-- with the `"` that ends it here. Anything else, including a server whose messages are not
+-- in English, takes the read.
+CREATE FUNCTION "public"."user_ledger_guard"() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  expected bigint;
+  r record;
+  prior integer;
+  stack text;
+  apply_frames constant text := 'SQL statement "UPDATE "public"."User" SET free_credits = CASE WHEN NEW.feature_type = ''chat_message'' THEN free_credits ELSE NEW.balance_after END, free_chat_messages = CASE WHEN NEW.feature_type = ''chat_message'' THEN NEW.balance_after ELSE free_chat_messages END, ledger_seq = CASE WHEN ledger_seq = -2 THEN -1 ELSE NEW.seq END, ledger_hash = NEW.hash, updated_at = now() WHERE id = NEW.user_id AND (ledger_seq < 0 OR ledger_seq = NEW.seq - 1)"'
+    || E'\nPL/pgSQL function public.credit_tx_apply() line 3 at SQL statement';
+BEGIN
+  IF NEW.id IS DISTINCT FROM OLD.id THEN
+    RAISE EXCEPTION 'the id of "User" % never changes: its credit trail is keyed by it', OLD.id
+      USING ERRCODE = 'BC006';
+  END IF;
+  IF NEW.free_credits IS NOT DISTINCT FROM OLD.free_credits
+     AND NEW.free_chat_messages IS NOT DISTINCT FROM OLD.free_chat_messages
+     AND NEW.ledger_seq IS NOT DISTINCT FROM OLD.ledger_seq
+     AND NEW.ledger_hash IS NOT DISTINCT FROM OLD.ledger_hash THEN
+    RETURN NEW;
+  END IF;
+
+  GET DIAGNOSTICS stack = PG_CONTEXT;
+  -- The frames under this one's: credit_tx_apply's UPDATE, then credit_tx_apply itself, then
+  -- the end of the stack or the next frame.
+  IF substr(stack, strpos(stack, E'\n') + 1, length(apply_frames) + 1) IN (apply_frames, apply_frames || E'\n') THEN
+    RETURN NEW;
+  END IF;
+
+  expected := CASE WHEN OLD.ledger_seq >= 0 THEN OLD.ledger_seq + 1
+                   WHEN OLD.ledger_seq = -1 AND OLD.free_credits > 0 AND OLD.free_chat_messages > 0 THEN 2
+                   ELSE 1 END;
+  SELECT feature_type = 'chat_message' AS chat, operation, amount, balance_after, hash INTO r
+    FROM "public"."CreditTransaction" WHERE user_id = OLD.id AND seq = expected;
+  IF FOUND THEN
+    prior := CASE WHEN r.chat THEN OLD.free_chat_messages ELSE OLD.free_credits END;
+  END IF;
+  IF NOT FOUND
+     OR NEW.ledger_hash IS DISTINCT FROM r.hash
+     OR NEW.ledger_seq IS DISTINCT FROM (CASE WHEN OLD.ledger_seq = -2 THEN -1 ELSE expected END)
+     OR r.balance_after <> (CASE WHEN OLD.ledger_seq < 0 THEN prior
+                                 WHEN r.operation = 'deduct' THEN prior - r.amount
+                                 ELSE prior + r.amount END)
+     OR (r.chat AND (NEW.free_chat_messages IS DISTINCT FROM r.balance_after
+                     OR NEW.free_credits IS DISTINCT FROM OLD.free_credits))
+     OR (NOT r.chat AND (NEW.free_credits IS DISTINCT FROM r.balance_after
+                         OR NEW.free_chat_messages IS DISTINCT FROM OLD.free_chat_messages)) THEN
+    RAISE EXCEPTION 'the balances of "User" % change only through "CreditTransaction"', OLD.id
+      USING ERRCODE = 'BC006',
+            HINT = 'Insert a grant, deduct or refund row (grantCredits, deductCredits, refundCredits).';
+  END IF;
+  RETURN NEW;
+END;
+$$;--> statement-breakpoint
+CREATE TRIGGER "user_ledger_guard" BEFORE UPDATE ON "User"
+  FOR EACH ROW EXECUTE FUNCTION "public"."user_ledger_guard"();--> statement-breakpoint
+
+-- A new user's balances are explained by its opening rows. BEFORE INSERT marks how many are
+-- due (as a negative ledger_seq, whatever the inserter wrote); AFTER INSERT writes them, so
+-- the statement that creates a user also records where its credits came from.
+CREATE FUNCTION "public"."user_ledger_open"() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  NEW.ledger_seq := -((NEW.free_credits <> 0)::int + (NEW.free_chat_messages <> 0)::int);
+  NEW.ledger_hash := NULL;
+  RETURN NEW;
+END;
+$$;--> statement-breakpoint
+CREATE TRIGGER "user_ledger_open" BEFORE INSERT ON "User"
+  FOR EACH ROW EXECUTE FUNCTION "public"."user_ledger_open"();--> statement-breakpoint
+
+CREATE FUNCTION "public"."user_ledger_opening"() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  -- Read the row as it is now: the creator may have written the opening rows already in
+  -- this statement (credit_tx_prepare accepts only the exact ones), or deleted the user.
+  IF NEW.free_credits > 0 AND (SELECT ledger_seq FROM "public"."User" WHERE id = NEW.id)
+       = (CASE WHEN NEW.free_chat_messages > 0 THEN -2 ELSE -1 END) THEN
+    INSERT INTO "public"."CreditTransaction" (user_id, amount, operation, feature_type, metadata)
+      VALUES (NEW.id, NEW.free_credits, 'grant', 'document_generation', '{"reason": "opening_balance"}');
+  END IF;
+  IF NEW.free_chat_messages > 0 AND (SELECT ledger_seq FROM "public"."User" WHERE id = NEW.id) = -1 THEN
+    INSERT INTO "public"."CreditTransaction" (user_id, amount, operation, feature_type, metadata)
+      VALUES (NEW.id, NEW.free_chat_messages, 'grant', 'chat_message', '{"reason": "opening_balance"}');
+  END IF;
+  RETURN NULL;
+END;
+$$;--> statement-breakpoint
+CREATE TRIGGER "user_ledger_opening" AFTER INSERT ON "User"
+  FOR EACH ROW EXECUTE FUNCTION "public"."user_ledger_opening"();--> statement-breakpoint
+
+-- The trail is append-only. Rows leave it only with their user: the ON DELETE CASCADE from
+-- "User" deletes them after the user row is gone, which is what this checks (in the real
+-- "User", whatever TEMP table a session creates under that name).
+CREATE FUNCTION "public"."credit_tx_append_only"() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF TG_OP = 'DELETE' AND NOT EXISTS (SELECT 1 FROM "public"."User" WHERE id = OLD.user_id) THEN
+    RETURN OLD;
+  END IF;
+  RAISE EXCEPTION '% is append-only: % is refused', format('%I', TG_TABLE_NAME), TG_OP
+    USING ERRCODE = 'BC005',
+          HINT = 'Correct a balance with a new grant, deduct or refund row; rows are removed only by deleting their user.';
+END;
+$$;--> statement-breakpoint
+CREATE TRIGGER "credit_tx_append_only" BEFORE UPDATE OR DELETE ON "CreditTransaction"
+  FOR EACH ROW EXECUTE FUNCTION "public"."credit_tx_append_only"();--> statement-breakpoint
+CREATE TRIGGER "credit_tx_no_truncate" BEFORE TRUNCATE ON "CreditTransaction"
+  FOR EACH STATEMENT EXECUTE FUNCTION "public"."credit_tx_append_only"();

@@ -1,0 +1,75 @@
+import { parseArgs } from 'node:util';
+import { createDatabase } from '../src/client.js';
+import { verifyLedger } from '../src/credits/verify.js';
+import { DatabaseError } from '../src/errors.js';
+import { redactUrl } from '../src/migrate/redact.js';
+
+const usage = `Usage: pnpm credits:verify [--user ID] [--limit N]
+
+Checks the credits ledger of DATABASE_URL: its triggers and functions are those the
+migrations define, and enabled; every user's trail is gapless, hash-chained and adds up to
+its balances. Prints each violation and a summary; exits 1 on any. Read-only.`;
+
+async function run(): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      user: { type: 'string' },
+      limit: { type: 'string', default: '1000' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    console.log(usage);
+    return 0;
+  }
+  const limit = Number(values.limit);
+  if (!Number.isSafeInteger(limit) || limit < 1) {
+    console.error(`--limit must be a positive whole number, got "${values.limit}".`);
+    return 2;
+  }
+  const url = process.env.DATABASE_URL;
+  if (!url) {
+    console.error(
+      'credits:verify checks the database in DATABASE_URL, and it is not set. For the local ' +
+        'one, start it with `pnpm db:dev` and set DATABASE_URL to the URL it prints.',
+    );
+    return 2;
+  }
+  const { db, close } = createDatabase(url, { max: 1, applicationName: 'credits:verify' });
+  const started = performance.now();
+  try {
+    const result = await verifyLedger(db, {
+      limit,
+      ...(values.user === undefined ? {} : { userId: values.user }),
+    });
+    for (const v of result.violations) {
+      const where = v.userId === null ? 'ledger' : `user ${v.userId}${v.seq === null ? '' : ` seq ${v.seq}`}`;
+      console.log(`  ✗ ${v.kind.padEnd(24)} ${where}: ${v.detail}`);
+    }
+    if (result.violationCount > result.violations.length) {
+      console.log(`  … and ${result.violationCount - result.violations.length} more (--limit)`);
+    }
+    const took = `${Math.round(performance.now() - started)} ms`;
+    const scope = `${result.users} user${result.users === 1 ? '' : 's'}, ${result.rows} row${result.rows === 1 ? '' : 's'}`;
+    console.log(
+      result.ok
+        ? `credits:verify: OK, ${redactUrl(url)}: ${scope} checked in ${took}.`
+        : `credits:verify: ${result.violationCount} violation${result.violationCount === 1 ? '' : 's'} in ${redactUrl(url)} (${scope}, ${took}).`,
+    );
+    return result.ok ? 0 : 1;
+  } finally {
+    await close();
+  }
+}
+
+run().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    console.error(
+      error instanceof DatabaseError ? `credits:verify: ${error.message}` : error,
+    );
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,108 @@
+import { readMigrations } from '../migrate/migrations.js';
+
+/** A trigger as the migrations create it. `type` uses pg_trigger.tgtype's bits. */
+export interface ExpectedTrigger {
+  table: string;
+  name: string;
+  type: number;
+  function: string;
+}
+
+/** A function as the migrations define it: `body` is exactly what pg_proc.prosrc holds. */
+export interface ExpectedFunction {
+  name: string;
+  body: string;
+  securityDefiner: boolean;
+  /** `SET` clauses as pg_proc.proconfig spells them, e.g. `search_path=pg_catalog, pg_temp`. */
+  config: string[];
+}
+
+export interface LedgerDefinition {
+  triggers: ExpectedTrigger[];
+  functions: ExpectedFunction[];
+}
+
+// pg_trigger.tgtype bits (PostgreSQL's trigger.h).
+const TYPE = {
+  ROW: 1,
+  BEFORE: 2,
+  INSERT: 4,
+  DELETE: 8,
+  UPDATE: 16,
+  TRUNCATE: 32,
+  INSTEAD: 64,
+} as const;
+
+// A name as migrations spell it: optionally schema-qualified, optionally quoted.
+const NAME = String.raw`(?:"?public"?\.)?"?(\w+)"?`;
+const LEADING_COMMENTS = String.raw`^(?:--[^\n]*\n|\s)*`;
+const CREATE_FUNCTION = new RegExp(
+  String.raw`${LEADING_COMMENTS}CREATE (?:OR REPLACE )?FUNCTION ${NAME}\([^)]*\)([\s\S]*?)AS \$\$([\s\S]*?)\$\$;?$`,
+);
+const DROP_FUNCTION = new RegExp(String.raw`${LEADING_COMMENTS}DROP FUNCTION (?:IF EXISTS )?${NAME}`);
+const CREATE_TRIGGER = new RegExp(
+  String.raw`${LEADING_COMMENTS}CREATE (?:OR REPLACE )?TRIGGER ${NAME} (BEFORE|AFTER|INSTEAD OF) ([\w ]+?) ON ${NAME}\s+FOR EACH (ROW|STATEMENT) EXECUTE FUNCTION ${NAME}\(\);?$`,
+);
+const DROP_TRIGGER = new RegExp(
+  String.raw`${LEADING_COMMENTS}DROP TRIGGER (?:IF EXISTS )?${NAME} ON ${NAME}`,
+);
+
+function triggerType(timing: string, events: string, level: string): number {
+  let type = level === 'ROW' ? TYPE.ROW : 0;
+  if (timing === 'BEFORE') type |= TYPE.BEFORE;
+  if (timing === 'INSTEAD OF') type |= TYPE.INSTEAD;
+  for (const event of events.split(/\s+OR\s+/)) {
+    const bit = TYPE[event.trim() as 'INSERT' | 'DELETE' | 'UPDATE' | 'TRUNCATE'];
+    if (bit === undefined) throw new Error(`Unknown trigger event "${event}"`);
+    type |= bit;
+  }
+  return type;
+}
+
+/**
+ * The ledger's triggers and functions as the migrations leave them, read from the SQL files
+ * themselves (later migrations replacing or dropping earlier definitions), so that
+ * `credits:verify` compares a database with what its migrations define, not with a copy
+ * kept in code that could drift from them.
+ */
+export function readLedgerDefinition(migrationsFolder: string): LedgerDefinition {
+  const triggers = new Map<string, ExpectedTrigger>();
+  const functions = new Map<string, ExpectedFunction>();
+  for (const migration of readMigrations(migrationsFolder)) {
+    for (const statement of migration.statements) {
+      let m = CREATE_FUNCTION.exec(statement);
+      if (m) {
+        const [, name = '', attributes = '', body = ''] = m;
+        const config = [...attributes.matchAll(/SET (\w+) = ([^\n]+?)\s*(?=\n|$)/g)].map(
+          ([, key, value]) => `${key}=${value}`,
+        );
+        functions.set(name, {
+          name,
+          body,
+          securityDefiner: /\bSECURITY DEFINER\b/.test(attributes),
+          config,
+        });
+        continue;
+      }
+      m = DROP_FUNCTION.exec(statement);
+      if (m) {
+        functions.delete(m[1] ?? '');
+        continue;
+      }
+      m = CREATE_TRIGGER.exec(statement);
+      if (m) {
+        const [, name = '', timing = '', events = '', table = '', level = '', fn = ''] = m;
+        triggers.set(`${table}.${name}`, {
+          table,
+          name,
+          type: triggerType(timing, events, level),
+          function: fn,
+        });
+        continue;
+      }
+      m = DROP_TRIGGER.exec(statement);
+      if (m) triggers.delete(`${m[2]}.${m[1]}`);
+    }
+  }
+  return { triggers: [...triggers.values()], functions: [...functions.values()] };
+}

@@ -1,0 +1,291 @@
+import { sql } from 'drizzle-orm';
+import { getTableConfig } from 'drizzle-orm/pg-core';
+import type { Database, Transaction } from '../client.js';
+import { defaultMigrationsFolder } from '../migrate/migrator.js';
+import { creditTransaction, user } from '../schema.js';
+import { readLedgerDefinition } from './ledger-definition.js';
+import { parse, userIdInput } from './validation.js';
+
+/** One thing `verifyLedger` found wrong. */
+export interface LedgerViolation {
+  /** The user whose trail is wrong; null for the ledger's installation (a trigger, a function). */
+  userId: string | null;
+  /** The trail row, by its position in the user's trail; null when no one row is meant. */
+  seq: number | null;
+  /** A stable name for the kind of problem, e.g. `hash_mismatch`, `trigger_disabled`. */
+  kind: string;
+  /** What is wrong, for people. */
+  detail: string;
+}
+
+export interface LedgerVerification {
+  /** True when nothing is wrong. */
+  ok: boolean;
+  /** At most `limit` violations, installation first, then by user and seq. */
+  violations: LedgerViolation[];
+  /** How many there are in all. */
+  violationCount: number;
+  users: number;
+  rows: number;
+}
+
+export interface VerifyLedgerOptions {
+  /** Check one user's trail only (the installation is always checked). */
+  userId?: string;
+  /** How many violations to return at most (all are counted). Default 1,000. */
+  limit?: number;
+  /** Where the migrations that define the ledger are; default the package's own `drizzle/`. */
+  migrationsFolder?: string;
+}
+
+type Row = Record<string, unknown>;
+
+const rowsOf = (result: unknown) => result as Row[];
+
+/**
+ * The triggers and functions the migrations define, compared with the database's: missing,
+ * disabled, different (a replaced function body, another SECURITY or search_path setting,
+ * another event or function on a trigger) and unexpected triggers on the ledger's tables
+ * (one could rewrite a row after ours); rules on them (one could turn an INSERT into
+ * anything); and the constraints and indexes the ledger relies on.
+ */
+async function installationViolations(
+  tx: Database | Transaction,
+  migrationsFolder: string,
+): Promise<LedgerViolation[]> {
+  const expected = readLedgerDefinition(migrationsFolder);
+  const found: LedgerViolation[] = [];
+  const violation = (kind: string, detail: string) =>
+    found.push({ userId: null, seq: null, kind, detail });
+
+  const triggers = rowsOf(
+    await tx.execute(sql`
+      select c.relname as table, t.tgname as name, t.tgtype as type, t.tgenabled as enabled,
+             p.proname as function, n.nspname as function_schema
+        from pg_catalog.pg_trigger t
+        join pg_catalog.pg_class c on c.oid = t.tgrelid
+        join pg_catalog.pg_namespace cn on cn.oid = c.relnamespace
+        join pg_catalog.pg_proc p on p.oid = t.tgfoid
+        join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+       where cn.nspname = 'public' and c.relname in ('User', 'CreditTransaction')
+         and not t.tgisinternal`),
+  );
+  const byKey = new Map(triggers.map((t) => [`${t.table}.${t.name}`, t]));
+  for (const want of expected.triggers) {
+    const have = byKey.get(`${want.table}.${want.name}`);
+    byKey.delete(`${want.table}.${want.name}`);
+    if (!have) {
+      violation('trigger_missing', `trigger ${want.name} on "${want.table}" is missing`);
+    } else if (have.enabled !== 'O' && have.enabled !== 'A') {
+      violation('trigger_disabled', `trigger ${want.name} on "${want.table}" is disabled`);
+    } else if (
+      Number(have.type) !== want.type ||
+      have.function !== want.function ||
+      have.function_schema !== 'public'
+    ) {
+      violation(
+        'trigger_changed',
+        `trigger ${want.name} on "${want.table}" is not the one the migrations create`,
+      );
+    }
+  }
+  for (const extra of byKey.values()) {
+    violation(
+      'trigger_unexpected',
+      `trigger ${String(extra.name)} on "${String(extra.table)}" is not one of the ledger's`,
+    );
+  }
+
+  const functions = rowsOf(
+    await tx.execute(sql`
+      select p.proname as name, p.prosrc as body, p.prosecdef as security_definer,
+             coalesce(p.proconfig, '{}') as config
+        from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+       where n.nspname = 'public'
+         and p.proname = any(${`{${expected.functions.map((f) => f.name).join(',')}}`}::text[])`),
+  );
+  for (const want of expected.functions) {
+    const have = functions.filter((f) => f.name === want.name);
+    if (have.length === 0) {
+      violation('function_missing', `function ${want.name} is missing`);
+      continue;
+    }
+    for (const f of have) {
+      const config = Array.isArray(f.config) ? f.config.map(String) : [];
+      if (
+        f.body !== want.body ||
+        f.security_definer !== want.securityDefiner ||
+        config.join('\n') !== want.config.join('\n')
+      ) {
+        violation(
+          'function_changed',
+          `function ${want.name} is not the one the migrations define (body, SECURITY or SET differs)`,
+        );
+      }
+    }
+  }
+
+  const rules = rowsOf(
+    await tx.execute(sql`
+      select tablename, rulename from pg_catalog.pg_rules
+       where schemaname = 'public' and tablename in ('User', 'CreditTransaction')`),
+  );
+  for (const rule of rules) {
+    violation(
+      'rule_unexpected',
+      `rule ${String(rule.rulename)} on "${String(rule.tablename)}" could rewrite ledger writes`,
+    );
+  }
+
+  // The constraints and unique indexes the triggers rely on, named in schema.ts.
+  const needed = [user, creditTransaction].flatMap((table) => {
+    const config = getTableConfig(table);
+    return [
+      ...config.checks.map((c) => c.name),
+      ...config.foreignKeys.map((fk) => fk.getName()),
+      ...config.indexes.filter((i) => i.config.unique).map((i) => i.config.name ?? ''),
+    ];
+  });
+  const present = new Set(
+    rowsOf(
+      await tx.execute(sql`
+        select conname as name from pg_catalog.pg_constraint
+         where conrelid in ('public."User"'::regclass, 'public."CreditTransaction"'::regclass)
+           and convalidated
+        union all
+        select i.relname from pg_catalog.pg_index x join pg_catalog.pg_class i on i.oid = x.indexrelid
+         where x.indrelid = 'public."CreditTransaction"'::regclass and x.indisunique and x.indisvalid`),
+    ).map((r) => String(r.name)),
+  );
+  for (const name of needed) {
+    if (!present.has(name)) violation('constraint_missing', `constraint or index ${name} is missing`);
+  }
+  return found;
+}
+
+/**
+ * Every row and every user checked in one pass over the trail in (user_id, seq) order
+ * (credit_tx_user_seq_idx): each row's seq is its position (no gap, no duplicate); its hash
+ * is sha256 of the previous row's hash and its own fields (recomputed here with this file's
+ * own copy of the formula in migration 0003, so a replaced hash function hides nothing);
+ * its balance_after is the signed sum of its balance's rows up to it; its amount is
+ * positive. Then per user: the trail ends at the user's head (ledger_seq, ledger_hash), so a
+ * trail cut short is found; the balances are the sums of the trail; and refunds stay within
+ * their deduction.
+ */
+function dataViolationsQuery(userId: string | null, limit: number) {
+  return sql`
+    with trail as (
+      select t.user_id, t.seq, t.amount, t.operation, t.feature_type, t.balance_after, t.hash,
+             t.refund_of, t.id,
+             row_number() over w as position,
+             lag(t.hash) over w as prev_hash,
+             coalesce(sum(case when t.operation = 'deduct' then -t.amount else t.amount end)
+               filter (where t.feature_type = 'chat_message') over w, 0) as chats,
+             coalesce(sum(case when t.operation = 'deduct' then -t.amount else t.amount end)
+               filter (where t.feature_type <> 'chat_message') over w, 0) as credits,
+             pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(
+               coalesce(lag(t.hash) over w, '') || pg_catalog.jsonb_build_array(
+                 t.id, t.user_id, t.seq, t.operation::text, t.feature_type::text, t.amount,
+                 t.balance_after, (extract(epoch from t.created_at) * 1000)::bigint,
+                 t.idempotency_key, t.refund_of, t.metadata)::text, 'UTF8')), 'hex') as expected_hash
+        from public."CreditTransaction" t
+       where ${userId}::uuid is null or t.user_id = ${userId}::uuid
+      window w as (partition by t.user_id order by t.seq, t.id)
+    ),
+    heads as (
+      select distinct on (user_id) user_id, position, hash, chats, credits
+        from trail order by user_id, seq desc, id desc
+    ),
+    found as (
+      select user_id, seq, 'seq_gap' as kind,
+             format('row %s is at position %s of the trail: a row is missing or doubled', id, position) as detail
+        from trail where seq <> position
+      union all
+      select user_id, seq, 'hash_mismatch',
+             format('row %s does not hash to its stored hash with the row before it: it or an earlier row was edited', id)
+        from trail where hash is distinct from expected_hash
+      union all
+      select user_id, seq, 'balance_chain',
+             format('row %s says balance_after %s, but its balance''s rows add up to %s', id, balance_after,
+                    case when feature_type = 'chat_message' then chats else credits end)
+        from trail
+       where balance_after is distinct from case when feature_type = 'chat_message' then chats else credits end
+      union all
+      select user_id, seq, 'amount_not_positive', format('row %s has amount %s', id, amount)
+        from trail where amount <= 0
+      union all
+      select u.id, null, 'head_mismatch',
+             format('the user''s trail ends at seq %s (hash %s) but its head says seq %s (hash %s)',
+                    coalesce(h.position, 0), coalesce(left(h.hash, 12), 'none'), u.ledger_seq,
+                    coalesce(left(u.ledger_hash, 12), 'none'))
+        from public."User" u left join heads h on h.user_id = u.id
+       where (${userId}::uuid is null or u.id = ${userId}::uuid)
+         and (coalesce(h.position, 0) <> u.ledger_seq or h.hash is distinct from u.ledger_hash)
+      union all
+      select u.id, null, 'balance_mismatch',
+             format('balances are %s free_credits and %s free_chat_messages, but the trail adds up to %s and %s',
+                    u.free_credits, u.free_chat_messages, coalesce(h.credits, 0), coalesce(h.chats, 0))
+        from public."User" u left join heads h on h.user_id = u.id
+       where (${userId}::uuid is null or u.id = ${userId}::uuid)
+         and (u.free_credits <> coalesce(h.credits, 0) or u.free_chat_messages <> coalesce(h.chats, 0))
+      union all
+      select r.user_id, null, 'refund_exceeds_deduction',
+             format('refunds of deduction %s add up to %s, more than its %s (or it is not a deduction of this user and balance)',
+                    r.refund_of, sum(r.amount), max(d.amount))
+        from public."CreditTransaction" r
+        left join public."CreditTransaction" d
+          on d.id = r.refund_of and d.user_id = r.user_id and d.operation = 'deduct'
+         and (d.feature_type = 'chat_message') = (r.feature_type = 'chat_message')
+       where r.refund_of is not null and (${userId}::uuid is null or r.user_id = ${userId}::uuid)
+       group by r.user_id, r.refund_of
+      having sum(r.amount) > coalesce(max(d.amount), 0)
+    )
+    select user_id, seq, kind, detail, count(*) over () as total
+      from found
+     order by user_id, seq nulls first, kind
+     limit ${limit}`;
+}
+
+/**
+ * Checks that the ledger is installed as its migrations define it and that every trail
+ * explains its balances, untampered. Read-only: it runs in one REPEATABLE READ, READ ONLY
+ * transaction, so it sees one consistent moment while writes go on.
+ */
+export async function verifyLedger(
+  db: Database | Transaction,
+  options: VerifyLedgerOptions = {},
+): Promise<LedgerVerification> {
+  const userId = options.userId === undefined ? null : parse(userIdInput, options.userId, 'userId');
+  const limit = options.limit ?? 1000;
+  const run = async (tx: Database | Transaction): Promise<LedgerVerification> => {
+    const installation = await installationViolations(
+      tx,
+      options.migrationsFolder ?? defaultMigrationsFolder,
+    );
+    const rows = rowsOf(await tx.execute(dataViolationsQuery(userId, limit)));
+    const counts = rowsOf(
+      await tx.execute(sql`
+        select (select count(*) from public."CreditTransaction" t
+                 where ${userId}::uuid is null or t.user_id = ${userId}::uuid) as rows,
+               (select count(*) from public."User" u
+                 where ${userId}::uuid is null or u.id = ${userId}::uuid) as users`),
+    )[0];
+    const data = rows.map((r) => ({
+      userId: String(r.user_id),
+      seq: r.seq == null ? null : Number(r.seq),
+      kind: String(r.kind),
+      detail: String(r.detail),
+    }));
+    const violationCount = installation.length + Number(rows[0]?.total ?? 0);
+    return {
+      ok: violationCount === 0,
+      violations: [...installation, ...data].slice(0, limit),
+      violationCount,
+      users: Number(counts?.users ?? 0),
+      rows: Number(counts?.rows ?? 0),
+    };
+  };
+  if ('rollback' in db) return run(db);
+  return db.transaction(run, { isolationLevel: 'repeatable read', accessMode: 'read only' });
+}
