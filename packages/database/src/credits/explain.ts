@@ -5,21 +5,31 @@ export interface PlanNode {
   'Node Type': string;
   'Relation Name'?: string;
   'Index Name'?: string;
+  'Index Cond'?: string;
+  Filter?: string;
+  /** With `analyze`: rows a node returned, and rows it read and threw away. */
+  'Actual Rows'?: number;
+  'Rows Removed by Filter'?: number;
   Plans?: PlanNode[];
 }
 
 /**
  * EXPLAIN of a query built with placeholders, filled with `values`: every node of the plan,
- * root first. Used by the tests and the benchmark to prove which index serves a list.
+ * root first. Used by the tests and the benchmark to prove which index serves a list, and
+ * (with `analyze`, which runs the query) how many rows it really read.
  */
 export async function explainNodes(
   sql: postgres.Sql,
   query: { toSQL: () => { sql: string; params: unknown[] } },
   values: Record<string, unknown>,
+  options: { analyze?: boolean } = {},
 ): Promise<PlanNode[]> {
   const { sql: text, params } = query.toSQL();
   const filled = params.map((p) => (is(p, Placeholder) ? values[p.name] : p));
-  const [row] = await sql.unsafe(`explain (format json) ${text}`, filled as never[]);
+  const [row] = await sql.unsafe(
+    `explain (format json${options.analyze ? ', analyze, timing off' : ''}) ${text}`,
+    filled as never[],
+  );
   const root = (row?.['QUERY PLAN'] as { Plan: PlanNode }[] | undefined)?.[0]?.Plan;
   if (!root) throw new Error('EXPLAIN returned no plan');
   const flatten = (node: PlanNode): PlanNode[] => [node, ...(node.Plans ?? []).flatMap(flatten)];
