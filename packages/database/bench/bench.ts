@@ -91,7 +91,7 @@ try {
     `  history of a typical user, first page: ${await planSummary(sql, history(false), { ...base, userId: targets.typicalUser })}`,
   );
   log(
-    `  history of a heavy user, page ${targets.deepPage}: ${await planSummary(sql, history(true), { ...base, at: targets.deep.createdAt, id: targets.deep.id })}`,
+    `  history of a heavy user, page ${targets.deepPage}: ${await planSummary(sql, history(true), { ...base, seq: targets.deep.seq })}`,
   );
   log(
     `  range, one hour: ${await planSummary(sql, rangeQuery(handle.db, { cursor: false }), { ...targets.window, limit: 51 })}`,

@@ -104,6 +104,28 @@ function insertStatement(db: Database | Transaction) {
   );
 }
 
+const SERIALIZATION_RETRIES = 5;
+
+/**
+ * Runs a single-statement operation again when SERIALIZABLE (the server's or the role's
+ * default_transaction_isolation) refused it with 40001: the statement was its own
+ * transaction and was rolled back whole, so running it again is safe. Deductions, grants
+ * and plain refunds of different users never get here (the ledger reads nothing another
+ * user's write changes); a capped refund reads the trail's indexes, whose pages other users'
+ * rows share, and can. Bounded, with a jittered backoff. Inside a caller's transaction
+ * nothing can be retried: PostgreSQL requires the whole transaction to be.
+ */
+async function retrySerializationFailures<T>(run: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await run();
+    } catch (error) {
+      if (sqlStateOf(error) !== '40001' || attempt >= SERIALIZATION_RETRIES) throw error;
+      await new Promise((resolve) => setTimeout(resolve, Math.random() * 10 * 2 ** attempt));
+    }
+  }
+}
+
 /**
  * One INSERT: the ledger triggers (migration 0003) lock the user, number and check the row,
  * record balance_after, and apply it to "User", all in this statement, so the balance and
@@ -124,7 +146,7 @@ async function apply(db: Database | Transaction, change: Change): Promise<Credit
     const rows =
       db instanceof PgTransaction
         ? await db.transaction((tx) => insertStatement(tx).execute(values))
-        : await insertStatement(db).execute(values);
+        : await retrySerializationFailures(() => insertStatement(db).execute(values));
     const [row] = rows;
     if (!row) throw new Error('INSERT … RETURNING returned no row');
     return result(row, false);

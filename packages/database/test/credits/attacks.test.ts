@@ -290,7 +290,7 @@ describe.each(['app', 'owner'] as const)('as the %s role', (role) => {
       values (${`${crypto.randomUUID()}@example.com`}, 777, 3, 50, 'forged') returning id, ledger_seq`;
     const rows = await admin`
       select seq::int, operation, feature_type, amount, balance_after, metadata
-      from "CreditTransaction" where user_id = ${user?.id} order by seq`;
+      from "CreditTransaction" where user_id = ${user?.id ?? ''} order by seq`;
     expect(rows).toEqual([
       {
         seq: 1,

@@ -1,4 +1,5 @@
 import { createTestDatabase } from '@bragdoc/test-postgres';
+import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDatabase, type Database } from '../../src/client.js';
 import {
@@ -146,5 +147,68 @@ describe('under concurrency', () => {
       if (r.status === 'rejected') expect(r.reason).toBeInstanceOf(InsufficientCreditsError);
     }
     expect(await ledgerMismatches(db)).toEqual([]);
+  }, 60_000);
+
+  it('under SERIALIZABLE, deductions, grants and refunds of different users never fail each other (no 40001)', async () => {
+    // Each in its own SERIALIZABLE transaction, all at once. The ledger reads nothing that
+    // another user's write changes: the user's own row, and no index page of the trail.
+    const users = await Promise.all(Array.from({ length: 60 }, () => createUser(db)));
+    const results = await settle(
+      users.map((u, i) =>
+        db.transaction(
+          async (tx) => {
+            const featureType = i % 2 ? 'chat_message' : 'chat_tool_call';
+            if (i % 3 === 0) return grantCredits(tx, { userId: u.id, amount: 2, featureType });
+            if (i % 3 === 1) return refundCredits(tx, { userId: u.id, amount: 1, featureType });
+            return deductCredits(tx, { userId: u.id, amount: 2, featureType, idempotencyKey: `s-${i}` });
+          },
+          { isolationLevel: 'serializable' },
+        ),
+      ),
+    );
+    const failures = results.filter((r) => r.status === 'rejected');
+    expect(failures.map((f) => String((f as PromiseRejectedResult).reason))).toEqual([]);
+    expect(await ledgerMismatches(db)).toEqual([]);
+  }, 60_000);
+
+  it('with SERIALIZABLE the default, concurrent capped refunds of different users all succeed (retried inside)', async () => {
+    const serializable = await createTestDatabase({
+      connect: (url) => createDatabase(url, { max: 20 }),
+    });
+    try {
+      const users = await Promise.all(Array.from({ length: 60 }, () => createUser(serializable.db)));
+      const deductions = await Promise.all(
+        users.map((u) =>
+          deductCredits(serializable.db, { userId: u.id, amount: 3, featureType: 'chat_tool_call' }),
+        ),
+      );
+      await serializable.db.execute(
+        sql.raw(`alter database "${serializable.name}" set default_transaction_isolation = 'serializable'`),
+      );
+      // New connections take the new default.
+      const fresh = createDatabase(serializable.url, { max: 20 });
+      try {
+        const [isolation] = (await fresh.db.execute(sql`show transaction_isolation`)) as unknown as {
+          transaction_isolation: string;
+        }[];
+        expect(isolation?.transaction_isolation).toBe('serializable');
+        const results = await settle(
+          deductions.map((d) =>
+            refundCredits(fresh.db, {
+              userId: d.transaction.userId,
+              amount: 2,
+              featureType: 'chat_tool_call',
+              refundOf: d.transaction.id,
+            }),
+          ),
+        );
+        expect(results.filter((r) => r.status === 'rejected')).toEqual([]);
+        expect(await ledgerMismatches(fresh.db)).toEqual([]);
+      } finally {
+        await fresh.close();
+      }
+    } finally {
+      await serializable.close();
+    }
   }, 60_000);
 });
