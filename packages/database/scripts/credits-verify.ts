@@ -43,7 +43,8 @@ async function run(): Promise<number> {
       ...(values.user === undefined ? {} : { userId: values.user }),
     });
     for (const v of result.violations) {
-      const where = v.userId === null ? 'ledger' : `user ${v.userId}${v.seq === null ? '' : ` seq ${v.seq}`}`;
+      const where =
+        v.userId === null ? 'ledger' : `user ${v.userId}${v.seq === null ? '' : ` seq ${v.seq}`}`;
       console.log(`  ✗ ${v.kind.padEnd(24)} ${where}: ${v.detail}`);
     }
     if (result.violationCount > result.violations.length) {
@@ -67,9 +68,7 @@ run().then(
     process.exitCode = code;
   },
   (error: unknown) => {
-    console.error(
-      error instanceof DatabaseError ? `credits:verify: ${error.message}` : error,
-    );
+    console.error(error instanceof DatabaseError ? `credits:verify: ${error.message}` : error);
     process.exitCode = 1;
   },
 );

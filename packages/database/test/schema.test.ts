@@ -166,7 +166,12 @@ describe('a database migrated by db:migrate', () => {
         unique: true,
         predicate: '(idempotency_key IS NOT NULL)',
       },
-      { name: 'credit_tx_user_seq_idx', columns: ['user_id', 'seq'], unique: true, predicate: null },
+      {
+        name: 'credit_tx_user_seq_idx',
+        columns: ['user_id', 'seq'],
+        unique: true,
+        predicate: null,
+      },
     ]);
   });
 
@@ -212,9 +217,12 @@ describe('a database migrated by db:migrate', () => {
     await db
       .insert(creditTransaction)
       .values({ userId: owner.id, amount: 1, operation: 'deduct', featureType: 'chat_tool_call' });
-    await db
-      .insert(creditTransaction)
-      .values({ userId: owner.id, amount: 2, operation: 'grant', featureType: 'document_generation' });
+    await db.insert(creditTransaction).values({
+      userId: owner.id,
+      amount: 2,
+      operation: 'grant',
+      featureType: 'document_generation',
+    });
     await db.delete(user).where(eq(user.id, owner.id));
     const left = await db
       .select()

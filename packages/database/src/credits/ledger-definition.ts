@@ -39,12 +39,12 @@ const LEADING_COMMENTS = String.raw`^(?:--[^\n]*\n|\s)*`;
 const CREATE_FUNCTION = new RegExp(
   String.raw`${LEADING_COMMENTS}CREATE (?:OR REPLACE )?FUNCTION ${NAME}\([^)]*\)([\s\S]*?)AS \$\$([\s\S]*?)\$\$;?$`,
 );
-const DROP_FUNCTION = new RegExp(String.raw`${LEADING_COMMENTS}DROP FUNCTION (?:IF EXISTS )?${NAME}`);
+const DROP_FUNCTION = new RegExp(`${LEADING_COMMENTS}DROP FUNCTION (?:IF EXISTS )?${NAME}`);
 const CREATE_TRIGGER = new RegExp(
   String.raw`${LEADING_COMMENTS}CREATE (?:OR REPLACE )?TRIGGER ${NAME} (BEFORE|AFTER|INSTEAD OF) ([\w ]+?) ON ${NAME}\s+FOR EACH (ROW|STATEMENT) EXECUTE FUNCTION ${NAME}\(\);?$`,
 );
 const DROP_TRIGGER = new RegExp(
-  String.raw`${LEADING_COMMENTS}DROP TRIGGER (?:IF EXISTS )?${NAME} ON ${NAME}`,
+  `${LEADING_COMMENTS}DROP TRIGGER (?:IF EXISTS )?${NAME} ON ${NAME}`,
 );
 
 function triggerType(timing: string, events: string, level: string): number {

@@ -158,7 +158,8 @@ async function installationViolations(
     ).map((r) => String(r.name)),
   );
   for (const name of needed) {
-    if (!present.has(name)) violation('constraint_missing', `constraint or index ${name} is missing`);
+    if (!present.has(name))
+      violation('constraint_missing', `constraint or index ${name} is missing`);
   }
   return found;
 }

@@ -84,7 +84,9 @@ describe.each(['app', 'owner'] as const)('as the %s role', (role) => {
       featureType: 'chat_tool_call',
       refundOf: d.transaction.id,
     });
-    expect((await grantCredits(db, { userId, amount: 5, featureType: 'chat_tool_call' })).balance).toBe(13);
+    expect(
+      (await grantCredits(db, { userId, amount: 5, featureType: 'chat_tool_call' })).balance,
+    ).toBe(13);
     await expectLedgerVerifies();
   });
 
@@ -325,7 +327,8 @@ describe.each(['app', 'owner'] as const)('as the %s role', (role) => {
   it('COPY into the trail goes through the ledger like an INSERT', async () => {
     const sql = session(role);
     const userId = await newUser();
-    const copy = await sql`copy "CreditTransaction" (user_id, amount, operation, feature_type, balance_after) from stdin`.writable();
+    const copy =
+      await sql`copy "CreditTransaction" (user_id, amount, operation, feature_type, balance_after) from stdin`.writable();
     await new Promise<void>((resolve, reject) => {
       copy.on('error', reject);
       copy.on('finish', resolve);
@@ -434,7 +437,8 @@ describe('the owner DDL that cannot be prevented is detected', () => {
     await expect(
       grantCredits(handle.db, { userId: user?.id ?? '', amount: 5, featureType: 'chat_tool_call' }),
     ).rejects.toMatchObject({ code: 'LEDGER_NOT_INSTALLED' });
-    const [row] = await owner`select free_credits, (select count(*)::int from "CreditTransaction" where user_id = ${user?.id ?? ''}) as rows from "User" where id = ${user?.id ?? ''}`;
+    const [row] =
+      await owner`select free_credits, (select count(*)::int from "CreditTransaction" where user_id = ${user?.id ?? ''}) as rows from "User" where id = ${user?.id ?? ''}`;
     expect(row).toEqual({ free_credits: 0, rows: 0 });
   });
 });

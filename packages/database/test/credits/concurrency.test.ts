@@ -160,7 +160,12 @@ describe('under concurrency', () => {
             const featureType = i % 2 ? 'chat_message' : 'chat_tool_call';
             if (i % 3 === 0) return grantCredits(tx, { userId: u.id, amount: 2, featureType });
             if (i % 3 === 1) return refundCredits(tx, { userId: u.id, amount: 1, featureType });
-            return deductCredits(tx, { userId: u.id, amount: 2, featureType, idempotencyKey: `s-${i}` });
+            return deductCredits(tx, {
+              userId: u.id,
+              amount: 2,
+              featureType,
+              idempotencyKey: `s-${i}`,
+            });
           },
           { isolationLevel: 'serializable' },
         ),
@@ -176,19 +181,29 @@ describe('under concurrency', () => {
       connect: (url) => createDatabase(url, { max: 20 }),
     });
     try {
-      const users = await Promise.all(Array.from({ length: 60 }, () => createUser(serializable.db)));
+      const users = await Promise.all(
+        Array.from({ length: 60 }, () => createUser(serializable.db)),
+      );
       const deductions = await Promise.all(
         users.map((u) =>
-          deductCredits(serializable.db, { userId: u.id, amount: 3, featureType: 'chat_tool_call' }),
+          deductCredits(serializable.db, {
+            userId: u.id,
+            amount: 3,
+            featureType: 'chat_tool_call',
+          }),
         ),
       );
       await serializable.db.execute(
-        sql.raw(`alter database "${serializable.name}" set default_transaction_isolation = 'serializable'`),
+        sql.raw(
+          `alter database "${serializable.name}" set default_transaction_isolation = 'serializable'`,
+        ),
       );
       // New connections take the new default.
       const fresh = createDatabase(serializable.url, { max: 20 });
       try {
-        const [isolation] = (await fresh.db.execute(sql`show transaction_isolation`)) as unknown as {
+        const [isolation] = (await fresh.db.execute(
+          sql`show transaction_isolation`,
+        )) as unknown as {
           transaction_isolation: string;
         }[];
         expect(isolation?.transaction_isolation).toBe('serializable');

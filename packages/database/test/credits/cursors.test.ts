@@ -106,4 +106,3 @@ describe('cursors', () => {
     expect(error).toMatchObject({ code: 'INVALID_CURSOR' });
   });
 });
-

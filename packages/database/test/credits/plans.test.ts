@@ -61,8 +61,7 @@ afterAll(async () => {
 });
 
 /** Every node that read "CreditTransaction" rows, with how many it read and threw away. */
-const scans = (plan: PlanNode[]) =>
-  plan.filter((n) => n['Relation Name'] === 'CreditTransaction');
+const scans = (plan: PlanNode[]) => plan.filter((n) => n['Relation Name'] === 'CreditTransaction');
 
 describe(`query plans with ${ROWS.toLocaleString('en')} rows over ${USERS.toLocaleString('en')} users`, () => {
   it('seeded the users it claims: heavy, dormant since mid-table, typical', async () => {
@@ -127,7 +126,7 @@ describe(`query plans with ${ROWS.toLocaleString('en')} rows over ${USERS.toLoca
     for (const scan of scans(plan)) expect(scan['Actual Rows']).toBe(51);
   });
 
-  it('a filtered history (one operation) reads only the user\'s rows, throwing away the others of that user', async () => {
+  it("a filtered history (one operation) reads only the user's rows, throwing away the others of that user", async () => {
     const plan = await explainNodes(
       sql,
       userHistoryQuery(db, { ...firstPage, operation: true }),
@@ -138,9 +137,9 @@ describe(`query plans with ${ROWS.toLocaleString('en')} rows over ${USERS.toLoca
     for (const scan of scans(plan)) {
       expect(scan['Index Cond']).toContain('user_id');
       // Each row it read and threw away is the same user's (the index condition says so).
-      expect((scan['Actual Rows'] ?? 0) + (scan['Rows Removed by Filter'] ?? 0)).toBeLessThanOrEqual(
-        ROWS / 20,
-      );
+      expect(
+        (scan['Actual Rows'] ?? 0) + (scan['Rows Removed by Filter'] ?? 0),
+      ).toBeLessThanOrEqual(ROWS / 20);
     }
   });
 

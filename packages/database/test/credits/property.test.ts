@@ -200,11 +200,7 @@ describe('property: operations interleaved from several sessions keep every trai
                   // A rollback asked for, or PostgreSQL ending one of two transactions that
                   // wait on each other's users (40P01): both leave nothing behind.
                   const code = (error as { cause?: { code?: string } }).cause?.code;
-                  if (
-                    !(error instanceof TransactionRollbackError) &&
-                    code !== '40P01'
-                  )
-                    throw error;
+                  if (!(error instanceof TransactionRollbackError) && code !== '40P01') throw error;
                 });
             }),
           );

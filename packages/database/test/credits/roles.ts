@@ -51,7 +51,10 @@ export async function createLedgerRoles(
       await admin.unsafe(`alter table ${table} owner to ${names.owner}`);
     for (const type of ['operation_type', 'feature_type'])
       await admin.unsafe(`alter type ${type} owner to ${names.owner}`);
-    for (const fn of [...LEDGER_FUNCTIONS, 'credit_tx_hash(text, uuid, uuid, bigint, operation_type, feature_type, integer, integer, timestamptz, text, uuid, jsonb)'])
+    for (const fn of [
+      ...LEDGER_FUNCTIONS,
+      'credit_tx_hash(text, uuid, uuid, bigint, operation_type, feature_type, integer, integer, timestamptz, text, uuid, jsonb)',
+    ])
       await admin.unsafe(`alter function public.${fn} owner to ${names.owner}`);
   } finally {
     await admin.end();

@@ -58,8 +58,16 @@ const invalidChanges: [string, Record<string, unknown>, string][] = [
   ['metadata nested deeper than 32 levels', { metadata: nested(33) }, 'metadata'],
   ['metadata that contains itself', { metadata: cyclic() }, 'metadata'],
   ['metadata holding a BigInt', { metadata: { n: 1n } }, 'metadata'],
-  ['a userId in braces without the closing one', { userId: '{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11' }, 'userId'],
-  ['a userId with a hyphen inside a group of four', { userId: 'a0eeb-c999c0b4ef8bb6d6bb9bd380a11' }, 'userId'],
+  [
+    'a userId in braces without the closing one',
+    { userId: '{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11' },
+    'userId',
+  ],
+  [
+    'a userId with a hyphen inside a group of four',
+    { userId: 'a0eeb-c999c0b4ef8bb6d6bb9bd380a11' },
+    'userId',
+  ],
 ];
 
 /** `{ a: { a: … } }`, `depth` objects deep. */
@@ -175,8 +183,10 @@ describe('input the database would take is taken', () => {
     ['upper case', (id: string) => id.toUpperCase()],
     ['braces', (id: string) => `{${id}}`],
     ['no hyphens', (id: string) => id.replaceAll('-', '')],
-    ['a hyphen after every group of four digits', (id: string) =>
-      id.replaceAll('-', '').replace(/(.{4})(?=.)/g, '$1-')],
+    [
+      'a hyphen after every group of four digits',
+      (id: string) => id.replaceAll('-', '').replace(/(.{4})(?=.)/g, '$1-'),
+    ],
   ])('a userId spelled with %s is the same user', async (_, spell) => {
     const u = await createUser(db);
     const spelled = spell(u.id);
@@ -184,13 +194,20 @@ describe('input the database would take is taken', () => {
       sql`select ${spelled}::uuid = ${u.id}::uuid as same`,
     )) as unknown as { same: boolean }[];
     expect(check?.same).toBe(true);
-    const result = await deductCredits(db, { userId: spelled, amount: 1, featureType: 'chat_tool_call' });
+    const result = await deductCredits(db, {
+      userId: spelled,
+      amount: 1,
+      featureType: 'chat_tool_call',
+    });
     expect(result.transaction.userId).toBe(u.id);
     expect((await getCreditBalance(db, spelled)).freeCredits).toBe(9);
   });
 
   it('a userId of any UUID version or variant (here the nil UUID and version 9) is accepted', async () => {
-    for (const id of ['00000000-0000-0000-0000-000000000000', 'a0eebc99-9c0b-9ef8-0b6d-6bb9bd380a11']) {
+    for (const id of [
+      '00000000-0000-0000-0000-000000000000',
+      'a0eebc99-9c0b-9ef8-0b6d-6bb9bd380a11',
+    ]) {
       const u = await createUser(db, { id });
       expect((await getCreditBalance(db, id)).freeCredits).toBe(10);
       await grantCredits(db, { userId: u.id, amount: 1, featureType: 'chat_tool_call' });
@@ -212,7 +229,12 @@ describe('input the database would take is taken', () => {
       string,
       unknown
     >;
-    const result = await grantCredits(db, { userId, amount: 1, featureType: 'chat_tool_call', metadata });
+    const result = await grantCredits(db, {
+      userId,
+      amount: 1,
+      featureType: 'chat_tool_call',
+      metadata,
+    });
     expect(Object.keys(result.transaction.metadata ?? {})).toEqual(['model', '__proto__']);
     const [row] = (await db.execute(
       sql`select metadata::text as text from "CreditTransaction" where id = ${result.transaction.id}`,

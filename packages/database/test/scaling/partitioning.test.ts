@@ -267,9 +267,7 @@ describe('plans on the partitioned table, with 150,000 rows over 500 users', () 
       },
     );
     expect(
-      indexesUsed(plan).some(
-        (name) => name.includes('user_id_seq') || name.includes('user_seq'),
-      ),
+      indexesUsed(plan).some((name) => name.includes('user_id_seq') || name.includes('user_seq')),
     ).toBe(true);
     expect(plan.filter((n) => n['Node Type'] === 'Seq Scan')).toEqual([]);
     const page = await listCreditTransactions(db, { userId: heavy, limit: 50 });
