@@ -10,12 +10,13 @@ import { SingleBar } from 'cli-progress';
 import postgres from 'postgres';
 import { createDatabase } from '../src/client.js';
 import { rangeQuery, userHistoryQuery } from '../src/credits/history.js';
+import { verifyLedger } from '../src/credits/verify.js';
 import { defaultMigrationsFolder, migrate } from '../src/migrate/index.js';
 import { measureMigration } from './migration.js';
 import { planSummary } from './plans.js';
 import { measureReads, readTargets } from './reads.js';
 import { seedTrail } from './seed.js';
-import type { Figure } from './stats.js';
+import { type Figure, figure, timed } from './stats.js';
 import { createBaselineTables, measureWrites } from './writes.js';
 
 const { values } = parseArgs({
@@ -88,6 +89,9 @@ try {
   log(`plans at ${rows.toLocaleString('en')} rows:`);
   log(`  history of a heavy user, first page: ${await planSummary(sql, history(false), base)}`);
   log(
+    `  history of a heavy user dormant for the newer half, first page: ${await planSummary(sql, history(false), { ...base, userId: targets.dormantUser })}`,
+  );
+  log(
     `  history of a typical user, first page: ${await planSummary(sql, history(false), { ...base, userId: targets.typicalUser })}`,
   );
   log(
@@ -98,6 +102,22 @@ try {
   );
 
   figures.push(...(await measureReads(handle.db, sql, targets, int('iterations'))));
+
+  // credits:verify over the whole trail, beside the cheapest query that reads every row
+  // once (a per-user sum), on the same connection.
+  const baselineMs = await timed(
+    () => sql`select user_id, count(*), sum(amount) from "CreditTransaction" group by user_id`,
+  );
+  let verification: Awaited<ReturnType<typeof verifyLedger>> | undefined;
+  const verifyMs = await timed(async () => {
+    verification = await verifyLedger(handle.db);
+  });
+  log(
+    `credits:verify: ${verification?.ok ? 'OK' : `${verification?.violationCount} violations`}, ` +
+      `${verification?.rows.toLocaleString('en')} rows of ${verification?.users.toLocaleString('en')} users ` +
+      `in ${(verifyMs / 1000).toFixed(1)} s (${Math.round((verification?.rows ?? 0) / (verifyMs / 1000)).toLocaleString('en')} rows/s)`,
+  );
+  figures.push(figure('verify_whole_ledger', verifyMs, 'ms', baselineMs));
 } finally {
   await handle.close();
   await sql.end();

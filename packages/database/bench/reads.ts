@@ -6,6 +6,8 @@ import { type Figure, figure, interleave, percentile } from './stats.js';
 
 export interface ReadTargets {
   heavyUser: string;
+  /** A heavy user with no rows in the newer half of the table. */
+  dormantUser: string;
   /** A user with the median number of rows. */
   typicalUser: string;
   /** The seq of the last row of page `deepPage` (1-based) of the heavy user's history. */
@@ -18,8 +20,9 @@ const PAGE = 50;
 
 /** A heavy user, a position deep in its history, and a one-hour window in the middle of the data. */
 export async function readTargets(sql: postgres.Sql, deepPage: number): Promise<ReadTargets> {
-  const [heavy] = await sql<{ id: string }[]>`select id from bench_user where n = 1`;
-  if (!heavy) throw new Error('the trail is not seeded');
+  const [heavy] = await sql<{ id: string }[]>`select id from bench_user where n = 2`;
+  const [dormant] = await sql<{ id: string }[]>`select id from bench_user where n = 1`;
+  if (!heavy || !dormant) throw new Error('the trail is not seeded');
   const [typical] = await sql<{ id: string }[]>`
     select id from bench_user where n = (select max(n) from bench_user) / 2`;
   const [deep] = await sql<{ seq: string }[]>`
@@ -31,6 +34,7 @@ export async function readTargets(sql: postgres.Sql, deepPage: number): Promise<
   const from = middle?.at ?? new Date();
   return {
     heavyUser: heavy.id,
+    dormantUser: dormant.id,
     typicalUser: typical?.id ?? heavy.id,
     deep: { seq: Number(deep.seq) },
     deepPage,
@@ -56,6 +60,12 @@ export async function measureReads(
       pkg: () => listCreditTransactions(db, { userId, limit: PAGE }),
       baseline: () => sql`
         select * from "CreditTransaction" where user_id = ${userId}
+        order by seq desc limit ${PAGE + 1}`,
+    },
+    history_first_page_dormant_heavy_user: {
+      pkg: () => listCreditTransactions(db, { userId: targets.dormantUser, limit: PAGE }),
+      baseline: () => sql`
+        select * from "CreditTransaction" where user_id = ${targets.dormantUser}
         order by seq desc limit ${PAGE + 1}`,
     },
     history_deep_page: {

@@ -17,17 +17,22 @@ export interface SeedResult {
   indexBytes: number;
 }
 
+/** Heavy users 1–10 each get every 50th row; user 1 only in the older half (dormant since). */
 export const HEAVY_USERS = 10;
 const CHUNK = 100_000;
 const YEAR_MS = 365 * 24 * 3600 * 1000;
 const START = '2025-01-01T00:00:00Z';
 
 /**
- * Seeds "CreditTransaction" set-based: users with a realistic skew (10 heavy users hold 20%
- * of the rows, the rest spread uniformly over one user per 100 rows), timestamps in order
- * over one year, as an app writes them. The table's indexes and foreign keys are dropped
- * while seeding and rebuilt after, from their own definitions, and the ledger trigger is
- * off (the balances are not what is measured), so a 10,000,000-row seed fits on 2 cores.
+ * Seeds "CreditTransaction" set-based with a ledger that verifies: users with a realistic
+ * skew (10 heavy users hold 20% of the rows, the rest spread uniformly over one user per 100
+ * rows), timestamps in order over one year, as an app writes them. Users are created through
+ * the ledger (their opening rows are real); the bulk rows are written with the ledger's
+ * triggers off but with what the triggers would have written: seq in time order, each
+ * balance_after the running balance, and the hash chain (computed for all users at once, one
+ * position per round, with the migration's own credit_tx_hash). The table's indexes and
+ * foreign keys are dropped while seeding and rebuilt after, from their own definitions, so a
+ * 10,000,000-row seed fits on 2 cores; `credits:verify` on the result finds nothing.
  */
 export async function seedTrail(sql: postgres.Sql, options: SeedOptions): Promise<SeedResult> {
   const users = Math.max(HEAVY_USERS + 1, Math.round(options.rows / 100));
@@ -49,28 +54,72 @@ export async function seedTrail(sql: postgres.Sql, options: SeedOptions): Promis
     select conname as name, pg_get_constraintdef(oid) as def from pg_constraint
     where conrelid = '"CreditTransaction"'::regclass and contype in ('p', 'f')
     order by contype desc`; // primary key first, then the foreign keys that may need it
-  await sql`alter table "CreditTransaction" disable trigger credit_tx_apply`;
+  await sql`alter table "CreditTransaction" disable trigger user`;
+  await sql`alter table "User" disable trigger user`;
   for (const c of [...constraints].reverse())
     await sql.unsafe(`alter table "CreditTransaction" drop constraint "${c.name}"`);
   for (const i of indexes) await sql.unsafe(`drop index "${i.name}"`);
 
+  await sql`
+    create unlogged table bench_row (
+      g int, id uuid, user_id uuid, amount int, operation operation_type, feature_type feature_type,
+      metadata jsonb, created_at timestamptz(3))`;
   const step = YEAR_MS / options.rows;
   for (let from = 1; from <= options.rows; from += CHUNK) {
     const to = Math.min(options.rows, from + CHUNK - 1);
     await sql`
-      insert into "CreditTransaction" (user_id, amount, operation, feature_type, metadata, created_at, balance_after)
-      select u.id, 1 + g % 5,
+      insert into bench_row
+      select g, gen_random_uuid(), u.id, 1 + g % 5,
         (array['deduct','deduct','deduct','refund','grant'])[1 + g % 5]::operation_type,
         (array['document_generation','workstream_clustering','chat_tool_call','chat_message'])[1 + (g / 5) % 4]::feature_type,
         case when g % 3 = 0 then jsonb_build_object('model', 'gpt-x', 'tokens', g % 4000) end,
-        ${START}::timestamptz + (g::float8 * ${step}::float8) * interval '1 millisecond',
-        1000
+        ${START}::timestamptz + (g::float8 * ${step}::float8) * interval '1 millisecond'
       from generate_series(${from}::int, ${to}::int) g
       join bench_user u on u.n = case
-        when g % 5 = 0 then 1 + (g / 5) % ${HEAVY_USERS}
+        when g % 5 = 0 and not (g > ${options.rows / 2} and (g / 5) % ${HEAVY_USERS} = 0)
+          then 1 + (g / 5) % ${HEAVY_USERS}
         else ${HEAVY_USERS + 1} + (hashint4(g) & 2147483647) % ${users - HEAVY_USERS} end`;
     options.onProgress(to);
   }
+  // Each user's two opening rows are seq 1 and 2, at 1,000,000,000 each.
+  await sql`
+    create unlogged table bench_ledger as
+    select r.*, 2 + row_number() over (partition by r.user_id order by r.g) as seq,
+      1000000000 + sum(case when r.operation = 'deduct' then -r.amount else r.amount end)
+        over (partition by r.user_id, r.feature_type = 'chat_message' order by r.g) as balance_after,
+      null::text as hash
+    from bench_row r`;
+  await sql`create index on bench_ledger (user_id, seq)`;
+  await sql`create unlogged table bench_hash (user_id uuid, seq bigint, hash text)`;
+  await sql`
+    with recursive chain as (
+      select l.user_id, l.seq, credit_tx_hash(u.ledger_hash, l.id, l.user_id, l.seq, l.operation,
+        l.feature_type, l.amount, l.balance_after::int, l.created_at, null, null, l.metadata) as hash
+      from bench_ledger l join "User" u on u.id = l.user_id where l.seq = 3
+      union all
+      select l.user_id, l.seq, credit_tx_hash(c.hash, l.id, l.user_id, l.seq, l.operation,
+        l.feature_type, l.amount, l.balance_after::int, l.created_at, null, null, l.metadata)
+      from chain c join bench_ledger l on l.user_id = c.user_id and l.seq = c.seq + 1)
+    insert into bench_hash select * from chain`;
+  await sql`
+    insert into "CreditTransaction"
+      (id, user_id, amount, operation, feature_type, metadata, created_at, balance_after, seq, hash)
+    select l.id, l.user_id, l.amount, l.operation, l.feature_type, l.metadata, l.created_at,
+      l.balance_after, l.seq, h.hash
+    from bench_ledger l join bench_hash h on h.user_id = l.user_id and h.seq = l.seq
+    order by l.g`;
+  await sql`
+    update "User" u set ledger_seq = h.seq, ledger_hash = h.hash,
+      free_credits = coalesce(b.credits, u.free_credits),
+      free_chat_messages = coalesce(b.chats, u.free_chat_messages)
+    from (select distinct on (user_id) user_id, seq, hash from bench_hash order by user_id, seq desc) h
+    left join (
+      select user_id,
+        (array_agg(balance_after order by seq desc) filter (where feature_type <> 'chat_message'))[1] as credits,
+        (array_agg(balance_after order by seq desc) filter (where feature_type = 'chat_message'))[1] as chats
+      from bench_ledger group by user_id) b on b.user_id = h.user_id
+    where u.id = h.user_id`;
+  await sql`drop table bench_row, bench_ledger, bench_hash`;
   const insertMs = performance.now() - started;
 
   const indexStarted = performance.now();
@@ -78,7 +127,8 @@ export async function seedTrail(sql: postgres.Sql, options: SeedOptions): Promis
   for (const c of constraints)
     await sql.unsafe(`alter table "CreditTransaction" add constraint "${c.name}" ${c.def}`);
   for (const i of indexes) await sql.unsafe(i.def);
-  await sql`alter table "CreditTransaction" enable trigger credit_tx_apply`;
+  await sql`alter table "CreditTransaction" enable trigger user`;
+  await sql`alter table "User" enable trigger user`;
   // VACUUM too, so that autovacuum has nothing left to do on the fresh rows while the reads
   // are measured (it would compete for the 2 cores), and index-only scans see all-visible pages.
   await sql`vacuum (analyze) "User"`;

@@ -6,8 +6,9 @@ import { type Figure, figure, median } from './stats.js';
 const CALLERS = 16;
 
 /**
- * A copy of the two tables without the ledger's triggers: what an app writing the same
- * UPDATE + INSERT by hand would have. Same columns, CHECKs, defaults, indexes and foreign key.
+ * A copy of the two tables without the ledger: what an app writing the same UPDATE + INSERT
+ * by hand would have. Same columns, CHECKs, defaults, indexes and foreign key, but no
+ * triggers, and none of the ledger's own columns filled (seq, hash) nor its apply-order index.
  */
 export async function createBaselineTables(sql: postgres.Sql, users: string[]): Promise<void> {
   await sql`create schema baseline`;
@@ -16,6 +17,14 @@ export async function createBaselineTables(sql: postgres.Sql, users: string[]): 
   await sql`
     alter table baseline."CreditTransaction" add foreign key (user_id)
     references baseline."User"(id) on delete cascade`;
+  await sql`
+    alter table baseline."CreditTransaction"
+    alter column seq drop not null, alter column hash drop not null`;
+  const [seqIndex] = await sql<{ name: string }[]>`
+    select i.relname as name from pg_index x join pg_class i on i.oid = x.indexrelid
+    where x.indrelid = 'baseline."CreditTransaction"'::regclass
+      and pg_get_indexdef(i.oid) like '%(user_id, seq)%'`;
+  if (seqIndex) await sql.unsafe(`drop index baseline."${seqIndex.name}"`);
   await sql`
     insert into baseline."User" (id, email, free_credits, free_chat_messages)
     select id, email, free_credits, free_chat_messages from public."User" where id = any(${users}::uuid[])`;
