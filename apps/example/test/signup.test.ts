@@ -12,17 +12,14 @@ beforeEach(() => {
 });
 
 describe('an app using @bragdoc/database', () => {
-  it('signs a user up with the default balances and a welcome grant in the trail', async () => {
+  it('signs a user up with the default balances, each explained by a row of the trail', async () => {
     const created = await signUp(db, 'example@bragdoc.ai', 'Example');
-    expect(created.freeCredits).toBe(10);
-    expect(created.freeChatMessages).toBe(20);
+    expect(created).toMatchObject({ freeCredits: 10, freeChatMessages: 20, ledgerSeq: 2 });
     const trail = await history(db, created.id);
-    expect(trail).toHaveLength(1);
-    expect(trail[0]).toMatchObject({
-      operation: 'grant',
-      amount: 10,
-      metadata: { reason: 'welcome' },
-    });
+    expect(trail.map((t) => [t.seq, t.operation, t.featureType, t.amount, t.metadata])).toEqual([
+      [2, 'grant', 'document_generation', 10, { reason: 'welcome' }],
+      [1, 'grant', 'chat_message', 20, { reason: 'opening_balance' }],
+    ]);
   });
 
   it('leaves no user behind when sign-up fails (one transaction)', async () => {
