@@ -104,7 +104,7 @@ function insertStatement(db: Database | Transaction) {
   );
 }
 
-const SERIALIZATION_RETRIES = 5;
+const SERIALIZATION_RETRIES = 10;
 
 /**
  * Runs a single-statement operation again when SERIALIZABLE (the server's or the role's
@@ -121,7 +121,9 @@ async function retrySerializationFailures<T>(run: () => Promise<T>): Promise<T> 
       return await run();
     } catch (error) {
       if (sqlStateOf(error) !== '40001' || attempt >= SERIALIZATION_RETRIES) throw error;
-      await new Promise((resolve) => setTimeout(resolve, Math.random() * 10 * 2 ** attempt));
+      await new Promise((resolve) =>
+        setTimeout(resolve, Math.random() * Math.min(250, 5 * 2 ** attempt)),
+      );
     }
   }
 }
