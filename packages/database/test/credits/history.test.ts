@@ -9,6 +9,7 @@ import {
   listCreditTransactions,
   listCreditTransactionsInRange,
   refundCredits,
+  withCreditReservation,
 } from '../../src/credits/index.js';
 import { runRows } from '../../src/credits/rows.js';
 import { creditTransaction } from '../../src/schema.js';
@@ -80,6 +81,27 @@ describe('listCreditTransactions', () => {
       expect(row.balanceAfter, `seq ${row.seq}`).toBe(last[kind] + delta);
       last[kind] = row.balanceAfter;
     }
+  });
+
+  it("a failed reservation's refund is listed after its deduction, even inside one caller transaction", async () => {
+    const u = await createUser(db, noOpening);
+    await grantCredits(db, { userId: u.id, amount: 5, featureType: 'chat_tool_call' });
+    await db.transaction(async (tx) => {
+      await withCreditReservation(
+        tx,
+        { userId: u.id, amount: 2, featureType: 'chat_tool_call' },
+        async () => {
+          throw new Error('the LLM failed');
+        },
+      ).catch(() => {});
+    });
+    const { items } = await listCreditTransactions(db, { userId: u.id });
+    expect(items.map((r) => [r.seq, r.operation, r.balanceAfter])).toEqual([
+      [3, 'refund', 5],
+      [2, 'deduct', 3],
+      [1, 'grant', 5],
+    ]);
+    expect(items[0]?.refundOf).toBe(items[1]?.id);
   });
 
   it('walking page by page returns every row exactly once, whatever the page size', async () => {
