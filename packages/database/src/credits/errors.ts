@@ -139,12 +139,23 @@ export class ReservationRefundError extends CreditsError {
 interface PgError {
   code?: string;
   detail?: string;
+  severity?: string;
 }
 
+const SQLSTATE = /^[0-9A-Z]{5}$/;
+
+/**
+ * The server's error, when it is one. Node's own errors carry a string `code` too, some of
+ * SQLSTATE shape (EPIPE, EPERM): only an error with the server's `severity` counts.
+ */
 function pgErrorOf(error: unknown): PgError | undefined {
   const cause = (error as { cause?: unknown })?.cause;
   const candidate = (cause ?? error) as PgError;
-  return typeof candidate?.code === 'string' ? candidate : undefined;
+  return typeof candidate?.code === 'string' &&
+    SQLSTATE.test(candidate.code) &&
+    typeof candidate.severity === 'string'
+    ? candidate
+    : undefined;
 }
 
 export function sqlStateOf(error: unknown): string | undefined {
