@@ -11,7 +11,7 @@ import { MigrationsFolder } from './migrations-folder.js';
 import { runScript } from './run-script.js';
 import { passwordRole } from './support.js';
 
-const cli = 'src/migrate/cli.ts';
+const cli = 'scripts/cli.ts';
 
 let database: TestDatabase;
 let folder: MigrationsFolder;

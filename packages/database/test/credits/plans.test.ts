@@ -3,9 +3,9 @@ import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDatabase, type Database } from '../../src/client.js';
 import { decodeCursor } from '../../src/credits/cursor.js';
-import { explainNodes, indexesUsed, seqScansOf } from '../../src/credits/explain.js';
 import { rangeQuery, userHistoryQuery } from '../../src/credits/history.js';
 import { listCreditTransactions, listCreditTransactionsInRange } from '../../src/credits/index.js';
+import { explainNodes, indexesUsed, seqScansOf } from '../explain.js';
 
 const USERS = 1_000;
 const firstPage = { operation: false, featureType: false, cursor: false };
