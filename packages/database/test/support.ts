@@ -65,3 +65,13 @@ export async function passwordRole(databaseUrl: string, serverUrl: string) {
     },
   };
 }
+
+/** A one-connection postgres.js client for `fn`, closed after. */
+export async function withSql<T>(url: string, fn: (sql: postgres.Sql) => Promise<T>): Promise<T> {
+  const sql = postgres(url, { max: 1, onnotice: () => {} });
+  try {
+    return await fn(sql);
+  } finally {
+    await sql.end();
+  }
+}
