@@ -28,7 +28,7 @@ export async function refusalOf(
 }
 
 /** The SQLSTATE of a query that must be refused. */
-export async function sqlStateOf(promise: Promise<unknown>): Promise<string | undefined> {
+export async function refusalSqlState(promise: Promise<unknown>): Promise<string | undefined> {
   return (await refusalOf(promise)).code;
 }
 

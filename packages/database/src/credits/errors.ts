@@ -5,7 +5,7 @@ export abstract class CreditsError extends DatabaseError {}
 
 /** The input was refused before the database was touched. `field` names the offending one. */
 export class InvalidInputError extends CreditsError {
-  readonly code: string = 'INVALID_INPUT';
+  readonly code: 'INVALID_INPUT' | 'INVALID_CURSOR' = 'INVALID_INPUT';
 
   constructor(
     readonly field: string,
@@ -17,7 +17,7 @@ export class InvalidInputError extends CreditsError {
 
 /** A cursor that this query did not produce, or that was altered. */
 export class InvalidCursorError extends InvalidInputError {
-  override readonly code = 'INVALID_CURSOR';
+  override readonly code = 'INVALID_CURSOR' as const;
 
   constructor(reason: string) {
     super('cursor', reason);

@@ -1,7 +1,6 @@
 import { sql } from 'drizzle-orm';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/client.js';
-import { sqlStateOf } from '../../src/credits/errors.js';
 import { withCreditReservation } from '../../src/credits/index.js';
 import { useMigratedDatabase } from '../support.js';
 import { balances, createUser } from './fixtures.js';
@@ -50,20 +49,5 @@ describe('withCreditReservation refunds whatever the work threw', () => {
     const note = await refundNoteAfter(new Error('😀'.repeat(512 * 1024)));
     expect(Array.from(note)).toHaveLength(500);
     expect(note).toBe('😀'.repeat(500));
-  });
-});
-
-describe('sqlStateOf', () => {
-  it("reads the server's SQLSTATE, also through drizzle's wrapping error", async () => {
-    const error = await db.execute(sql`select 1/0`).catch((e: unknown) => e);
-    expect(sqlStateOf(error)).toBe('22012');
-  });
-
-  it("does not take a Node error's code for a SQLSTATE, even one of the same shape", () => {
-    for (const code of ['ECONNRESET', 'EPIPE', 'EPERM', 'ERR_INVALID_ARG_TYPE']) {
-      const nodeError = Object.assign(new Error(`write ${code}`), { code, syscall: 'write' });
-      expect(sqlStateOf(nodeError)).toBeUndefined();
-      expect(sqlStateOf(new Error('query failed', { cause: nodeError }))).toBeUndefined();
-    }
   });
 });
