@@ -6,11 +6,12 @@ import {
   freePort,
   isPortFree,
   type TestDatabase,
+  withSql,
 } from '@bragdoc/test-postgres';
 import { afterEach, beforeEach, describe, expect, inject, it } from 'vitest';
 import { MigrationsFolder } from './migrations-folder.js';
 import { runScript, startScript } from './run-script.js';
-import { passwordRole, withSql } from './support.js';
+import { passwordRole } from './support.js';
 
 const cli = 'scripts/cli.ts';
 

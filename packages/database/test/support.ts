@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { useTestDatabase } from '@bragdoc/test-postgres';
+
 import postgres from 'postgres';
 import { createDatabase } from '../src/client.js';
 
@@ -64,14 +65,4 @@ export async function passwordRole(databaseUrl: string, serverUrl: string) {
       }
     },
   };
-}
-
-/** A one-connection postgres.js client for `fn`, closed after. */
-export async function withSql<T>(url: string, fn: (sql: postgres.Sql) => Promise<T>): Promise<T> {
-  const sql = postgres(url, { max: 1, onnotice: () => {} });
-  try {
-    return await fn(sql);
-  } finally {
-    await sql.end();
-  }
 }

@@ -22,3 +22,4 @@ export { PROVIDERS, type ProviderName, startTestServer, type TestServer } from '
 export { setupTestPostgres, type TestPostgresSetupOptions } from './setup.js';
 export { acquireTemplate, hashFolder, releaseTemplate, templateName } from './template.js';
 export { removeLeftoverServers } from './throwaway-dirs.js';
+export { withSql } from './with-sql.js';

@@ -2,9 +2,9 @@ import { execFile } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, inject, it } from 'vitest';
-import { isPortFree } from '../src/index.js';
+import { isPortFree, withSql } from '../src/index.js';
 import { urlForDatabase } from '../src/names.js';
-import { databaseNames, serverConnection, withSql } from './support.js';
+import { databaseNames, serverConnection } from './support.js';
 
 const fixture = fileURLToPath(new URL('./fixtures/keep-failed/vitest.config.ts', import.meta.url));
 const prefix = 'bragdoc_keeptest_';
