@@ -1,11 +1,11 @@
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import {
   createTestDatabase,
   freePort,
   isPortFree,
   type TestDatabase,
+  throwawayBase,
   withSql,
 } from '@bragdoc/test-postgres';
 import { afterEach, beforeEach, describe, expect, inject, it } from 'vitest';
@@ -36,7 +36,8 @@ afterEach(async () => {
  * is not CI (some services set it so): the local server is still used.
  */
 async function localServerEnv() {
-  const dir = mkdtempSync(path.join(tmpdir(), 'bragdoc-cli-test-'));
+  // Where the harness puts its own throwaway clusters: a tmpfs when there is a large one.
+  const dir = mkdtempSync(path.join(throwawayBase(), 'bragdoc-cli-test-'));
   // As root the server runs as `postgres`, which must enter it.
   chmodSync(dir, 0o755);
   afterDrop.push(async () => rmSync(dir, { recursive: true, force: true }));

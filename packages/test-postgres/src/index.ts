@@ -21,5 +21,5 @@ export { removeLeftoverDatabases } from './leftovers.js';
 export { PROVIDERS, type ProviderName, startTestServer, type TestServer } from './server.js';
 export { setupTestPostgres, type TestPostgresSetupOptions } from './setup.js';
 export { acquireTemplate, hashFolder, releaseTemplate, templateName } from './template.js';
-export { removeLeftoverServers } from './throwaway-dirs.js';
+export { removeLeftoverServers, throwawayBase } from './throwaway-dirs.js';
 export { withSql } from './with-sql.js';
