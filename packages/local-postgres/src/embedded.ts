@@ -219,9 +219,12 @@ export async function startEmbeddedPostgres(
   };
 }
 
-/** SIGINT (fast shutdown) and wait for the exit; a dead server is already stopped. */
+/**
+ * SIGINT (fast shutdown) and wait for the exit. A dead server is already stopped, and one
+ * that never started (no pid: spawn failed) has no exit to wait for.
+ */
 async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode === null && child.signalCode === null) {
+  if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) {
     const exited = new Promise((resolve) => child.once('exit', resolve));
     child.kill('SIGINT');
     await exited;
