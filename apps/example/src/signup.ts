@@ -14,8 +14,8 @@ export const WELCOME_CREDITS = 10;
 /**
  * What an app does at sign-up, in one transaction: create the user with no credits, then
  * grant the welcome credits through the ledger, so every credit (free_credits) the user
- * ever has is explained by a row of the trail. The free chat messages keep the column's
- * starting allowance, which no row records.
+ * ever has is explained by a row of the trail. The free chat messages are not granted
+ * here: they start at the column's default.
  */
 export async function signUp(db: Database, email: string, name?: string): Promise<User> {
   return db.transaction(async (tx: Transaction) => {
