@@ -1,5 +1,5 @@
 import { defineConfig } from 'drizzle-kit';
-import { localDatabaseUrl } from './src/migrate/local-url.js';
+import { localDatabaseUrl } from './scripts/local-url.js';
 
 // `db:studio` and drizzle-kit's introspection read DATABASE_URL; without it they use the
 // local embedded server that `pnpm db:dev` keeps running.

@@ -1,7 +1,7 @@
 import { migrate as drizzleMigrate } from 'drizzle-orm/postgres-js/migrator';
 import { createDatabase } from '../src/client.js';
 import { migrate } from '../src/migrate/index.js';
-import { type Figure, figure, median, timed } from './stats.js';
+import { alternate, type Figure, figure, median, timed } from './stats.js';
 
 /**
  * The package's migrator (advisory lock, checksums, one transaction, reporting) beside
@@ -31,14 +31,6 @@ export async function measureMigration(
     );
     await target.close();
   };
-  for (let i = 0; i < runs; i++) {
-    if (i % 2 === 0) {
-      await viaPackage();
-      await viaDrizzle();
-    } else {
-      await viaDrizzle();
-      await viaPackage();
-    }
-  }
+  await alternate(runs, viaPackage, viaDrizzle);
   return figure('migrate', median(pkg), 'ms', median(baseline));
 }

@@ -1,5 +1,5 @@
 import type postgres from 'postgres';
-import { explainNodes, seqScansOf } from '../src/credits/explain.js';
+import { explainNodes, seqScansOf } from '../test/explain.js';
 
 /** The scan nodes of a query's plan as run (EXPLAIN ANALYZE), e.g. "Index Scan Backward using credit_tx_user_seq_idx (51 rows read)". */
 export async function planSummary(

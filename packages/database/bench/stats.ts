@@ -6,7 +6,15 @@ export function percentile(sample: number[], p: number): number {
   return sorted[rank - 1] as number;
 }
 
-export const median = (sample: number[]) => percentile(sample, 50);
+/** The middle of a sample; the mean of the two middle values when its size is even. */
+export function median(sample: number[]): number {
+  if (sample.length === 0) return Number.NaN;
+  const sorted = [...sample].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2
+    ? (sorted[mid] as number)
+    : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
+}
 
 export const round = (n: number, digits = 3) => Number(n.toFixed(digits));
 
@@ -17,24 +25,33 @@ export async function timed(fn: () => Promise<unknown>): Promise<number> {
 }
 
 /**
- * Runs the package's call and its baseline alternately, `iterations` times each, with the
- * order flipped every round so neither always runs on a warmer cache. Returns both samples.
+ * Runs `a` and `b` once per round, `rounds` times, the order flipped every round so
+ * neither always runs on a warmer cache. `round` is the round's number.
  */
+export async function alternate(
+  rounds: number,
+  a: (round: number) => Promise<unknown>,
+  b: (round: number) => Promise<unknown>,
+): Promise<void> {
+  for (let round = 0; round < rounds; round++) {
+    const [first, second] = round % 2 === 0 ? [a, b] : [b, a];
+    await first(round);
+    await second(round);
+  }
+}
+
+/** The package's call and its baseline, alternated and timed: both samples. */
 export async function interleave(
   iterations: number,
   pkg: () => Promise<unknown>,
   baseline: () => Promise<unknown>,
 ): Promise<{ pkg: number[]; baseline: number[] }> {
   const result = { pkg: [] as number[], baseline: [] as number[] };
-  for (let i = 0; i < iterations; i++) {
-    if (i % 2 === 0) {
-      result.pkg.push(await timed(pkg));
-      result.baseline.push(await timed(baseline));
-    } else {
-      result.baseline.push(await timed(baseline));
-      result.pkg.push(await timed(pkg));
-    }
-  }
+  await alternate(
+    iterations,
+    async () => result.pkg.push(await timed(pkg)),
+    async () => result.baseline.push(await timed(baseline)),
+  );
   return result;
 }
 

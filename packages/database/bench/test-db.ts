@@ -6,20 +6,11 @@
 import { startTestPostgres } from '@bragdoc/test-postgres';
 import postgres from 'postgres';
 import { defaultMigrationsFolder, migrate } from '../src/migrate/index.js';
+import { alternate, median, round as roundTo, timed } from './stats.js';
 
 const CLONES = Number(process.env.BENCH_CLONES ?? 40);
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 ? (s[mid] ?? 0) : ((s[mid - 1] ?? 0) + (s[mid] ?? 0)) / 2;
-};
-const round = (n: number) => Math.round(n * 10) / 10;
-const timed = async (fn: () => Promise<unknown>) => {
-  const t = performance.now();
-  await fn();
-  return performance.now() - t;
-};
+const round = (n: number) => roundTo(n, 1);
 
 const started = performance.now();
 const pg = await startTestPostgres({
@@ -41,44 +32,33 @@ const rawDrop: number[] = [];
 const rawSameStrategy: number[] = [];
 const strategy = pg.context.cloneStrategy;
 try {
-  for (let i = 0; i < CLONES; i++) {
-    // Alternate which goes first, so neither always runs on a warmer cache.
-    const harness = async () => {
-      let db: Awaited<ReturnType<typeof pg.createDatabase>> | undefined;
-      clone.push(
-        await timed(async () => {
-          db = await pg.createDatabase();
-        }),
-      );
-      drop.push(await timed(async () => db?.close()));
-    };
-    const bare = async () => {
-      const name = `${pg.context.runPrefix}raw${i}`;
-      rawClone.push(
+  const harness = async () => {
+    let db: Awaited<ReturnType<typeof pg.createDatabase>> | undefined;
+    clone.push(
+      await timed(async () => {
+        db = await pg.createDatabase();
+      }),
+    );
+    drop.push(await timed(async () => db?.close()));
+  };
+  const bare = async (i: number) => {
+    const name = `${pg.context.runPrefix}raw${i}`;
+    rawClone.push(
+      await timed(() => raw.unsafe(`create database "${name}" template "${pg.context.template}"`)),
+    );
+    rawDrop.push(await timed(() => raw.unsafe(`drop database "${name}" with (force)`)));
+    if (strategy) {
+      rawSameStrategy.push(
         await timed(() =>
-          raw.unsafe(`create database "${name}" template "${pg.context.template}"`),
+          raw.unsafe(
+            `create database "${name}s" template "${pg.context.template}" strategy ${strategy}`,
+          ),
         ),
       );
-      rawDrop.push(await timed(() => raw.unsafe(`drop database "${name}" with (force)`)));
-      if (strategy) {
-        rawSameStrategy.push(
-          await timed(() =>
-            raw.unsafe(
-              `create database "${name}s" template "${pg.context.template}" strategy ${strategy}`,
-            ),
-          ),
-        );
-        await raw.unsafe(`drop database "${name}s" with (force)`);
-      }
-    };
-    if (i % 2 === 0) {
-      await harness();
-      await bare();
-    } else {
-      await bare();
-      await harness();
+      await raw.unsafe(`drop database "${name}s" with (force)`);
     }
-  }
+  };
+  await alternate(CLONES, harness, bare);
 } finally {
   await raw.end();
   await pg.teardown();

@@ -1,7 +1,7 @@
 import postgres from 'postgres';
 import type { Database } from '../src/client.js';
 import { deductCredits } from '../src/credits/index.js';
-import { type Figure, figure, median } from './stats.js';
+import { alternate, type Figure, figure, median } from './stats.js';
 
 const CALLERS = 16;
 
@@ -85,15 +85,11 @@ export async function measureWrites(
       await run(CALLERS, 20, c.baseline);
       const pkg: number[] = [];
       const baseline: number[] = [];
-      for (let r = 0; r < rounds; r++) {
-        if (r % 2 === 0) {
-          pkg.push(await run(CALLERS, opsPerCaller, c.pkg));
-          baseline.push(await run(CALLERS, opsPerCaller, c.baseline));
-        } else {
-          baseline.push(await run(CALLERS, opsPerCaller, c.baseline));
-          pkg.push(await run(CALLERS, opsPerCaller, c.pkg));
-        }
-      }
+      await alternate(
+        rounds,
+        async () => pkg.push(await run(CALLERS, opsPerCaller, c.pkg)),
+        async () => baseline.push(await run(CALLERS, opsPerCaller, c.baseline)),
+      );
       figures.push(figure(name, median(pkg), 'ops/s', median(baseline)));
     }
   } finally {

@@ -9,14 +9,14 @@ let copy: string;
 
 beforeEach(() => {
   copy = mkdtempSync(path.join(tmpdir(), 'bragdoc-db-check-test-'));
-  for (const entry of ['src', 'drizzle', 'package.json', 'drizzle.config.ts']) {
+  for (const entry of ['src', 'scripts', 'drizzle', 'package.json', 'drizzle.config.ts']) {
     cpSync(path.join(packageDir, entry), path.join(copy, entry), { recursive: true });
   }
   symlinkSync(path.join(packageDir, 'node_modules'), path.join(copy, 'node_modules'));
 });
 afterEach(() => rmSync(copy, { recursive: true, force: true }));
 
-const check = () => runScript('src/migrate/check.ts', [], { cwd: copy });
+const check = () => runScript('scripts/check.ts', [], { cwd: copy });
 
 function editSchema(from: string, to: string) {
   const file = path.join(copy, 'src', 'schema.ts');

@@ -1,17 +1,19 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import {
   createTestDatabase,
   freePort,
   isPortFree,
   type TestDatabase,
+  throwawayBase,
+  withSql,
 } from '@bragdoc/test-postgres';
 import { afterEach, beforeEach, describe, expect, inject, it } from 'vitest';
 import { MigrationsFolder } from './migrations-folder.js';
-import { runScript } from './run-script.js';
+import { runScript, startScript } from './run-script.js';
 import { passwordRole } from './support.js';
 
-const cli = 'src/migrate/cli.ts';
+const cli = 'scripts/cli.ts';
 
 let database: TestDatabase;
 let folder: MigrationsFolder;
@@ -28,6 +30,36 @@ afterEach(async () => {
   for (const cleanup of afterDrop) await cleanup();
   afterDrop = [];
 });
+
+/**
+ * A data directory and a port of the test's own for the local embedded server. CI=false
+ * is not CI (some services set it so): the local server is still used.
+ */
+async function localServerEnv() {
+  // Where the harness puts its own throwaway clusters: a tmpfs when there is a large one.
+  const dir = mkdtempSync(path.join(throwawayBase(), 'bragdoc-cli-test-'));
+  // As root the server runs as `postgres`, which must enter it.
+  chmodSync(dir, 0o755);
+  afterDrop.push(async () => rmSync(dir, { recursive: true, force: true }));
+  const dataDir = path.join(dir, 'data');
+  const port = await freePort();
+  return {
+    dataDir,
+    port,
+    env: { LOCAL_POSTGRES_DIR: dataDir, LOCAL_POSTGRES_PORT: String(port), CI: 'false' },
+  };
+}
+
+/** Tables in the database, drizzle's bookkeeping included: none means untouched. */
+function tablesOf(url: string): Promise<string[]> {
+  return withSql(url, async (sql) =>
+    (
+      await sql<{ name: string }[]>`
+        select table_schema || '.' || table_name as name from information_schema.tables
+        where table_schema not in ('pg_catalog', 'information_schema') order by 1`
+    ).map((r) => r.name),
+  );
+}
 
 describe('pnpm db:migrate', () => {
   it('migrates DATABASE_URL, printing each migration and a summary but never the password', async () => {
@@ -81,30 +113,90 @@ describe('pnpm db:migrate', () => {
   });
 
   it('without DATABASE_URL outside CI (CI unset or false) starts an embedded PostgreSQL, migrates it, prints its URL and stops it', async () => {
-    const dataDir = mkdtempSync('/dev/shm/bragdoc-cli-test-');
-    rmSync(dataDir, { recursive: true });
-    const port = await freePort();
-    // CI=false is not CI (some services set it so): the local server is still used.
-    const env = { LOCAL_POSTGRES_DIR: dataDir, LOCAL_POSTGRES_PORT: String(port), CI: 'false' };
-    try {
-      const first = await runScript(cli, ['migrate'], { env });
-      expect(first.code).toBe(0);
-      expect(first.stdout).toMatch(/Started embedded PostgreSQL 17 in \d+ ms \(new data directory/);
-      expect(first.stdout).toContain(
-        `Database: postgres://postgres@127.0.0.1:${port}/bragdoc (local server (started))`,
-      );
-      expect(first.stdout).toMatch(/Applied \d+ migrations/);
+    const { env, port } = await localServerEnv();
+    const first = await runScript(cli, ['migrate'], { env });
+    expect(first.code).toBe(0);
+    expect(first.stdout).toMatch(/Started embedded PostgreSQL 17 in \d+ ms \(new data directory/);
+    expect(first.stdout).toContain(
+      `Database: postgres://postgres@127.0.0.1:${port}/bragdoc (local server (started))`,
+    );
+    expect(first.stdout).toMatch(/Applied \d+ migrations/);
 
-      // The data persists: a second run starts the same cluster and finds nothing to do.
-      const second = await runScript(cli, ['migrate'], { env });
-      expect(second.code).toBe(0);
-      expect(second.stdout).toMatch(/\(existing data/);
-      expect(second.stdout).toMatch(/Nothing to migrate/);
-      // Stopped: nothing listens on the port any more.
-      expect(await isPortFree(port)).toBe(true);
+    // The data persists: a second run starts the same cluster and finds nothing to do.
+    const second = await runScript(cli, ['migrate'], { env });
+    expect(second.code).toBe(0);
+    expect(second.stdout).toMatch(/\(existing data/);
+    expect(second.stdout).toMatch(/Nothing to migrate/);
+    // Stopped: nothing listens on the port any more.
+    expect(await isPortFree(port)).toBe(true);
+  });
+});
+
+describe('pnpm db:studio', () => {
+  it('never migrates DATABASE_URL unprompted: it says how many migrations are pending and leaves them', async () => {
+    const result = await runScript(cli, ['studio', '--prepare-only'], {
+      env: { DATABASE_URL: database.url },
+    });
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(
+      /Not migrating DATABASE_URL \(\d+ pending migrations\); pass --migrate to apply them first\./,
+    );
+    expect(result.stdout).toContain('--prepare-only: not opening studio.');
+    expect(await tablesOf(database.url)).toEqual([]);
+  });
+
+  it('migrates DATABASE_URL first when asked with --migrate', async () => {
+    const result = await runScript(cli, ['studio', '--migrate', '--prepare-only'], {
+      env: { DATABASE_URL: database.url },
+    });
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain('Migrating DATABASE_URL before opening studio (--migrate):');
+    expect(result.stdout).toMatch(/Applied \d+ migrations/);
+    expect(await tablesOf(database.url)).toContain('drizzle.__drizzle_migrations');
+  });
+
+  it('without DATABASE_URL migrates the local embedded server, saying so, and stops it after', async () => {
+    const { env, port } = await localServerEnv();
+    const result = await runScript(cli, ['studio', '--prepare-only'], { env });
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain('(local server (started))');
+    expect(result.stdout).toContain(
+      'Migrating the local embedded PostgreSQL before opening studio:',
+    );
+    expect(result.stdout).toMatch(/Applied \d+ migrations/);
+    expect(await isPortFree(port)).toBe(true);
+  });
+});
+
+describe('pnpm db:dev', () => {
+  it('refuses in one line when DATABASE_URL is set, and touches nothing', async () => {
+    const result = await runScript(cli, ['dev'], { env: { DATABASE_URL: database.url } });
+    expect(result.code).toBe(1);
+    expect(result.stdout).toBe('');
+    expect(result.stderr.trim().split('\n')).toEqual([
+      expect.stringMatching(
+        /^✗ db:dev serves only the local embedded PostgreSQL, but DATABASE_URL is set \(postgres:\/\/.*\); unset it to run the local server, or use pnpm db:migrate \/ db:studio on that database\.$/,
+      ),
+    ]);
+    expect(await tablesOf(database.url)).toEqual([]);
+  });
+
+  it('starts the local embedded server, migrates it saying so, keeps it running, and stops it on Ctrl-C', async () => {
+    const { env, port } = await localServerEnv();
+    const dev = startScript(cli, ['dev'], { env });
+    try {
+      await dev.printed('Press Ctrl-C to stop it.');
+      expect(dev.output()).toContain(
+        'Migrating the local embedded PostgreSQL (db:dev keeps it up to date):',
+      );
+      const url = `postgres://postgres@127.0.0.1:${port}/bragdoc`;
+      expect(dev.output()).toContain(`Local PostgreSQL is running: DATABASE_URL=${url}`);
+      expect(await tablesOf(url)).toContain('drizzle.__drizzle_migrations');
     } finally {
-      rmSync(dataDir, { recursive: true, force: true });
+      dev.child.kill('SIGINT');
     }
+    expect(await dev.exited).toBe(0);
+    expect(await isPortFree(port)).toBe(true);
   });
 });
 

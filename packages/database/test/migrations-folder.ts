@@ -1,11 +1,8 @@
-import { appendFileSync, cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { defaultMigrationsFolder } from '../src/migrate/index.js';
-
-interface Journal {
-  entries: { idx: number; version: string; when: number; tag: string; breakpoints: boolean }[];
-}
+import { readJournal } from '../src/migrate/migrations.js';
 
 /**
  * A temporary copy of the package's migrations folder that a test may extend or edit,
@@ -24,7 +21,7 @@ export class MigrationsFolder {
 
   /** Appends a migration after the existing ones; `statements` are split by breakpoints. */
   add(name: string, statements: string[]): string {
-    const journal = JSON.parse(readFileSync(this.journalPath, 'utf8')) as Journal;
+    const journal = readJournal(this.dir);
     const last = journal.entries.at(-1);
     const idx = journal.entries.length;
     const tag = `${String(idx).padStart(4, '0')}_${name}`;

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { useTestDatabase } from '@bragdoc/test-postgres';
+
 import postgres from 'postgres';
 import { createDatabase } from '../src/client.js';
 
@@ -28,7 +29,7 @@ export async function refusalOf(
 }
 
 /** The SQLSTATE of a query that must be refused. */
-export async function sqlStateOf(promise: Promise<unknown>): Promise<string | undefined> {
+export async function refusalSqlState(promise: Promise<unknown>): Promise<string | undefined> {
   return (await refusalOf(promise)).code;
 }
 

@@ -8,7 +8,7 @@ export type ContainerRuntimeProbe =
   | { available: false; reason: string; ms: number };
 
 /** Where Docker, Docker Desktop, Podman, Colima and Rancher Desktop put their socket. */
-function candidateSockets(env: NodeJS.ProcessEnv): string[] {
+export function candidateSockets(env: NodeJS.ProcessEnv): string[] {
   const home = env.HOME ?? homedir();
   const runtimeDir = env.XDG_RUNTIME_DIR;
   return [

@@ -1,3 +1,11 @@
+export {
+  EMBEDDED_POSTGRES_MAJOR,
+  type EmbeddedPostgresOptions,
+  type EmbeddedServer,
+  freePort,
+  isPortFree,
+  startEmbeddedPostgres,
+} from '@bragdoc/local-postgres';
 export type { CreateTestDatabaseOptions, TestDatabase } from './clone.js';
 export { type ContainerRuntimeProbe, probeContainerRuntime } from './container-runtime.js';
 export type { TestPostgresContext } from './context.js';
@@ -8,16 +16,10 @@ export {
   type UseTestDatabaseOptions,
   useTestDatabase,
 } from './database.js';
-export {
-  EMBEDDED_POSTGRES_MAJOR,
-  type EmbeddedPostgresOptions,
-  type EmbeddedServer,
-  startEmbeddedPostgres,
-} from './embedded.js';
-export { freePort, isPortFree } from './free-port.js';
 export { startTestPostgres, type TestPostgres, type TestPostgresOptions } from './harness.js';
 export { removeLeftoverDatabases } from './leftovers.js';
 export { PROVIDERS, type ProviderName, startTestServer, type TestServer } from './server.js';
 export { setupTestPostgres, type TestPostgresSetupOptions } from './setup.js';
 export { acquireTemplate, hashFolder, releaseTemplate, templateName } from './template.js';
-export { removeLeftoverServers } from './throwaway-dirs.js';
+export { removeLeftoverServers, throwawayBase } from './throwaway-dirs.js';
+export { withSql } from './with-sql.js';

@@ -1,7 +1,7 @@
+import { EMBEDDED_POSTGRES_MAJOR, startEmbeddedPostgres } from '@bragdoc/local-postgres';
 import postgres from 'postgres';
 import { probeContainerRuntime } from './container-runtime.js';
 import { startDockerPostgres } from './docker.js';
-import { EMBEDDED_POSTGRES_MAJOR, startEmbeddedPostgres } from './embedded.js';
 import { createThrowawayDir } from './throwaway-dirs.js';
 
 export const PROVIDERS = ['url', 'docker', 'embedded'] as const;

@@ -1,8 +1,9 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { candidateSockets } from '../src/container-runtime.js';
 import { probeContainerRuntime, startTestServer } from '../src/index.js';
 
 // A stand-in Docker engine on a unix socket that answers only the probe's /_ping.
@@ -44,10 +45,32 @@ describe('probeContainerRuntime()', () => {
     expect(probe.ms).toBeLessThan(50);
   });
 
-  it('looks for the usual sockets under the HOME it is given', async () => {
-    const probe = await probeContainerRuntime({ HOME: '/nonexistent-home' });
-    if (probe.available) return expect(probe.endpoint).toMatch(/^unix:\/\//); // this machine has an engine
-    expect(probe.reason).toContain('/nonexistent-home/.docker/run/docker.sock');
+  it('looks for the usual sockets under the HOME and XDG_RUNTIME_DIR it is given', () => {
+    expect(candidateSockets({ HOME: '/h', XDG_RUNTIME_DIR: '/run/user/7' })).toEqual([
+      '/var/run/docker.sock',
+      '/h/.docker/run/docker.sock',
+      '/h/.docker/desktop/docker.sock',
+      '/h/.colima/default/docker.sock',
+      '/h/.rd/docker.sock',
+      '/run/user/7/docker.sock',
+      '/run/user/7/podman/podman.sock',
+    ]);
+  });
+
+  it('finds an engine at a socket under the HOME it is given', async () => {
+    const socket = await startFakeEngine();
+    // The fake engine's folder as HOME, with its socket where Docker Desktop puts one; the
+    // machine-wide /var/run/docker.sock is left out, so a real engine cannot answer instead.
+    const home = path.join(path.dirname(socket), 'home');
+    mkdirSync(path.join(home, '.docker', 'run'), { recursive: true });
+    symlinkSync(socket, path.join(home, '.docker', 'run', 'docker.sock'));
+    const env = { HOME: home };
+    const underHome = candidateSockets(env).filter((s) => s.startsWith(home));
+    const probe = await probeContainerRuntime(env, underHome);
+    expect(probe).toMatchObject({
+      available: true,
+      endpoint: `unix://${home}/.docker/run/docker.sock`,
+    });
   });
 
   it('says no when DOCKER_HOST names a socket that does not exist', async () => {

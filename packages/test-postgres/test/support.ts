@@ -6,15 +6,6 @@ export function serverConnection(): postgres.Sql {
   return postgres(inject('testPostgres').serverUrl, { max: 1, onnotice: () => {} });
 }
 
-export async function withSql<T>(url: string, fn: (sql: postgres.Sql) => Promise<T>): Promise<T> {
-  const sql = postgres(url, { max: 1, onnotice: () => {} });
-  try {
-    return await fn(sql);
-  } finally {
-    await sql.end();
-  }
-}
-
 export async function databaseNames(sql: postgres.Sql, prefix: string): Promise<string[]> {
   const rows = await sql<{ datname: string }[]>`
     select datname from pg_database where starts_with(datname, ${prefix}) order by datname`;

@@ -3,9 +3,15 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type postgres from 'postgres';
 import { afterEach, beforeEach, describe, expect, inject, it } from 'vitest';
-import { acquireTemplate, hashFolder, releaseTemplate, templateName } from '../src/index.js';
+import {
+  acquireTemplate,
+  hashFolder,
+  releaseTemplate,
+  templateName,
+  withSql,
+} from '../src/index.js';
 import { urlForDatabase } from '../src/names.js';
-import { databaseNames, serverConnection, withSql } from './support.js';
+import { databaseNames, serverConnection } from './support.js';
 
 const prefix = 'bragdoc_tpltest';
 let folder: string;

@@ -5,7 +5,7 @@ export abstract class CreditsError extends DatabaseError {}
 
 /** The input was refused before the database was touched. `field` names the offending one. */
 export class InvalidInputError extends CreditsError {
-  readonly code: string = 'INVALID_INPUT';
+  readonly code: 'INVALID_INPUT' | 'INVALID_CURSOR' = 'INVALID_INPUT';
 
   constructor(
     readonly field: string,
@@ -17,7 +17,7 @@ export class InvalidInputError extends CreditsError {
 
 /** A cursor that this query did not produce, or that was altered. */
 export class InvalidCursorError extends InvalidInputError {
-  override readonly code = 'INVALID_CURSOR';
+  override readonly code = 'INVALID_CURSOR' as const;
 
   constructor(reason: string) {
     super('cursor', reason);
@@ -157,15 +157,26 @@ interface PgError {
   detail?: string;
   table_name?: string;
   column_name?: string;
+  severity?: string;
 }
 
 // Columns only the ledger's BEFORE INSERT trigger fills: NULL there means it did not run.
 const TRIGGER_SET_COLUMNS = new Set(['seq', 'hash', 'balance_after']);
 
+const SQLSTATE = /^[0-9A-Z]{5}$/;
+
+/**
+ * The server's error, when it is one. Node's own errors carry a string `code` too, some of
+ * SQLSTATE shape (EPIPE, EPERM): only an error with the server's `severity` counts.
+ */
 function pgErrorOf(error: unknown): PgError | undefined {
   const cause = (error as { cause?: unknown })?.cause;
   const candidate = (cause ?? error) as PgError;
-  return typeof candidate?.code === 'string' ? candidate : undefined;
+  return typeof candidate?.code === 'string' &&
+    SQLSTATE.test(candidate.code) &&
+    typeof candidate.severity === 'string'
+    ? candidate
+    : undefined;
 }
 
 export function sqlStateOf(error: unknown): string | undefined {

@@ -10,6 +10,23 @@ import { parse, reservationInput } from './validation.js';
 
 export type ReservationInput = Omit<CreditChangeInput, 'idempotencyKey'>;
 
+const MAX_ERROR_CODE_POINTS = 500;
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+
+/**
+ * The work's error as refund metadata. It must pass the metadata validation, or the refund
+ * fails and the user stays charged: cut by code points (a UTF-16 cut can split a surrogate
+ * pair) and NUL and lone surrogates, which PostgreSQL text cannot hold, become U+FFFD.
+ */
+function refundErrorNote(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  // Two UTF-16 units per code point at most: no need to split a 1 MB message whole.
+  const head = Array.from(message.slice(0, 2 * MAX_ERROR_CODE_POINTS + 1))
+    .slice(0, MAX_ERROR_CODE_POINTS)
+    .join('');
+  return head.replaceAll('\u0000', '\uFFFD').replace(LONE_SURROGATE, '\uFFFD');
+}
+
 /**
  * Reserve, execute, refund on failure: deducts `amount` first (so two concurrent calls can
  * never spend the same credit), runs `fn`, and if `fn` throws, refunds the reservation
@@ -35,7 +52,7 @@ export async function withCreditReservation<T>(
         refundOf: id,
         metadata: {
           reason: 'reservation_failed',
-          error: error instanceof Error ? error.message.slice(0, 500) : String(error).slice(0, 500),
+          error: refundErrorNote(error),
         },
         // A retry of this refund (or a second failure path) refunds once.
         idempotencyKey: `reservation-refund:${id}`,

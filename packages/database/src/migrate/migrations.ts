@@ -13,8 +13,15 @@ export interface MigrationFile {
   statements: string[];
 }
 
-interface Journal {
-  entries: { idx: number; when: number; tag: string }[];
+/** drizzle-kit's `meta/_journal.json`: one entry per migration, in order. */
+export interface DrizzleJournal {
+  entries: { idx: number; version: string; when: number; tag: string; breakpoints: boolean }[];
+}
+
+export function readJournal(migrationsFolder: string): DrizzleJournal {
+  return JSON.parse(
+    readFileSync(path.join(migrationsFolder, 'meta', '_journal.json'), 'utf8'),
+  ) as DrizzleJournal;
 }
 
 /**
@@ -23,9 +30,7 @@ interface Journal {
  */
 export function readMigrations(migrationsFolder: string): MigrationFile[] {
   const folder = path.resolve(migrationsFolder);
-  const journal = JSON.parse(
-    readFileSync(path.join(folder, 'meta', '_journal.json'), 'utf8'),
-  ) as Journal;
+  const journal = readJournal(folder);
   const migrations = readMigrationFiles({ migrationsFolder: folder });
   return migrations.map((migration, i) => {
     const entry = journal.entries[i];

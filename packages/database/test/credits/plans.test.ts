@@ -2,9 +2,9 @@ import { createTestDatabase } from '@bragdoc/test-postgres';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDatabase, type Database } from '../../src/client.js';
-import { explainNodes, indexesUsed, type PlanNode, seqScansOf } from '../../src/credits/explain.js';
 import { rangeQuery, userHistoryQuery } from '../../src/credits/history.js';
 import { listCreditTransactions, listCreditTransactionsInRange } from '../../src/credits/index.js';
+import { explainNodes, indexesUsed, type PlanNode, seqScansOf } from '../explain.js';
 
 const USERS = 1_000;
 const ROWS = 200_000;

@@ -3,7 +3,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/client.js';
 import { deductCredits, grantCredits } from '../../src/credits/index.js';
 import { creditTransaction, user } from '../../src/schema.js';
-import { refusalOf, sqlStateOf, useMigratedDatabase } from '../support.js';
+import { refusalOf, refusalSqlState, useMigratedDatabase } from '../support.js';
 import { balances, createUser, trailSize } from './fixtures.js';
 
 const database = useMigratedDatabase();
@@ -161,7 +161,7 @@ describe('the audit trail, as the database enforces it', () => {
     const insert = db.execute(sql`
       insert into "CreditTransaction" (user_id, amount, operation, feature_type)
       values (${u.id}, 11, 'deduct', 'chat_tool_call')`);
-    expect(await sqlStateOf(insert)).toBe('BC001');
+    expect(await refusalSqlState(insert)).toBe('BC001');
   });
 
   it("records each row's balance after it, in apply order", async () => {
@@ -193,6 +193,6 @@ describe('the audit trail, as the database enforces it', () => {
     const insert = db.execute(sql`
       insert into "CreditTransaction" (user_id, amount, operation, feature_type, refund_of)
       values (${u.id}, 1, 'grant', 'chat_tool_call', ${transaction.id})`);
-    expect(await sqlStateOf(insert)).toBe('23514');
+    expect(await refusalSqlState(insert)).toBe('23514');
   });
 });

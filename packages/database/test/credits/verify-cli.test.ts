@@ -1,9 +1,9 @@
 import { createTestDatabase, type TestDatabase } from '@bragdoc/test-postgres';
 import postgres from 'postgres';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { drizzleKitBin } from '../../scripts/drizzle-kit-bin.js';
 import { createDatabase } from '../../src/client.js';
 import { deductCredits } from '../../src/credits/index.js';
-import { drizzleKitBin } from '../../src/migrate/drizzle-kit-bin.js';
 import { packageDir, runScript } from '../run-script.js';
 
 const verify = 'scripts/credits-verify.ts';

@@ -4,7 +4,6 @@ import { eq } from 'drizzle-orm';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDatabase, type Database } from '../../src/client.js';
-import { explainNodes, indexesUsed, seqScansOf } from '../../src/credits/explain.js';
 import { rangeQuery, userHistoryQuery } from '../../src/credits/history.js';
 import {
   deductCredits,
@@ -18,6 +17,7 @@ import {
 } from '../../src/credits/index.js';
 import { user } from '../../src/schema.js';
 import { createUser, ledgerMismatches, trailSize } from '../credits/fixtures.js';
+import { explainNodes, indexesUsed, seqScansOf } from '../explain.js';
 import { refusalOf } from '../support.js';
 
 // The DDL that docs/SCALING.md describes, run as written.

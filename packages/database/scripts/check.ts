@@ -3,6 +3,7 @@ import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } fr
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { readJournal } from '../src/migrate/migrations.js';
 import { drizzleKitBin } from './drizzle-kit-bin.js';
 
 /**
@@ -11,13 +12,10 @@ import { drizzleKitBin } from './drizzle-kit-bin.js';
  * drizzle-kit's own `check` looks only at the snapshots, so the second part regenerates
  * into a temporary copy of the folder and looks for a new file.
  */
-const packageDir = fileURLToPath(new URL('../..', import.meta.url));
+const packageDir = fileURLToPath(new URL('..', import.meta.url));
 const migrationsDir = path.join(packageDir, 'drizzle');
 const schemaFile = path.join(packageDir, 'src', 'schema.ts');
 
-interface Journal {
-  entries: { idx: number; tag: string }[];
-}
 interface Snapshot {
   id: string;
   prevId: string;
@@ -27,7 +25,7 @@ function consistencyProblems(dir: string): string[] {
   const problems: string[] = [];
   const journalPath = path.join(dir, 'meta', '_journal.json');
   if (!existsSync(journalPath)) return [`${journalPath} is missing.`];
-  const journal = JSON.parse(readFileSync(journalPath, 'utf8')) as Journal;
+  const journal = readJournal(dir);
   const tags = new Set(journal.entries.map((e) => e.tag));
 
   for (const file of readdirSync(dir).filter((f) => f.endsWith('.sql'))) {

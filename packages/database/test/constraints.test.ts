@@ -9,7 +9,7 @@ import {
   type User,
   user,
 } from '../src/schema.js';
-import { sqlStateOf, useMigratedDatabase } from './support.js';
+import { refusalSqlState, useMigratedDatabase } from './support.js';
 
 const database = useMigratedDatabase();
 let db: Database;
@@ -94,28 +94,28 @@ describe('rows through drizzle', () => {
     const insert = db
       .insert(creditTransaction)
       .values({ userId: owner.id, amount: -1, operation: 'deduct', featureType: 'chat_tool_call' });
-    expect(await sqlStateOf(insert)).toBe('23514');
+    expect(await refusalSqlState(insert)).toBe('23514');
   });
 
   it('refuses a zero amount', async () => {
     const insert = db
       .insert(creditTransaction)
       .values({ userId: owner.id, amount: 0, operation: 'refund', featureType: 'chat_tool_call' });
-    expect(await sqlStateOf(insert)).toBe('23514');
+    expect(await refusalSqlState(insert)).toBe('23514');
   });
 
   it('refuses an operation that is not in the enum', async () => {
     const insert = db.execute(sql`
       insert into "CreditTransaction" (user_id, amount, operation, feature_type)
       values (${owner.id}, 1, 'steal', 'chat_tool_call')`);
-    expect(await sqlStateOf(insert)).toBe('22P02');
+    expect(await refusalSqlState(insert)).toBe('22P02');
   });
 
   it('refuses a feature type that is not in the enum', async () => {
     const insert = db.execute(sql`
       insert into "CreditTransaction" (user_id, amount, operation, feature_type)
       values (${owner.id}, 1, 'deduct', 'image_generation')`);
-    expect(await sqlStateOf(insert)).toBe('22P02');
+    expect(await refusalSqlState(insert)).toBe('22P02');
   });
 
   it('refuses a transaction for a user that does not exist (the ledger trigger, before the foreign key)', async () => {
@@ -125,23 +125,23 @@ describe('rows through drizzle', () => {
       operation: 'grant',
       featureType: 'document_generation',
     });
-    expect(await sqlStateOf(insert)).toBe('BC002');
+    expect(await refusalSqlState(insert)).toBe('BC002');
   });
 
   it('refuses a negative balance (CHECK user_free_credits_non_negative)', async () => {
     const insert = db.insert(user).values({ email: 'negative@example.com', freeCredits: -1 });
-    expect(await sqlStateOf(insert)).toBe('23514');
+    expect(await refusalSqlState(insert)).toBe('23514');
   });
 
   it('refuses a negative chat message balance', async () => {
     const insert = db
       .insert(user)
       .values({ email: 'negative-chat@example.com', freeChatMessages: -1 });
-    expect(await sqlStateOf(insert)).toBe('23514');
+    expect(await refusalSqlState(insert)).toBe('23514');
   });
 
   it('refuses a second user with the same email', async () => {
     const insert = db.insert(user).values({ email: 'rows@example.com' });
-    expect(await sqlStateOf(insert)).toBe('23505');
+    expect(await refusalSqlState(insert)).toBe('23505');
   });
 });

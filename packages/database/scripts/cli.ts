@@ -1,0 +1,180 @@
+import { spawn } from 'node:child_process';
+import { parseArgs } from 'node:util';
+import { LocalPostgresError } from '@bragdoc/local-postgres';
+import { DatabaseError } from '../src/errors.js';
+import { MigrationFailedError } from '../src/migrate/errors.js';
+import { defaultMigrationsFolder, getMigrationStatus, migrate } from '../src/migrate/migrator.js';
+import { redactUrl } from '../src/migrate/redact.js';
+import { drizzleKitBin } from './drizzle-kit-bin.js';
+import { type DatabaseTarget, localServer, resolveDatabaseTarget } from './local-server.js';
+
+const usage = `Usage: tsx scripts/cli.ts <command> [options]
+
+Commands:
+  migrate   apply pending migrations
+  status    list applied, pending and changed migrations
+  dev       start the local embedded PostgreSQL, migrate it and keep it running (Ctrl-C
+            stops it); refuses to run when DATABASE_URL is set
+  studio    open drizzle-kit studio on the same database as migrate; migrates the local
+            embedded PostgreSQL first, never DATABASE_URL unless --migrate is given
+
+Options:
+  --migrations DIR     migrations folder (default: the package's drizzle/)
+  --lock-timeout MS    how long migrate waits for another migrator (default 60000)
+  --migrate            studio: apply pending migrations to DATABASE_URL first
+  --prepare-only       studio: prepare the database and print the plan, but do not open studio
+
+Database: DATABASE_URL; when unset and CI is not set, a local embedded PostgreSQL.`;
+
+const log = (line: string) => console.log(line);
+
+interface Options {
+  migrationsFolder: string;
+  lockTimeoutMs: number;
+  migrateDatabaseUrl: boolean;
+  prepareOnly: boolean;
+}
+
+/** Runs `work` on the resolved database, stopping the local server if this run started it. */
+async function onTarget(
+  target: DatabaseTarget,
+  work: (target: DatabaseTarget) => Promise<number>,
+): Promise<number> {
+  log(`Database: ${redactUrl(target.url)} (${target.source})`);
+  try {
+    return await work(target);
+  } finally {
+    await target.stop();
+  }
+}
+
+async function migrateCommand(options: Options): Promise<number> {
+  return onTarget(await resolveDatabaseTarget(process.env, log), async ({ url }) => {
+    await migrate(url, { ...options, log });
+    return 0;
+  });
+}
+
+async function statusCommand(options: Options): Promise<number> {
+  return onTarget(await resolveDatabaseTarget(process.env, log), async ({ url }) => {
+    const status = await getMigrationStatus(url, options);
+    for (const m of status.migrations) log(`  ${m.state.padEnd(8)} ${m.name}`);
+    for (const key of status.unknownApplied)
+      log(`  unknown  created_at=${key} (not in this folder)`);
+    const count = (state: string) => status.migrations.filter((m) => m.state === state).length;
+    log(
+      `${count('applied')} applied, ${count('pending')} pending, ${count('changed')} changed, ` +
+        `${status.unknownApplied.length} unknown.`,
+    );
+    return count('changed') + status.unknownApplied.length > 0 ? 1 : 0;
+  });
+}
+
+/** Serves the local embedded server only: DATABASE_URL would make "running" a lie. */
+async function devCommand(options: Options): Promise<number> {
+  if (process.env.DATABASE_URL) {
+    console.error(
+      `✗ db:dev serves only the local embedded PostgreSQL, but DATABASE_URL is set (${redactUrl(process.env.DATABASE_URL)}); ` +
+        'unset it to run the local server, or use pnpm db:migrate / db:studio on that database.',
+    );
+    return 1;
+  }
+  return onTarget(await localServer(process.env, log), async ({ url }) => {
+    log('Migrating the local embedded PostgreSQL (db:dev keeps it up to date):');
+    await migrate(url, { ...options, log });
+    log(`Local PostgreSQL is running: DATABASE_URL=${redactUrl(url)}`);
+    log('Press Ctrl-C to stop it.');
+    await new Promise<void>((resolve) => {
+      process.once('SIGINT', resolve);
+      process.once('SIGTERM', resolve);
+    });
+    return 0;
+  });
+}
+
+/**
+ * Studio reads and edits a database; it must not change its schema behind the user's
+ * back. The local embedded server is the developer's own and is migrated (said so);
+ * DATABASE_URL may be production, and is migrated only with --migrate.
+ */
+async function studioCommand(options: Options): Promise<number> {
+  return onTarget(await resolveDatabaseTarget(process.env, log), async (target) => {
+    if (target.source !== 'DATABASE_URL') {
+      log('Migrating the local embedded PostgreSQL before opening studio:');
+      await migrate(target.url, { ...options, log });
+    } else if (options.migrateDatabaseUrl) {
+      log('Migrating DATABASE_URL before opening studio (--migrate):');
+      await migrate(target.url, { ...options, log });
+    } else {
+      const status = await getMigrationStatus(target.url, options);
+      const pending = status.migrations.filter((m) => m.state === 'pending').length;
+      log(
+        `Not migrating DATABASE_URL (${pending} pending migration${pending === 1 ? '' : 's'}); ` +
+          'pass --migrate to apply them first.',
+      );
+    }
+    if (options.prepareOnly) {
+      log('--prepare-only: not opening studio.');
+      return 0;
+    }
+    const child = spawn(process.execPath, [drizzleKitBin, 'studio'], {
+      stdio: 'inherit',
+      env: { ...process.env, DATABASE_URL: target.url },
+    });
+    return await new Promise<number>((resolve) => child.on('exit', (code) => resolve(code ?? 1)));
+  });
+}
+
+const commands: Record<string, (options: Options) => Promise<number>> = {
+  migrate: migrateCommand,
+  status: statusCommand,
+  dev: devCommand,
+  studio: studioCommand,
+};
+
+async function main(): Promise<number> {
+  const { positionals, values } = parseArgs({
+    allowPositionals: true,
+    options: {
+      migrations: { type: 'string', default: defaultMigrationsFolder },
+      'lock-timeout': { type: 'string', default: '60000' },
+      migrate: { type: 'boolean', default: false },
+      'prepare-only': { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  const command = commands[positionals[0] ?? ''];
+  if (values.help || !command) {
+    console.log(usage);
+    return values.help ? 0 : 2;
+  }
+  const lockTimeoutMs = Number(values['lock-timeout']);
+  if (!Number.isFinite(lockTimeoutMs) || lockTimeoutMs <= 0) {
+    console.error(
+      `--lock-timeout must be a positive number of milliseconds, got "${values['lock-timeout']}".`,
+    );
+    return 2;
+  }
+  return command({
+    migrationsFolder: values.migrations,
+    lockTimeoutMs,
+    migrateDatabaseUrl: values.migrate,
+    prepareOnly: values['prepare-only'],
+  });
+}
+
+// Exit explicitly: a clean event loop is not guaranteed while a child server winds down.
+main().then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    if (error instanceof MigrationFailedError) {
+      console.error(`✗ ${error.message}`);
+      console.error(`  Failing statement:\n${error.statement.replace(/^/gm, '    ')}`);
+    } else if (error instanceof DatabaseError || error instanceof LocalPostgresError) {
+      console.error(`✗ ${error.message} [${error.code}]`);
+    } else {
+      console.error(`✗ ${error instanceof Error ? error.message : String(error)}`);
+    }
+    process.exit(1);
+  },
+);

@@ -1,0 +1,16 @@
+export { firstUnreachableDir, type OsUser, postgresOsUser } from './access.js';
+export {
+  EMBEDDED_POSTGRES_MAJOR,
+  EMBEDDED_POSTGRES_VERSION,
+  ensureTrustedDir,
+  installedNativeDir,
+  stageNativeDir,
+  verifyTrustedDir,
+} from './binaries.js';
+export {
+  type EmbeddedPostgresOptions,
+  type EmbeddedServer,
+  startEmbeddedPostgres,
+} from './embedded.js';
+export { LocalPostgresError } from './errors.js';
+export { freePort, isPortFree } from './free-port.js';
