@@ -91,6 +91,11 @@ export async function seedTrail(sql: postgres.Sql, options: SeedOptions): Promis
     from bench_row r`;
   await sql`create index on bench_ledger (user_id, seq)`;
   await sql`create unlogged table bench_hash (user_id uuid, seq bigint, hash text)`;
+  await sql`analyze bench_ledger`;
+  // One round per position: a few rows per round for most of them (only heavy users still
+  // have rows), so each round must be index lookups, never a scan of the whole table.
+  await sql`set enable_hashjoin = off`;
+  await sql`set enable_mergejoin = off`;
   await sql`
     with recursive chain as (
       select l.user_id, l.seq, credit_tx_hash(u.ledger_hash, l.id, l.user_id, l.seq, l.operation,
@@ -101,6 +106,8 @@ export async function seedTrail(sql: postgres.Sql, options: SeedOptions): Promis
         l.feature_type, l.amount, l.balance_after::int, l.created_at, null, null, l.metadata)
       from chain c join bench_ledger l on l.user_id = c.user_id and l.seq = c.seq + 1)
     insert into bench_hash select * from chain`;
+  await sql`reset enable_hashjoin`;
+  await sql`reset enable_mergejoin`;
   await sql`
     insert into "CreditTransaction"
       (id, user_id, amount, operation, feature_type, metadata, created_at, balance_after, seq, hash)

@@ -36,6 +36,7 @@
 --   BC004 invalid refund target      BC005 append-only trail       BC006 balance or id changed outside the ledger
 --   BC007 capped refund under REPEATABLE READ                      BC008 write out of the user's trail order
 --   BC009 ledger not installed (a ledger trigger is missing or disabled)
+--   BC010 a ledger trigger function run other than as its own trigger
 
 -- The 0002 triggers go first: the backfill below writes rows they would refuse or apply twice.
 DROP TRIGGER "credit_tx_apply" ON "CreditTransaction";--> statement-breakpoint
@@ -60,7 +61,8 @@ CREATE FUNCTION "public"."credit_tx_hash"(
   feature_type "public"."feature_type", amount integer, balance_after integer,
   created_at timestamptz, idempotency_key text, refund_of uuid, metadata jsonb
 ) RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT encode(sha256(convert_to(coalesce(prev, '') || jsonb_build_array(
     id, user_id, seq, operation::text, feature_type::text, amount, balance_after,
@@ -165,10 +167,26 @@ ALTER TABLE "CreditTransaction" ALTER COLUMN "seq" SET NOT NULL;--> statement-br
 ALTER TABLE "CreditTransaction" ALTER COLUMN "hash" SET NOT NULL;--> statement-breakpoint
 CREATE UNIQUE INDEX "credit_tx_user_seq_idx" ON "CreditTransaction" USING btree ("user_id","seq");--> statement-breakpoint
 
+-- Whether a relation is the trail: the table itself, or a partition of it when it is
+-- partitioned (docs/scaling). Rows of any other table that inherits from it (an owner's DDL)
+-- are never taken for trail rows, nor is a trigger function of the ledger attached to one.
+-- Never NULL (pg_partition_root is NULL outside a partition tree): a NULL would make every
+-- `IF NOT …` below skip its refusal.
+CREATE FUNCTION "public"."credit_tx_is_trail"(relation regclass) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT relation = '"public"."CreditTransaction"'::regclass
+      OR coalesce(pg_partition_root(relation) = '"public"."CreditTransaction"'::regclass, false)
+$$;--> statement-breakpoint
+
 -- BEFORE INSERT: lock the user, check, number, date and hash the row. No side effect here
 -- may survive the row being skipped (ON CONFLICT) or refused, so this only reads and locks.
 CREATE FUNCTION "public"."credit_tx_prepare"() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET row_security = off
+AS $$
 DECLARE
   chat boolean := NEW.feature_type = 'chat_message';
   balance_name text := CASE WHEN NEW.feature_type = 'chat_message' THEN 'free_chat_messages' ELSE 'free_credits' END;
@@ -178,13 +196,18 @@ DECLARE
   target "public"."CreditTransaction"%ROWTYPE;
   refunded bigint;
 BEGIN
+  -- Only as the trail's own trigger: the owner could attach this function to a table of its own.
+  IF TG_WHEN <> 'BEFORE' OR TG_OP <> 'INSERT' OR TG_LEVEL <> 'ROW' OR NOT "public"."credit_tx_is_trail"(TG_RELID) THEN
+    RAISE EXCEPTION 'credit_tx_prepare() runs only as the BEFORE INSERT trigger of "CreditTransaction"'
+      USING ERRCODE = 'BC010';
+  END IF;
   -- A row is only written when the rest of the ledger will apply and guard it: with
   -- credit_tx_apply disabled it would be recorded but never applied.
   IF (SELECT count(*) FROM pg_trigger
        WHERE tgrelid IN (TG_RELID, '"public"."User"'::regclass) AND tgenabled IN ('O', 'A')
          AND tgname IN ('credit_tx_prepare', 'credit_tx_apply', 'credit_tx_append_only',
                         'credit_tx_no_truncate', 'user_ledger_open', 'user_ledger_opening',
-                        'user_ledger_guard')) <> 7 THEN
+                        'user_ledger_guard', 'user_ledger_delete')) <> 8 THEN
     RAISE EXCEPTION 'the credits ledger is not installed: a ledger trigger is missing or disabled'
       USING ERRCODE = 'BC009', HINT = 'Run the migrations (pnpm db:migrate) and re-enable the triggers; pnpm credits:verify lists what is wrong.';
   END IF;
@@ -210,6 +233,12 @@ BEGIN
     NEW.seq := CASE WHEN u.ledger_seq = -1 AND u.free_credits > 0 AND u.free_chat_messages > 0 THEN 2 ELSE 1 END;
     NEW.balance_after := NEW.amount;
   ELSE
+    -- The label support reads as "the balance the user was created with" is the opening
+    -- rows' alone.
+    IF NEW.metadata @> '{"reason": "opening_balance"}' THEN
+      RAISE EXCEPTION 'only the rows written when user % was created are opening rows', NEW.user_id
+        USING ERRCODE = 'BC008', HINT = 'Give a grant another reason.';
+    END IF;
     NEW.seq := u.ledger_seq + 1;
     IF NEW.operation = 'refund' AND NEW.refund_of IS NOT NULL THEN
       -- The cap reads the committed refunds; a REPEATABLE READ snapshot would not see one
@@ -219,9 +248,10 @@ BEGIN
           USING ERRCODE = 'BC007', HINT = 'Use READ COMMITTED (the default) or SERIALIZABLE.';
       END IF;
       -- The user's lock, taken above, serialises the refunds of this deduction (it is the
-      -- same user's): each one here sees those committed before it.
+      -- same user's): each one here sees those committed before it. Only trail rows count,
+      -- not rows of a table that inherits from it.
       SELECT * INTO target FROM "public"."CreditTransaction"
-        WHERE id = NEW.refund_of AND user_id = NEW.user_id;
+        WHERE id = NEW.refund_of AND user_id = NEW.user_id AND "public"."credit_tx_is_trail"(tableoid);
       IF NOT FOUND OR target.operation <> 'deduct' OR target.feature_type <> NEW.feature_type THEN
         RAISE EXCEPTION 'refund_of % is not a % deduction of user %', NEW.refund_of, NEW.feature_type, NEW.user_id
           USING ERRCODE = 'BC004',
@@ -233,7 +263,7 @@ BEGIN
                                  ELSE 'other_feature' END)::text;
       END IF;
       SELECT coalesce(sum(amount), 0) INTO refunded FROM "public"."CreditTransaction"
-        WHERE refund_of = NEW.refund_of AND user_id = NEW.user_id;
+        WHERE refund_of = NEW.refund_of AND user_id = NEW.user_id AND "public"."credit_tx_is_trail"(tableoid);
       IF refunded + NEW.amount > target.amount THEN
         -- A retry of the refund that used the deduction up is a replay, not an excess.
         IF NEW.idempotency_key IS NOT NULL AND EXISTS (
@@ -288,17 +318,28 @@ CREATE TRIGGER "credit_tx_prepare" BEFORE INSERT ON "CreditTransaction"
   FOR EACH ROW EXECUTE FUNCTION "public"."credit_tx_prepare"();--> statement-breakpoint
 
 -- AFTER INSERT: the row exists, so apply it, unless the user's trail moved on since the row
--- was numbered. user_ledger_guard recognises this very statement (one line, so that the guard
--- can compare it whole), or else checks the update against the row.
+-- was numbered, or the user is not the one it was numbered against (a user deleted and
+-- created again under the same id, still waiting for its opening rows, takes only those).
+-- user_ledger_guard recognises this very statement (one line, so that the guard can compare
+-- it whole), or else checks the update against the row.
 CREATE FUNCTION "public"."credit_tx_apply"() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET row_security = off
+AS $$
 BEGIN
-  UPDATE "public"."User" SET free_credits = CASE WHEN NEW.feature_type = 'chat_message' THEN free_credits ELSE NEW.balance_after END, free_chat_messages = CASE WHEN NEW.feature_type = 'chat_message' THEN NEW.balance_after ELSE free_chat_messages END, ledger_seq = CASE WHEN ledger_seq = -2 THEN -1 ELSE NEW.seq END, ledger_hash = NEW.hash, updated_at = now() WHERE id = NEW.user_id AND (ledger_seq < 0 OR ledger_seq = NEW.seq - 1);
+  UPDATE "public"."User" SET free_credits = CASE WHEN NEW.feature_type = 'chat_message' THEN free_credits ELSE NEW.balance_after END, free_chat_messages = CASE WHEN NEW.feature_type = 'chat_message' THEN NEW.balance_after ELSE free_chat_messages END, ledger_seq = CASE WHEN ledger_seq = -2 THEN -1 ELSE NEW.seq END, ledger_hash = NEW.hash, updated_at = now() WHERE id = NEW.user_id AND (ledger_seq = NEW.seq - 1 OR (ledger_seq < 0 AND NEW.seq = (CASE WHEN ledger_seq = -1 AND free_credits > 0 AND free_chat_messages > 0 THEN 2 ELSE 1 END) AND NEW.balance_after = (CASE WHEN NEW.feature_type = 'chat_message' THEN free_chat_messages ELSE free_credits END)));
   IF NOT FOUND THEN
     -- Two rows of one user in one statement were both numbered before either was applied
     -- (credit_tx_user_seq_idx refuses the second first, where it exists), or the user is gone.
     RAISE EXCEPTION 'row % of user % cannot be applied: the user is gone, or another row of this statement took seq %', NEW.id, NEW.user_id, NEW.seq
       USING ERRCODE = 'BC008', HINT = 'Write one row per user per statement.';
+  END IF;
+  -- Checked after the UPDATE, so that the frames the guard compares stay as they are; an
+  -- error here undoes the UPDATE with the statement.
+  IF TG_WHEN <> 'AFTER' OR TG_OP <> 'INSERT' OR TG_LEVEL <> 'ROW' OR NOT "public"."credit_tx_is_trail"(TG_RELID) THEN
+    RAISE EXCEPTION 'credit_tx_apply() runs only as the AFTER INSERT trigger of "CreditTransaction"'
+      USING ERRCODE = 'BC010';
   END IF;
   RETURN NULL;
 END;
@@ -314,23 +355,32 @@ CREATE TRIGGER "credit_tx_apply" AFTER INSERT ON "CreditTransaction"
 -- The proof is the row. Reading it, though, takes a SERIALIZABLE predicate lock on an index
 -- page that other users' rows are written to, so that operations on different users failed
 -- each other with 40001. So the common case is recognised without a read: when the call
--- stack shows that this UPDATE is credit_tx_apply's own statement, run for a row that was
--- really inserted (an AFTER ROW trigger fires for no other), the update is that row's by
--- construction. The stack (PG_CONTEXT) is built by the server: a session can name no
--- function public.credit_tx_apply() but ours without the owner's DDL (which credits:verify
--- finds), and a statement of its own that merely starts with the same text cannot continue
--- with the `"` that ends it here. Anything else, including a server whose messages are not
--- in English, takes the read.
+-- stack shows that this UPDATE is credit_tx_apply's own statement, fired as the trail's
+-- AFTER INSERT trigger (it checks that itself) for a row that was really inserted, the update
+-- is that row's by construction; it must still be exactly the next step of the head. The
+-- stack (PG_CONTEXT) is built by the server: a session can name no function
+-- public.credit_tx_apply() but ours without the owner's DDL (which credits:verify finds),
+-- cannot call ours from a trigger of its own (EXECUTE is revoked from PUBLIC; the owner's
+-- attempt fails in credit_tx_apply), and a statement of its own that merely starts with the
+-- same text cannot continue with the `"` that ends it here. Anything else, including a server
+-- whose messages are not in English, takes the read.
 CREATE FUNCTION "public"."user_ledger_guard"() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET row_security = off
+AS $$
 DECLARE
   expected bigint;
   r record;
   prior integer;
   stack text;
-  apply_frames constant text := 'SQL statement "UPDATE "public"."User" SET free_credits = CASE WHEN NEW.feature_type = ''chat_message'' THEN free_credits ELSE NEW.balance_after END, free_chat_messages = CASE WHEN NEW.feature_type = ''chat_message'' THEN NEW.balance_after ELSE free_chat_messages END, ledger_seq = CASE WHEN ledger_seq = -2 THEN -1 ELSE NEW.seq END, ledger_hash = NEW.hash, updated_at = now() WHERE id = NEW.user_id AND (ledger_seq < 0 OR ledger_seq = NEW.seq - 1)"'
+  apply_frames constant text := 'SQL statement "UPDATE "public"."User" SET free_credits = CASE WHEN NEW.feature_type = ''chat_message'' THEN free_credits ELSE NEW.balance_after END, free_chat_messages = CASE WHEN NEW.feature_type = ''chat_message'' THEN NEW.balance_after ELSE free_chat_messages END, ledger_seq = CASE WHEN ledger_seq = -2 THEN -1 ELSE NEW.seq END, ledger_hash = NEW.hash, updated_at = now() WHERE id = NEW.user_id AND (ledger_seq = NEW.seq - 1 OR (ledger_seq < 0 AND NEW.seq = (CASE WHEN ledger_seq = -1 AND free_credits > 0 AND free_chat_messages > 0 THEN 2 ELSE 1 END) AND NEW.balance_after = (CASE WHEN NEW.feature_type = ''chat_message'' THEN free_chat_messages ELSE free_credits END)))"'
     || E'\nPL/pgSQL function public.credit_tx_apply() line 3 at SQL statement';
 BEGIN
+  IF TG_WHEN <> 'BEFORE' OR TG_OP <> 'UPDATE' OR TG_LEVEL <> 'ROW' OR TG_RELID <> '"public"."User"'::regclass THEN
+    RAISE EXCEPTION 'user_ledger_guard() runs only as the BEFORE UPDATE trigger of "User"'
+      USING ERRCODE = 'BC010';
+  END IF;
   IF NEW.id IS DISTINCT FROM OLD.id THEN
     RAISE EXCEPTION 'the id of "User" % never changes: its credit trail is keyed by it', OLD.id
       USING ERRCODE = 'BC006';
@@ -342,6 +392,19 @@ BEGIN
     RETURN NEW;
   END IF;
 
+  -- The one next step of the head: seq + 1; while the opening rows are due, -2 → -1 → the
+  -- last opening row's seq, with the balances as they are (an opening row states them).
+  expected := CASE WHEN OLD.ledger_seq >= 0 THEN OLD.ledger_seq + 1
+                   WHEN OLD.ledger_seq = -1 AND OLD.free_credits > 0 AND OLD.free_chat_messages > 0 THEN 2
+                   ELSE 1 END;
+  IF NEW.ledger_seq IS DISTINCT FROM (CASE WHEN OLD.ledger_seq = -2 THEN -1 ELSE expected END)
+     OR (OLD.ledger_seq < 0 AND (NEW.free_credits IS DISTINCT FROM OLD.free_credits
+                                 OR NEW.free_chat_messages IS DISTINCT FROM OLD.free_chat_messages)) THEN
+    RAISE EXCEPTION 'the balances of "User" % change only through "CreditTransaction"', OLD.id
+      USING ERRCODE = 'BC006',
+            HINT = 'Insert a grant, deduct or refund row (grantCredits, deductCredits, refundCredits).';
+  END IF;
+
   GET DIAGNOSTICS stack = PG_CONTEXT;
   -- The frames under this one's: credit_tx_apply's UPDATE, then credit_tx_apply itself, then
   -- the end of the stack or the next frame.
@@ -349,17 +412,19 @@ BEGIN
     RETURN NEW;
   END IF;
 
-  expected := CASE WHEN OLD.ledger_seq >= 0 THEN OLD.ledger_seq + 1
-                   WHEN OLD.ledger_seq = -1 AND OLD.free_credits > 0 AND OLD.free_chat_messages > 0 THEN 2
-                   ELSE 1 END;
+  -- Not the ledger's own statement: only to exactly what the user's next trail row (a row
+  -- of the trail itself) says; while the opening rows are due, only an opening row (a grant
+  -- of the whole balance). credit_tx_apply, which still follows for that row, then finds the
+  -- head moved and fails the statement: a row is never applied twice.
   SELECT feature_type = 'chat_message' AS chat, operation, amount, balance_after, hash INTO r
-    FROM "public"."CreditTransaction" WHERE user_id = OLD.id AND seq = expected;
+    FROM "public"."CreditTransaction"
+   WHERE user_id = OLD.id AND seq = expected AND "public"."credit_tx_is_trail"(tableoid);
   IF FOUND THEN
     prior := CASE WHEN r.chat THEN OLD.free_chat_messages ELSE OLD.free_credits END;
   END IF;
   IF NOT FOUND
      OR NEW.ledger_hash IS DISTINCT FROM r.hash
-     OR NEW.ledger_seq IS DISTINCT FROM (CASE WHEN OLD.ledger_seq = -2 THEN -1 ELSE expected END)
+     OR (OLD.ledger_seq < 0 AND (r.operation <> 'grant' OR r.amount <> prior))
      OR r.balance_after <> (CASE WHEN OLD.ledger_seq < 0 THEN prior
                                  WHEN r.operation = 'deduct' THEN prior - r.amount
                                  ELSE prior + r.amount END)
@@ -381,8 +446,15 @@ CREATE TRIGGER "user_ledger_guard" BEFORE UPDATE ON "User"
 -- due (as a negative ledger_seq, whatever the inserter wrote); AFTER INSERT writes them, so
 -- the statement that creates a user also records where its credits came from.
 CREATE FUNCTION "public"."user_ledger_open"() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET row_security = off
+AS $$
 BEGIN
+  IF TG_WHEN <> 'BEFORE' OR TG_OP <> 'INSERT' OR TG_LEVEL <> 'ROW' OR TG_RELID <> '"public"."User"'::regclass THEN
+    RAISE EXCEPTION 'user_ledger_open() runs only as the BEFORE INSERT trigger of "User"'
+      USING ERRCODE = 'BC010';
+  END IF;
   NEW.ledger_seq := -((NEW.free_credits <> 0)::int + (NEW.free_chat_messages <> 0)::int);
   NEW.ledger_hash := NULL;
   RETURN NEW;
@@ -392,8 +464,15 @@ CREATE TRIGGER "user_ledger_open" BEFORE INSERT ON "User"
   FOR EACH ROW EXECUTE FUNCTION "public"."user_ledger_open"();--> statement-breakpoint
 
 CREATE FUNCTION "public"."user_ledger_opening"() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET row_security = off
+AS $$
 BEGIN
+  IF TG_WHEN <> 'AFTER' OR TG_OP <> 'INSERT' OR TG_LEVEL <> 'ROW' OR TG_RELID <> '"public"."User"'::regclass THEN
+    RAISE EXCEPTION 'user_ledger_opening() runs only as the AFTER INSERT trigger of "User"'
+      USING ERRCODE = 'BC010';
+  END IF;
   -- Read the row as it is now: the creator may have written the opening rows already in
   -- this statement (credit_tx_prepare accepts only the exact ones), or deleted the user.
   IF NEW.free_credits > 0 AND (SELECT ledger_seq FROM "public"."User" WHERE id = NEW.id)
@@ -411,13 +490,43 @@ $$;--> statement-breakpoint
 CREATE TRIGGER "user_ledger_opening" AFTER INSERT ON "User"
   FOR EACH ROW EXECUTE FUNCTION "public"."user_ledger_opening"();--> statement-breakpoint
 
+-- A user is deleted with its trail (ON DELETE CASCADE), but never while a row of it is
+-- written and not yet applied: the statement would then apply a deleted row, to a user
+-- created again under the same id. Only deletions read the trail here.
+CREATE FUNCTION "public"."user_ledger_delete"() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET row_security = off
+AS $$
+BEGIN
+  IF TG_WHEN <> 'BEFORE' OR TG_OP <> 'DELETE' OR TG_LEVEL <> 'ROW' OR TG_RELID <> '"public"."User"'::regclass THEN
+    RAISE EXCEPTION 'user_ledger_delete() runs only as the BEFORE DELETE trigger of "User"'
+      USING ERRCODE = 'BC010';
+  END IF;
+  IF EXISTS (SELECT 1 FROM "public"."CreditTransaction"
+              WHERE user_id = OLD.id AND seq > greatest(OLD.ledger_seq, 0)) THEN
+    RAISE EXCEPTION 'user % has a credit change written and not yet applied: it cannot be deleted by this statement', OLD.id
+      USING ERRCODE = 'BC008', HINT = 'Delete the user in a statement of its own.';
+  END IF;
+  RETURN OLD;
+END;
+$$;--> statement-breakpoint
+CREATE TRIGGER "user_ledger_delete" BEFORE DELETE ON "User"
+  FOR EACH ROW EXECUTE FUNCTION "public"."user_ledger_delete"();--> statement-breakpoint
+
 -- The trail is append-only. Rows leave it only with their user: the ON DELETE CASCADE from
 -- "User" deletes them after the user row is gone, which is what this checks (in the real
--- "User", whatever TEMP table a session creates under that name).
+-- "User", whatever TEMP table a session creates under that name; with row_security off, so
+-- that a policy hiding the user makes this fail, never pass). Attached to another table with
+-- a user_id (docs/scaling's idempotency key claims) it keeps that one append-only too.
 CREATE FUNCTION "public"."credit_tx_append_only"() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET row_security = off
+AS $$
 BEGIN
-  IF TG_OP = 'DELETE' AND NOT EXISTS (SELECT 1 FROM "public"."User" WHERE id = OLD.user_id) THEN
+  IF TG_OP = 'DELETE' AND TG_LEVEL = 'ROW'
+     AND NOT EXISTS (SELECT 1 FROM "public"."User" WHERE id = OLD.user_id) THEN
     RETURN OLD;
   END IF;
   RAISE EXCEPTION '% is append-only: % is refused', format('%I', TG_TABLE_NAME), TG_OP
@@ -428,4 +537,10 @@ $$;--> statement-breakpoint
 CREATE TRIGGER "credit_tx_append_only" BEFORE UPDATE OR DELETE ON "CreditTransaction"
   FOR EACH ROW EXECUTE FUNCTION "public"."credit_tx_append_only"();--> statement-breakpoint
 CREATE TRIGGER "credit_tx_no_truncate" BEFORE TRUNCATE ON "CreditTransaction"
-  FOR EACH STATEMENT EXECUTE FUNCTION "public"."credit_tx_append_only"();
+  FOR EACH STATEMENT EXECUTE FUNCTION "public"."credit_tx_append_only"();--> statement-breakpoint
+
+-- Trigger functions run only as the triggers above: nobody may attach them to a table of
+-- their own (a trigger on a TEMP table could otherwise run credit_tx_apply with any NEW).
+REVOKE EXECUTE ON FUNCTION "public"."credit_tx_prepare"(), "public"."credit_tx_apply"(),
+  "public"."user_ledger_guard"(), "public"."user_ledger_open"(), "public"."user_ledger_opening"(),
+  "public"."user_ledger_delete"(), "public"."credit_tx_append_only"() FROM PUBLIC;

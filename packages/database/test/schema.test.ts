@@ -184,31 +184,46 @@ describe('a database migrated by db:migrate', () => {
       { table: '"CreditTransaction"', name: 'credit_tx_apply' },
       { table: '"CreditTransaction"', name: 'credit_tx_no_truncate' },
       { table: '"CreditTransaction"', name: 'credit_tx_prepare' },
+      { table: '"User"', name: 'user_ledger_delete' },
       { table: '"User"', name: 'user_ledger_guard' },
       { table: '"User"', name: 'user_ledger_open' },
       { table: '"User"', name: 'user_ledger_opening' },
     ]);
   });
 
-  it('runs every ledger function as its owner with a fixed search_path, pg_temp last', async () => {
-    const functions = await rows<{ name: string; definer: boolean; config: string[] | null }>(sql`
-      select p.proname as name, p.prosecdef as definer, p.proconfig as config
+  it('runs every ledger trigger function as its owner, with a fixed search_path (pg_temp last) and row security off, and lets nobody else execute it', async () => {
+    const functions = await rows<{
+      name: string;
+      definer: boolean;
+      config: string[] | null;
+      public_execute: boolean;
+    }>(sql`
+      select p.proname as name, p.prosecdef as definer, p.proconfig as config,
+        has_function_privilege('public', p.oid, 'EXECUTE') as public_execute
       from pg_proc p where p.pronamespace = 'public'::regnamespace order by 1`);
-    expect(functions).toEqual(
-      [
-        'credit_tx_append_only',
-        'credit_tx_apply',
-        'credit_tx_hash',
-        'credit_tx_prepare',
-        'user_ledger_guard',
-        'user_ledger_open',
-        'user_ledger_opening',
-      ].map((name) => ({
-        name,
-        definer: name !== 'credit_tx_hash',
-        config: ['search_path=pg_catalog, pg_temp'],
-      })),
-    );
+    const trigger = (name: string) => ({
+      name,
+      definer: true,
+      config: ['search_path=pg_catalog, pg_temp', 'row_security=off'],
+      public_execute: false,
+    });
+    const helper = (name: string) => ({
+      name,
+      definer: false,
+      config: ['search_path=pg_catalog, pg_temp'],
+      public_execute: true,
+    });
+    expect(functions).toEqual([
+      trigger('credit_tx_append_only'),
+      trigger('credit_tx_apply'),
+      helper('credit_tx_hash'),
+      helper('credit_tx_is_trail'),
+      trigger('credit_tx_prepare'),
+      trigger('user_ledger_delete'),
+      trigger('user_ledger_guard'),
+      trigger('user_ledger_open'),
+      trigger('user_ledger_opening'),
+    ]);
   });
 
   it("deletes a user's transactions when the user is deleted (ON DELETE CASCADE)", async () => {

@@ -15,7 +15,32 @@ export interface ExpectedFunction {
   securityDefiner: boolean;
   /** `SET` clauses as pg_proc.proconfig spells them, e.g. `search_path=pg_catalog, pg_temp`. */
   config: string[];
+  /** A trigger function: the migrations revoke EXECUTE on it from PUBLIC. */
+  returnsTrigger: boolean;
 }
+
+/**
+ * The constraints and unique indexes the ledger's correctness rests on, as pg_get_constraintdef
+ * and pg_get_indexdef print them under `search_path = pg_catalog` (the schema test pins the
+ * same definitions on a freshly migrated database). A rule weakened under the same name
+ * (a CHECK dropped and re-added as `true`, a unique index rebuilt on other columns) differs.
+ */
+export const RELIED_ON_DEFINITIONS: Record<string, string> = {
+  CreditTransaction_pkey: 'PRIMARY KEY (id)',
+  CreditTransaction_user_id_User_id_fk:
+    'FOREIGN KEY (user_id) REFERENCES public."User"(id) ON DELETE CASCADE',
+  credit_tx_amount_positive: 'CHECK ((amount > 0))',
+  credit_tx_balance_after_non_negative: 'CHECK ((balance_after >= 0))',
+  credit_tx_refund_of_only_on_refunds:
+    "CHECK (((refund_of IS NULL) OR (operation = 'refund'::public.operation_type)))",
+  User_pkey: 'PRIMARY KEY (id)',
+  user_free_credits_non_negative: 'CHECK ((free_credits >= 0))',
+  user_free_chat_messages_non_negative: 'CHECK ((free_chat_messages >= 0))',
+  credit_tx_user_seq_idx:
+    'CREATE UNIQUE INDEX credit_tx_user_seq_idx ON public."CreditTransaction" USING btree (user_id, seq)',
+  credit_tx_user_idempotency_key_idx:
+    'CREATE UNIQUE INDEX credit_tx_user_idempotency_key_idx ON public."CreditTransaction" USING btree (user_id, idempotency_key) WHERE (idempotency_key IS NOT NULL)',
+};
 
 export interface LedgerDefinition {
   triggers: ExpectedTrigger[];
@@ -81,6 +106,7 @@ export function readLedgerDefinition(migrationsFolder: string): LedgerDefinition
           body,
           securityDefiner: /\bSECURITY DEFINER\b/.test(attributes),
           config,
+          returnsTrigger: /\bRETURNS trigger\b/.test(attributes),
         });
         continue;
       }

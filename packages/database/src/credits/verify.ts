@@ -1,9 +1,7 @@
-import { sql } from 'drizzle-orm';
-import { getTableConfig } from 'drizzle-orm/pg-core';
+import { sql, TransactionRollbackError } from 'drizzle-orm';
 import type { Database, Transaction } from '../client.js';
 import { defaultMigrationsFolder } from '../migrate/migrator.js';
-import { creditTransaction, user } from '../schema.js';
-import { readLedgerDefinition } from './ledger-definition.js';
+import { RELIED_ON_DEFINITIONS, readLedgerDefinition } from './ledger-definition.js';
 import { parse, userIdInput } from './validation.js';
 
 /** One thing `verifyLedger` found wrong. */
@@ -61,7 +59,9 @@ async function installationViolations(
   const triggers = rowsOf(
     await tx.execute(sql`
       select c.relname as table, t.tgname as name, t.tgtype as type, t.tgenabled as enabled,
-             p.proname as function, n.nspname as function_schema
+             p.proname as function, n.nspname as function_schema,
+             t.tgqual is null and t.tgattr::text = '' and t.tgconstraint = 0 and not t.tgdeferrable
+               and t.tgnargs = 0 as plain
         from pg_catalog.pg_trigger t
         join pg_catalog.pg_class c on c.oid = t.tgrelid
         join pg_catalog.pg_namespace cn on cn.oid = c.relnamespace
@@ -81,7 +81,10 @@ async function installationViolations(
     } else if (
       Number(have.type) !== want.type ||
       have.function !== want.function ||
-      have.function_schema !== 'public'
+      have.function_schema !== 'public' ||
+      // A WHEN clause, UPDATE OF columns, arguments, or a deferred constraint trigger: each
+      // can make the trigger skip the very rows it guards.
+      have.plain !== true
     ) {
       violation(
         'trigger_changed',
@@ -99,7 +102,10 @@ async function installationViolations(
   const functions = rowsOf(
     await tx.execute(sql`
       select p.proname as name, p.prosrc as body, p.prosecdef as security_definer,
-             coalesce(p.proconfig, '{}') as config
+             coalesce(p.proconfig, '{}') as config,
+             p.proowner = (select relowner from pg_catalog.pg_class
+                            where oid = 'public."CreditTransaction"'::pg_catalog.regclass) as owned,
+             pg_catalog.has_function_privilege('public', p.oid, 'EXECUTE') as public_execute
         from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
        where n.nspname = 'public'
          and p.proname = any(${`{${expected.functions.map((f) => f.name).join(',')}}`}::text[])`),
@@ -122,6 +128,15 @@ async function installationViolations(
           `function ${want.name} is not the one the migrations define (body, SECURITY or SET differs)`,
         );
       }
+      if (f.owned !== true) {
+        violation('function_owner', `function ${want.name} is not owned by the trail's owner`);
+      }
+      if (want.returnsTrigger && f.public_execute === true) {
+        violation(
+          'function_privileges',
+          `function ${want.name} is executable by PUBLIC: anyone could attach it to a table of their own`,
+        );
+      }
     }
   }
 
@@ -137,29 +152,49 @@ async function installationViolations(
     );
   }
 
-  // The constraints and unique indexes the triggers rely on, named in schema.ts.
-  const needed = [user, creditTransaction].flatMap((table) => {
-    const config = getTableConfig(table);
-    return [
-      ...config.checks.map((c) => c.name),
-      ...config.foreignKeys.map((fk) => fk.getName()),
-      ...config.indexes.filter((i) => i.config.unique).map((i) => i.config.name ?? ''),
-    ];
-  });
-  const present = new Set(
+  // Tables that inherit from the trail (other than its partitions) hold rows its triggers
+  // never see; row-level security forced on either table can hide rows from every check.
+  const tables = rowsOf(
+    await tx.execute(sql`
+      select c.relname as name, c.relforcerowsecurity as forced,
+        (select pg_catalog.count(*) from pg_catalog.pg_inherits i
+           join pg_catalog.pg_class k on k.oid = i.inhrelid
+          where i.inhparent = c.oid and not k.relispartition) as children
+        from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+       where n.nspname = 'public' and c.relname in ('User', 'CreditTransaction')`),
+  );
+  for (const table of tables) {
+    if (Number(table.children) > 0)
+      violation(
+        'inheritance_child',
+        `"${String(table.name)}" has tables inheriting from it: their rows bypass the ledger`,
+      );
+    if (table.forced === true)
+      violation(
+        'row_security_forced',
+        `"${String(table.name)}" forces row-level security on its owner: rows could be hidden from the ledger`,
+      );
+  }
+
+  const definitions = new Map(
     rowsOf(
       await tx.execute(sql`
-        select conname as name from pg_catalog.pg_constraint
-         where conrelid in ('public."User"'::regclass, 'public."CreditTransaction"'::regclass)
-           and convalidated
+        select conname as name, pg_catalog.pg_get_constraintdef(oid) as definition
+          from pg_catalog.pg_constraint
+         where conrelid in ('public."User"'::pg_catalog.regclass, 'public."CreditTransaction"'::pg_catalog.regclass)
+           and convalidated and contype <> 'u'
         union all
-        select i.relname from pg_catalog.pg_index x join pg_catalog.pg_class i on i.oid = x.indexrelid
-         where x.indrelid = 'public."CreditTransaction"'::regclass and x.indisunique and x.indisvalid`),
-    ).map((r) => String(r.name)),
+        select i.relname, pg_catalog.pg_get_indexdef(i.oid)
+          from pg_catalog.pg_index x join pg_catalog.pg_class i on i.oid = x.indexrelid
+         where x.indrelid = 'public."CreditTransaction"'::pg_catalog.regclass and x.indisunique
+           and x.indisvalid and not x.indisprimary`),
+    ).map((r) => [String(r.name), String(r.definition)]),
   );
-  for (const name of needed) {
-    if (!present.has(name))
-      violation('constraint_missing', `constraint or index ${name} is missing`);
+  for (const [name, definition] of Object.entries(RELIED_ON_DEFINITIONS)) {
+    const have = definitions.get(name);
+    if (have === undefined) violation('constraint_missing', `constraint or index ${name} is missing`);
+    else if (have !== definition)
+      violation('constraint_changed', `${name} is "${have}", not "${definition}"`);
   }
   return found;
 }
@@ -287,6 +322,28 @@ export async function verifyLedger(
       rows: Number(counts?.rows ?? 0),
     };
   };
-  if ('rollback' in db) return run(db);
-  return db.transaction(run, { isolationLevel: 'repeatable read', accessMode: 'read only' });
+  // Every name the checks use is qualified, and the session's own search_path (which could
+  // put an operator of its own before pg_catalog's) is replaced for the checks' duration; with
+  // row_security off, a policy that would hide rows makes the check fail instead.
+  const checked = async (tx: Database | Transaction) => {
+    await tx.execute(sql`select pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true),
+      pg_catalog.set_config('row_security', 'off', true)`);
+    return run(tx);
+  };
+  if (!('rollback' in db)) {
+    return db.transaction(checked, { isolationLevel: 'repeatable read', accessMode: 'read only' });
+  }
+  // Inside the caller's transaction: in a savepoint rolled back after, so the settings above
+  // do not outlive the check.
+  let result: LedgerVerification | undefined;
+  await db
+    .transaction(async (savepoint) => {
+      result = await checked(savepoint);
+      savepoint.rollback();
+    })
+    .catch((error: unknown) => {
+      if (!(error instanceof TransactionRollbackError)) throw error;
+    });
+  if (!result) throw new Error('verifyLedger: the check returned nothing');
+  return result;
 }

@@ -1,4 +1,5 @@
 import { createTestDatabase } from '@bragdoc/test-postgres';
+import { sql } from 'drizzle-orm';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createDatabase, type Database, type DatabaseHandle } from '../../src/client.js';
@@ -369,6 +370,74 @@ describe.each(['app', 'owner'] as const)('as the %s role', (role) => {
     const sql = session(role);
     expect((await refusalOf(sql`set session_replication_role = replica`)).code).toBe('42501');
   });
+
+  it("cannot run the ledger's apply as a trigger of its own TEMP table", async () => {
+    const sql = session(role);
+    const userId = await newUser();
+    await sql`create temp table fake (user_id uuid, feature_type text, balance_after int, seq bigint, hash text)`;
+    const attach = sql`create trigger f after insert on fake for each row execute function public.credit_tx_apply()`;
+    if (role === 'app') {
+      // EXECUTE is revoked from PUBLIC: only the owner may even attach it.
+      expect((await refusalOf(attach)).code).toBe('42501');
+    } else {
+      await attach;
+      const error = await refusalOf(
+        sql`insert into fake values (${userId}, 'document_generation', 1000000, 3, 'forged')`,
+      );
+      expect(error.code).toBe('BC010');
+    }
+    expect(await state(userId)).toMatchObject({ credits: 10, rows: 2 });
+    await expectLedgerVerifies();
+  });
+
+  it('cannot delete a user and create it again in the statement that wrote it a row', async () => {
+    const sql = session(role);
+    for (const credits of [10, 0]) {
+      const userId = await newUser(credits);
+      const before = await state(userId);
+      await sql.unsafe(`
+        create or replace function pg_temp.kill(u uuid) returns boolean language plpgsql as
+        $$ begin delete from public."User" where id = u; return true; end $$`);
+      const error = await refusalOf(sql`
+        with t as (
+          insert into "CreditTransaction" (user_id, amount, operation, feature_type)
+          values (${userId}, 5000, 'grant', 'document_generation') returning user_id)
+        insert into "User" (id, email, free_credits, free_chat_messages)
+        select user_id, ${`${crypto.randomUUID()}@example.com`}, 0, 5 from t where pg_temp.kill(user_id)`);
+      expect(error.code).toBe('BC008');
+      expect(await state(userId)).toEqual(before);
+    }
+    await expectLedgerVerifies();
+  });
+
+  it("cannot apply a new user's opening row twice and skip the next one", async () => {
+    const sql = session(role);
+    await sql.unsafe(`
+      create or replace function pg_temp.dbl(u uuid) returns boolean language plpgsql as $$ begin
+        with t as (insert into public."CreditTransaction" (user_id, amount, operation, feature_type)
+                   select u, free_credits, 'grant', 'document_generation' from public."User" where id = u
+                   returning hash, balance_after)
+        update public."User" set ledger_seq = -1, ledger_hash = t.hash, free_credits = t.balance_after
+          from t where id = u;
+        return true; end $$`);
+    const email = `${crypto.randomUUID()}@example.com`;
+    const error = await refusalOf(sql`
+      with u as (insert into "User" (email, free_credits, free_chat_messages) values (${email}, 10, 20) returning id)
+      select pg_temp.dbl(id) from u`);
+    expect(['BC006', 'BC008']).toContain(error.code);
+    expect(await admin`select 1 from "User" where email = ${email}`).toHaveLength(0);
+    await expectLedgerVerifies();
+  });
+
+  it('cannot label a grant of its own as an opening row', async () => {
+    const sql = session(role);
+    const userId = await newUser();
+    const error = await refusalOf(sql`
+      insert into "CreditTransaction" (user_id, amount, operation, feature_type, metadata)
+      values (${userId}, 5, 'grant', 'document_generation', '{"reason": "opening_balance"}')`);
+    expect(error.code).toBe('BC008');
+    expect(await state(userId)).toMatchObject({ credits: 10, rows: 2 });
+  });
 });
 
 describe('the owner DDL that cannot be prevented is detected', () => {
@@ -428,6 +497,54 @@ describe('the owner DDL that cannot be prevented is detected', () => {
       'trigger_disabled: trigger user_ledger_guard on "User" is disabled',
       'trigger_unexpected: trigger sneaky on "CreditTransaction" is not one of the ledger\'s',
     ]);
+  });
+
+  it('verifying as a role whose search_path puts operators of its own first still finds them', async () => {
+    const app = postgres(ddlRoles.url('app'), { max: 1, onnotice: () => {} });
+    const asApp = createDatabase(ddlRoles.url('app'), { max: 1 });
+    try {
+      await app.unsafe(`
+        create schema evil;
+        create function evil.t(text, text) returns bool language sql as 'select true';
+        create operator evil.= (leftarg = text, rightarg = text, function = evil.t);
+        create function evil.f(bigint, bigint) returns bool language sql as 'select false';
+        create operator evil.<> (leftarg = bigint, rightarg = bigint, function = evil.f);`);
+      await app.unsafe(
+        `alter role ${new URL(ddlRoles.url('app')).username} set search_path = evil, pg_catalog, public`,
+      );
+      const [path] = (await asApp.db.execute(sql`show search_path`)) as unknown as {
+        search_path: string;
+      }[];
+      expect(path?.search_path).toBe('evil, pg_catalog, public');
+      const result = await verifyLedger(asApp.db);
+      expect(result.ok).toBe(false);
+      expect(result.violations.map((v) => v.kind)).toContain('trigger_disabled');
+    } finally {
+      await app.end();
+      await asApp.close();
+    }
+  });
+
+  it('a WHEN clause on a ledger trigger, a table inheriting from the trail, forced row security and a weakened CHECK are each reported', async () => {
+    await owner.unsafe(`
+      drop trigger credit_tx_append_only on "CreditTransaction";
+      create trigger credit_tx_append_only before update or delete on "CreditTransaction" for each row
+        when (pg_catalog.current_setting('x.bypass', true) is distinct from 'on')
+        execute function public.credit_tx_append_only();
+      create table public.ct_archive () inherits ("CreditTransaction");
+      alter table "User" force row level security;
+      alter table "CreditTransaction" drop constraint credit_tx_amount_positive;
+      alter table "CreditTransaction" add constraint credit_tx_amount_positive check (amount > -1000);`);
+    const result = await verifyLedger(handle.db);
+    const kinds = result.violations.filter((v) => v.userId === null).map((v) => v.detail);
+    expect(kinds).toEqual(
+      expect.arrayContaining([
+        'trigger credit_tx_append_only on "CreditTransaction" is not the one the migrations create',
+        '"CreditTransaction" has tables inheriting from it: their rows bypass the ledger',
+        '"User" forces row-level security on its owner: rows could be hidden from the ledger',
+        'credit_tx_amount_positive is "CHECK ((amount > \'-1000\'::integer))", not "CHECK ((amount > 0))"',
+      ]),
+    );
   });
 
   it('a ledger operation refuses to run while a ledger trigger is disabled, and writes nothing', async () => {

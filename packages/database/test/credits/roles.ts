@@ -11,15 +11,6 @@ export interface LedgerRoles {
   drop: () => Promise<void>;
 }
 
-const LEDGER_FUNCTIONS = [
-  'credit_tx_prepare()',
-  'credit_tx_apply()',
-  'credit_tx_append_only()',
-  'user_ledger_guard()',
-  'user_ledger_open()',
-  'user_ledger_opening()',
-];
-
 /**
  * Creates, with names unique to this run (roles are cluster-wide):
  * - `app`: SELECT, INSERT, UPDATE, DELETE on every table, TEMP and CREATE on the database
@@ -51,11 +42,11 @@ export async function createLedgerRoles(
       await admin.unsafe(`alter table ${table} owner to ${names.owner}`);
     for (const type of ['operation_type', 'feature_type'])
       await admin.unsafe(`alter type ${type} owner to ${names.owner}`);
-    for (const fn of [
-      ...LEDGER_FUNCTIONS,
-      'credit_tx_hash(text, uuid, uuid, bigint, operation_type, feature_type, integer, integer, timestamptz, text, uuid, jsonb)',
-    ])
-      await admin.unsafe(`alter function public.${fn} owner to ${names.owner}`);
+    const functions = await admin<{ signature: string }[]>`
+      select p.oid::regprocedure::text as signature from pg_proc p
+      where p.pronamespace = 'public'::regnamespace`;
+    for (const { signature } of functions)
+      await admin.unsafe(`alter function ${signature} owner to ${names.owner}`);
   } finally {
     await admin.end();
   }

@@ -39,7 +39,7 @@ async function oldRow(userId: string, at: string) {
   await sql.begin(async (tx) => {
     await tx`alter table "CreditTransaction" disable trigger user`;
     await tx`insert into "CreditTransaction" (user_id, amount, operation, feature_type, created_at, balance_after, seq, hash)
-             values (${userId}, 1, 'grant', 'chat_tool_call', ${at}, 0, 1000, 'old')`;
+             values (${userId}, 1, 'grant', 'chat_tool_call', ${at}, 0, 1, 'old')`;
     await tx`alter table "CreditTransaction" enable trigger user`;
   });
 }
