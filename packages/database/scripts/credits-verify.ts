@@ -1,20 +1,44 @@
+import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { createDatabase } from '../src/client.js';
-import { verifyLedger } from '../src/credits/verify.js';
+import { type LedgerAnchor, ledgerHeads, verifyLedger } from '../src/credits/verify.js';
 import { DatabaseError } from '../src/errors.js';
 import { redactUrl } from '../src/migrate/redact.js';
 
-const usage = `Usage: pnpm credits:verify [--user ID] [--limit N]
+const usage = `Usage: pnpm credits:verify [--user ID] [--limit N] [--heads FILE] [--write-heads FILE]
 
 Checks the credits ledger of DATABASE_URL: its triggers and functions are those the
 migrations define, and enabled; every user's trail is gapless, hash-chained and adds up to
-its balances. Prints each violation and a summary; exits 1 on any. Read-only.`;
+its balances. Prints each violation and a summary; exits 1 on any. Reads the database only.
+
+  --heads FILE        also check that every head saved in FILE is still in its trail, unchanged
+                      (finds a rewrite that recomputed the whole chain)
+  --write-heads FILE  save every user's head now to FILE (JSON), to keep outside the database`;
+
+/** Heads saved by --write-heads: a JSON array of { userId, seq, hash }. */
+function readHeads(file: string): LedgerAnchor[] {
+  const parsed: unknown = JSON.parse(readFileSync(file, 'utf8'));
+  if (
+    !Array.isArray(parsed) ||
+    !parsed.every(
+      (h) =>
+        typeof h?.userId === 'string' &&
+        Number.isSafeInteger(h?.seq) &&
+        typeof h?.hash === 'string',
+    )
+  ) {
+    throw new SyntaxError(`${file} is not a file of heads written by --write-heads.`);
+  }
+  return parsed as LedgerAnchor[];
+}
 
 async function run(): Promise<number> {
   const { values } = parseArgs({
     options: {
       user: { type: 'string' },
       limit: { type: 'string', default: '1000' },
+      heads: { type: 'string' },
+      'write-heads': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -38,9 +62,11 @@ async function run(): Promise<number> {
   const { db, close } = createDatabase(url, { max: 1, applicationName: 'credits:verify' });
   const started = performance.now();
   try {
+    const anchors = values.heads === undefined ? undefined : readHeads(values.heads);
     const result = await verifyLedger(db, {
       limit,
       ...(values.user === undefined ? {} : { userId: values.user }),
+      ...(anchors ? { anchors } : {}),
     });
     for (const v of result.violations) {
       const where =
@@ -57,6 +83,13 @@ async function run(): Promise<number> {
         ? `credits:verify: OK, ${redactUrl(url)}: ${scope} checked in ${took}.`
         : `credits:verify: ${result.violationCount} violation${result.violationCount === 1 ? '' : 's'} in ${redactUrl(url)} (${scope}, ${took}).`,
     );
+    if (anchors)
+      console.log(`credits:verify: checked ${anchors.length} saved heads from ${values.heads}.`);
+    if (values['write-heads'] !== undefined) {
+      const heads = await ledgerHeads(db);
+      writeFileSync(values['write-heads'], `${JSON.stringify(heads, null, 1)}\n`);
+      console.log(`credits:verify: saved ${heads.length} heads to ${values['write-heads']}.`);
+    }
     return result.ok ? 0 : 1;
   } finally {
     await close();
@@ -68,7 +101,12 @@ run().then(
     process.exitCode = code;
   },
   (error: unknown) => {
-    console.error(error instanceof DatabaseError ? `credits:verify: ${error.message}` : error);
+    // Our own errors and bad files are one line; anything else keeps its stack.
+    console.error(
+      error instanceof DatabaseError || error instanceof SyntaxError
+        ? `credits:verify: ${error.message}`
+        : error,
+    );
     process.exitCode = 1;
   },
 );

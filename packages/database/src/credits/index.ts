@@ -40,8 +40,10 @@ export {
   MAX_PAGE_SIZE,
 } from './validation.js';
 export {
+  type LedgerAnchor,
   type LedgerVerification,
   type LedgerViolation,
+  ledgerHeads,
   type VerifyLedgerOptions,
   verifyLedger,
 } from './verify.js';

@@ -34,6 +34,20 @@ export interface VerifyLedgerOptions {
   limit?: number;
   /** Where the migrations that define the ledger are; default the package's own `drizzle/`. */
   migrationsFolder?: string;
+  /**
+   * Heads saved earlier (`ledgerHeads`), kept outside the database: each must still be in
+   * its user's trail with the same hash. Since every hash covers all rows before it, this
+   * finds even a rewrite that recomputed the whole chain (the one edit the chain alone cannot
+   * show). A user deleted since is not reported: deleting users is allowed.
+   */
+  anchors?: LedgerAnchor[];
+}
+
+/** A user's trail head: its last row's seq and hash at some moment. */
+export interface LedgerAnchor {
+  userId: string;
+  seq: number;
+  hash: string;
 }
 
 type Row = Record<string, unknown>;
@@ -192,7 +206,8 @@ async function installationViolations(
   );
   for (const [name, definition] of Object.entries(RELIED_ON_DEFINITIONS)) {
     const have = definitions.get(name);
-    if (have === undefined) violation('constraint_missing', `constraint or index ${name} is missing`);
+    if (have === undefined)
+      violation('constraint_missing', `constraint or index ${name} is missing`);
     else if (have !== definition)
       violation('constraint_changed', `${name} is "${have}", not "${definition}"`);
   }
@@ -300,6 +315,26 @@ export async function verifyLedger(
       options.migrationsFolder ?? defaultMigrationsFolder,
     );
     const rows = rowsOf(await tx.execute(dataViolationsQuery(userId, limit)));
+    const anchored = options.anchors?.length
+      ? rowsOf(
+          await tx.execute(sql`
+            select a."userId" as user_id, a.seq, pg_catalog.format(
+                'the trail held hash %s at seq %s when it was anchored, now %s: rows up to there were rewritten',
+                pg_catalog.left(a.hash, 12), a.seq, coalesce(pg_catalog.left(t.hash, 12), 'no row')) as detail
+              from pg_catalog.jsonb_to_recordset(${JSON.stringify(options.anchors)}::jsonb)
+                     as a("userId" uuid, seq bigint, hash text)
+              join public."User" u on u.id = a."userId"
+              left join public."CreditTransaction" t on t.user_id = a."userId" and t.seq = a.seq
+             where (${userId}::uuid is null or a."userId" = ${userId}::uuid)
+               and t.hash is distinct from a.hash
+             order by 1, 2`),
+        ).map((r) => ({
+          userId: String(r.user_id),
+          seq: Number(r.seq),
+          kind: 'anchor_mismatch',
+          detail: String(r.detail),
+        }))
+      : [];
     const counts = rowsOf(
       await tx.execute(sql`
         select (select count(*) from public."CreditTransaction" t
@@ -313,10 +348,10 @@ export async function verifyLedger(
       kind: String(r.kind),
       detail: String(r.detail),
     }));
-    const violationCount = installation.length + Number(rows[0]?.total ?? 0);
+    const violationCount = installation.length + anchored.length + Number(rows[0]?.total ?? 0);
     return {
       ok: violationCount === 0,
-      violations: [...installation, ...data].slice(0, limit),
+      violations: [...installation, ...anchored, ...data].slice(0, limit),
       violationCount,
       users: Number(counts?.users ?? 0),
       rows: Number(counts?.rows ?? 0),
@@ -346,4 +381,21 @@ export async function verifyLedger(
     });
   if (!result) throw new Error('verifyLedger: the check returned nothing');
   return result;
+}
+
+/**
+ * Every user's head now (users with no rows have none), to keep outside the database and
+ * pass back later as `anchors`.
+ */
+export async function ledgerHeads(db: Database | Transaction): Promise<LedgerAnchor[]> {
+  const rows = rowsOf(
+    await db.execute(sql`
+      select id, ledger_seq, ledger_hash from public."User"
+       where ledger_seq > 0 and ledger_hash is not null order by id`),
+  );
+  return rows.map((r) => ({
+    userId: String(r.id),
+    seq: Number(r.ledger_seq),
+    hash: String(r.ledger_hash),
+  }));
 }

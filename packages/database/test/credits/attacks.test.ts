@@ -6,6 +6,7 @@ import { createDatabase, type Database, type DatabaseHandle } from '../../src/cl
 import {
   deductCredits,
   grantCredits,
+  ledgerHeads,
   listCreditTransactions,
   refundCredits,
   verifyLedger,
@@ -478,6 +479,33 @@ describe('the owner DDL that cannot be prevented is detected', () => {
     expect(result.ok).toBe(false);
     expect(result.violations).toEqual([
       expect.objectContaining({ userId, seq: 3, kind: 'hash_mismatch' }),
+    ]);
+  });
+
+  it('a rewrite that recomputes the whole chain and the head passes the chain check, but not heads saved before it', async () => {
+    const [user] = await owner<{ id: string }[]>`
+      insert into "User" (email) values (${`${crypto.randomUUID()}@example.com`}) returning id`;
+    const userId = user?.id ?? '';
+    await deductCredits(handle.db, { userId, amount: 7, featureType: 'chat_tool_call' });
+    const anchors = (await ledgerHeads(handle.db)).filter((a) => a.userId === userId);
+    expect(anchors).toEqual([{ userId, seq: 3, hash: expect.stringMatching(/^[0-9a-f]{64}$/) }]);
+    await owner.begin(async (tx) => {
+      await tx`alter table "CreditTransaction" disable trigger user`;
+      await tx`alter table "User" disable trigger user`;
+      await tx`update "CreditTransaction" t set amount = 1, balance_after = 9,
+                 hash = credit_tx_hash(p.hash, t.id, t.user_id, t.seq, t.operation, t.feature_type, 1, 9,
+                   t.created_at, t.idempotency_key, t.refund_of, t.metadata)
+               from "CreditTransaction" p
+               where t.user_id = ${userId} and t.seq = 3 and p.user_id = t.user_id and p.seq = 2`;
+      await tx`update "User" u set free_credits = 9, ledger_hash = t.hash
+               from "CreditTransaction" t where u.id = ${userId} and t.user_id = u.id and t.seq = 3`;
+      await tx`alter table "CreditTransaction" enable trigger user`;
+      await tx`alter table "User" enable trigger user`;
+    });
+    expect((await verifyLedger(handle.db, { userId })).violations).toEqual([]);
+    const anchored = await verifyLedger(handle.db, { userId, anchors });
+    expect(anchored.violations).toEqual([
+      expect.objectContaining({ userId, seq: 3, kind: 'anchor_mismatch' }),
     ]);
   });
 

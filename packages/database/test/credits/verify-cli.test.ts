@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { createTestDatabase, type TestDatabase } from '@bragdoc/test-postgres';
 import postgres from 'postgres';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -62,6 +65,34 @@ describe('pnpm credits:verify', () => {
     expect(lines.at(-1)).toMatch(
       /^credits:verify: 4 violations in .+ \(1 user, 2 rows, \d+ ms\)\.$/,
     );
+  });
+
+  it('saves heads with --write-heads and checks them with --heads', async () => {
+    await userWithActivity();
+    const dir = mkdtempSync(path.join(tmpdir(), 'heads-'));
+    try {
+      const file = path.join(dir, 'heads.json');
+      const saved = await runScript(verify, ['--write-heads', file], {
+        env: { DATABASE_URL: database.url },
+      });
+      expect(saved.code).toBe(0);
+      expect(saved.stdout).toContain(`saved 1 heads to ${file}`);
+      const checked = await runScript(verify, ['--heads', file], {
+        env: { DATABASE_URL: database.url },
+      });
+      expect(checked.code).toBe(0);
+      expect(checked.stdout).toContain(`checked 1 saved heads from ${file}`);
+      writeFileSync(file, '{"not": "heads"}');
+      const bad = await runScript(verify, ['--heads', file], {
+        env: { DATABASE_URL: database.url },
+      });
+      expect(bad.code).toBe(1);
+      expect(bad.stderr.trim()).toBe(
+        `credits:verify: ${file} is not a file of heads written by --write-heads.`,
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('refuses to guess a database: without DATABASE_URL it exits 2 saying so', async () => {
