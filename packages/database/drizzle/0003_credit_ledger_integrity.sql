@@ -56,18 +56,22 @@ ALTER TABLE "User" ADD COLUMN "ledger_hash" text;--> statement-breakpoint
 -- as epoch milliseconds (its text form would depend on the session's TimeZone). The empty
 -- string stands for "no previous row". `credits:verify` recomputes it with its own copy of
 -- this formula, so replacing this function cannot hide an edit.
+-- No SET clause, so that PostgreSQL inlines it into the trigger (a function with one costs
+-- a call per row); instead every name in it is qualified, so that no caller's search_path
+-- can change what it computes.
 CREATE FUNCTION "public"."credit_tx_hash"(
   prev text, id uuid, user_id uuid, seq bigint, operation "public"."operation_type",
   feature_type "public"."feature_type", amount integer, balance_after integer,
   created_at timestamptz, idempotency_key text, refund_of uuid, metadata jsonb
 ) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT encode(sha256(convert_to(coalesce(prev, '') || jsonb_build_array(
-    id, user_id, seq, operation::text, feature_type::text, amount, balance_after,
-    (extract(epoch FROM created_at) * 1000)::bigint, idempotency_key, refund_of, metadata
-  )::text, 'UTF8')), 'hex')
+  SELECT pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(
+    coalesce(prev, '') OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(
+      id, user_id, seq, operation::pg_catalog.text, feature_type::pg_catalog.text, amount,
+      balance_after, (extract(epoch FROM created_at) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int8,
+      idempotency_key, refund_of, metadata
+    )::pg_catalog.text, 'UTF8')), 'hex')
 $$;--> statement-breakpoint
 
 -- Backfill of a trail written before this migration. Rows are numbered per user in
@@ -171,13 +175,14 @@ CREATE UNIQUE INDEX "credit_tx_user_seq_idx" ON "CreditTransaction" USING btree 
 -- partitioned (docs/scaling). Rows of any other table that inherits from it (an owner's DDL)
 -- are never taken for trail rows, nor is a trigger function of the ledger attached to one.
 -- Never NULL (pg_partition_root is NULL outside a partition tree): a NULL would make every
--- `IF NOT …` below skip its refusal.
+-- `IF NOT …` below skip its refusal. Qualified and without SET, like credit_tx_hash, so that
+-- it is inlined.
 CREATE FUNCTION "public"."credit_tx_is_trail"(relation regclass) RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT relation = '"public"."CreditTransaction"'::regclass
-      OR coalesce(pg_partition_root(relation) = '"public"."CreditTransaction"'::regclass, false)
+  SELECT relation OPERATOR(pg_catalog.=) '"public"."CreditTransaction"'::pg_catalog.regclass
+      OR coalesce(pg_catalog.pg_partition_root(relation)
+                    OPERATOR(pg_catalog.=) '"public"."CreditTransaction"'::pg_catalog.regclass, false)
 $$;--> statement-breakpoint
 
 -- BEFORE INSERT: lock the user, check, number, date and hash the row. No side effect here
