@@ -37,6 +37,7 @@
 --   BC007 capped refund under REPEATABLE READ                      BC008 write out of the user's trail order
 --   BC009 ledger not installed (a ledger trigger is missing or disabled)
 --   BC010 a ledger trigger function run other than as its own trigger
+--   BC011 the server's messages are not in English (the guard reads the call stack)
 
 -- The 0002 triggers go first: the backfill below writes rows they would refuse or apply twice.
 DROP TRIGGER "credit_tx_apply" ON "CreditTransaction";--> statement-breakpoint
@@ -206,14 +207,24 @@ BEGIN
     RAISE EXCEPTION 'credit_tx_prepare() runs only as the BEFORE INSERT trigger of "CreditTransaction"'
       USING ERRCODE = 'BC010';
   END IF;
-  -- A row is only written when the rest of the ledger will apply and guard it: with
-  -- credit_tx_apply disabled it would be recorded but never applied.
-  IF (SELECT count(*) FROM pg_trigger
-       WHERE tgrelid IN (TG_RELID, '"public"."User"'::regclass) AND tgenabled IN ('O', 'A')
-         AND tgname IN ('credit_tx_prepare', 'credit_tx_apply', 'credit_tx_append_only',
-                        'credit_tx_no_truncate', 'user_ledger_open', 'user_ledger_opening',
-                        'user_ledger_guard', 'user_ledger_delete')) <> 8 THEN
-    RAISE EXCEPTION 'the credits ledger is not installed: a ledger trigger is missing or disabled'
+  -- A row is only written when the rest of the ledger will apply and guard it: every ledger
+  -- trigger present, enabled, on its own table, with its own function and events, and plain
+  -- (no WHEN clause, column list or deferral that could make it skip a row). With
+  -- credit_tx_apply disabled, say, a row would be recorded but never applied.
+  IF (SELECT count(*) FROM pg_trigger t
+        JOIN (VALUES (TG_RELID, 'credit_tx_prepare', '"public"."credit_tx_prepare"()'::regprocedure, 7),
+                     (TG_RELID, 'credit_tx_apply', '"public"."credit_tx_apply"()'::regprocedure, 5),
+                     (TG_RELID, 'credit_tx_append_only', '"public"."credit_tx_append_only"()'::regprocedure, 27),
+                     (TG_RELID, 'credit_tx_no_truncate', '"public"."credit_tx_append_only"()'::regprocedure, 34),
+                     ('"public"."User"'::regclass, 'user_ledger_guard', '"public"."user_ledger_guard"()'::regprocedure, 19),
+                     ('"public"."User"'::regclass, 'user_ledger_open', '"public"."user_ledger_open"()'::regprocedure, 7),
+                     ('"public"."User"'::regclass, 'user_ledger_opening', '"public"."user_ledger_opening"()'::regprocedure, 5),
+                     ('"public"."User"'::regclass, 'user_ledger_delete', '"public"."user_ledger_delete"()'::regprocedure, 11))
+             AS want(relid, name, fn, type)
+          ON t.tgrelid = want.relid AND t.tgname = want.name
+       WHERE t.tgfoid = want.fn AND t.tgtype = want.type AND t.tgenabled IN ('O', 'A')
+         AND t.tgqual IS NULL AND t.tgattr::text = '' AND NOT t.tgdeferrable AND t.tgnargs = 0) <> 8 THEN
+    RAISE EXCEPTION 'the credits ledger is not installed: a ledger trigger is missing, disabled or changed'
       USING ERRCODE = 'BC009', HINT = 'Run the migrations (pnpm db:migrate) and re-enable the triggers; pnpm credits:verify lists what is wrong.';
   END IF;
 
@@ -326,7 +337,7 @@ CREATE TRIGGER "credit_tx_prepare" BEFORE INSERT ON "CreditTransaction"
 -- was numbered, or the user is not the one it was numbered against (a user deleted and
 -- created again under the same id, still waiting for its opening rows, takes only those).
 -- user_ledger_guard recognises this very statement (one line, so that the guard can compare
--- it whole), or else checks the update against the row.
+-- it whole) and lets nothing else move a balance.
 CREATE FUNCTION "public"."credit_tx_apply"() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -357,18 +368,20 @@ CREATE TRIGGER "credit_tx_apply" AFTER INSERT ON "CreditTransaction"
 -- its row. Its id never changes either, since a moved id could take the trail away from the
 -- balances (delete "the old user's" rows, then move the id back).
 --
--- The proof is the row. Reading it, though, takes a SERIALIZABLE predicate lock on an index
--- page that other users' rows are written to, so that operations on different users failed
--- each other with 40001. So the common case is recognised without a read: when the call
--- stack shows that this UPDATE is credit_tx_apply's own statement, fired as the trail's
--- AFTER INSERT trigger (it checks that itself) for a row that was really inserted, the update
--- is that row's by construction; it must still be exactly the next step of the head. The
--- stack (PG_CONTEXT) is built by the server: a session can name no function
--- public.credit_tx_apply() but ours without the owner's DDL (which credits:verify finds),
--- cannot call ours from a trigger of its own (EXECUTE is revoked from PUBLIC; the owner's
--- attempt fails in credit_tx_apply), and a statement of its own that merely starts with the
--- same text cannot continue with the `"` that ends it here. Anything else, including a server
--- whose messages are not in English, takes the read.
+-- The proof is that the update is credit_tx_apply's own, fired as the trail's AFTER INSERT
+-- trigger (it checks that itself) for a row that was really inserted: then it is that row's
+-- by construction, and must still be exactly the next step of the head. Nothing else may
+-- move a balance or the head, whatever rows exist: an UPDATE that merely matched an existing
+-- row could run before that row's own apply and let its user be deleted and created again
+-- under the same id, for the row to land on the new one. The call stack (PG_CONTEXT) is
+-- built by the server: a session can name no function public.credit_tx_apply() but ours
+-- without the owner's DDL (which credits:verify finds), cannot call ours from a trigger of its
+-- own (EXECUTE is revoked from PUBLIC; the owner's attempt fails in credit_tx_apply), and a
+-- statement of its own that merely starts with the same text cannot continue with the `"`
+-- that ends it here. Reading no row also keeps operations on different users from failing
+-- each other under SERIALIZABLE (a read of the trail's index would lock pages their rows
+-- share). The one cost: the stack is read in English, so a server with translated messages
+-- (lc_messages) refuses ledger writes with BC011 until it is set to English.
 CREATE FUNCTION "public"."user_ledger_guard"() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -376,8 +389,6 @@ SET row_security = off
 AS $$
 DECLARE
   expected bigint;
-  r record;
-  prior integer;
   stack text;
   apply_frames constant text := 'SQL statement "UPDATE "public"."User" SET free_credits = CASE WHEN NEW.feature_type = ''chat_message'' THEN free_credits ELSE NEW.balance_after END, free_chat_messages = CASE WHEN NEW.feature_type = ''chat_message'' THEN NEW.balance_after ELSE free_chat_messages END, ledger_seq = CASE WHEN ledger_seq = -2 THEN -1 ELSE NEW.seq END, ledger_hash = NEW.hash, updated_at = now() WHERE id = NEW.user_id AND (ledger_seq = NEW.seq - 1 OR (ledger_seq < 0 AND NEW.seq = (CASE WHEN ledger_seq = -1 AND free_credits > 0 AND free_chat_messages > 0 THEN 2 ELSE 1 END) AND NEW.balance_after = (CASE WHEN NEW.feature_type = ''chat_message'' THEN free_chat_messages ELSE free_credits END)))"'
     || E'\nPL/pgSQL function public.credit_tx_apply() line 3 at SQL statement';
@@ -413,30 +424,13 @@ BEGIN
   GET DIAGNOSTICS stack = PG_CONTEXT;
   -- The frames under this one's: credit_tx_apply's UPDATE, then credit_tx_apply itself, then
   -- the end of the stack or the next frame.
-  IF substr(stack, strpos(stack, E'\n') + 1, length(apply_frames) + 1) IN (apply_frames, apply_frames || E'\n') THEN
-    RETURN NEW;
-  END IF;
-
-  -- Not the ledger's own statement: only to exactly what the user's next trail row (a row
-  -- of the trail itself) says; while the opening rows are due, only an opening row (a grant
-  -- of the whole balance). credit_tx_apply, which still follows for that row, then finds the
-  -- head moved and fails the statement: a row is never applied twice.
-  SELECT feature_type = 'chat_message' AS chat, operation, amount, balance_after, hash INTO r
-    FROM "public"."CreditTransaction"
-   WHERE user_id = OLD.id AND seq = expected AND "public"."credit_tx_is_trail"(tableoid);
-  IF FOUND THEN
-    prior := CASE WHEN r.chat THEN OLD.free_chat_messages ELSE OLD.free_credits END;
-  END IF;
-  IF NOT FOUND
-     OR NEW.ledger_hash IS DISTINCT FROM r.hash
-     OR (OLD.ledger_seq < 0 AND (r.operation <> 'grant' OR r.amount <> prior))
-     OR r.balance_after <> (CASE WHEN OLD.ledger_seq < 0 THEN prior
-                                 WHEN r.operation = 'deduct' THEN prior - r.amount
-                                 ELSE prior + r.amount END)
-     OR (r.chat AND (NEW.free_chat_messages IS DISTINCT FROM r.balance_after
-                     OR NEW.free_credits IS DISTINCT FROM OLD.free_credits))
-     OR (NOT r.chat AND (NEW.free_credits IS DISTINCT FROM r.balance_after
-                         OR NEW.free_chat_messages IS DISTINCT FROM OLD.free_chat_messages)) THEN
+  IF substr(stack, strpos(stack, E'\n') + 1, length(apply_frames) + 1) NOT IN (apply_frames, apply_frames || E'\n') THEN
+    -- On a server whose messages are translated the stack cannot be read; say so, rather
+    -- than refuse every write as if it were an attack.
+    IF stack NOT LIKE 'PL/pgSQL function public.user_ledger_guard() line % at GET DIAGNOSTICS%' THEN
+      RAISE EXCEPTION 'the credits ledger reads the call stack in English, and this server''s messages are not (lc_messages = %)', current_setting('lc_messages')
+        USING ERRCODE = 'BC011', HINT = 'Set lc_messages to C or an English locale for this database (ALTER DATABASE … SET lc_messages = ''C'', as a superuser).';
+    END IF;
     RAISE EXCEPTION 'the balances of "User" % change only through "CreditTransaction"', OLD.id
       USING ERRCODE = 'BC006',
             HINT = 'Insert a grant, deduct or refund row (grantCredits, deductCredits, refundCredits).';

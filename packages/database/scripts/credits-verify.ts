@@ -1,7 +1,12 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { createDatabase } from '../src/client.js';
-import { type LedgerAnchor, ledgerHeads, verifyLedger } from '../src/credits/verify.js';
+import {
+  type LedgerAnchor,
+  ledgerFingerprint,
+  ledgerHeads,
+  verifyLedger,
+} from '../src/credits/verify.js';
 import { DatabaseError } from '../src/errors.js';
 import { redactUrl } from '../src/migrate/redact.js';
 
@@ -15,12 +20,18 @@ its balances. Prints each violation and a summary; exits 1 on any. Reads the dat
                       (finds a rewrite that recomputed the whole chain)
   --write-heads FILE  save every user's head now to FILE (JSON), to keep outside the database`;
 
-/** Heads saved by --write-heads: a JSON array of { userId, seq, hash }. */
-function readHeads(file: string): LedgerAnchor[] {
-  const parsed: unknown = JSON.parse(readFileSync(file, 'utf8'));
+/** What --write-heads saves: every user's head, and the ledger's catalog fingerprint. */
+interface HeadsFile {
+  fingerprint: string;
+  heads: LedgerAnchor[];
+}
+
+function readHeads(file: string): HeadsFile {
+  const parsed = JSON.parse(readFileSync(file, 'utf8')) as Partial<HeadsFile> | null;
   if (
-    !Array.isArray(parsed) ||
-    !parsed.every(
+    typeof parsed?.fingerprint !== 'string' ||
+    !Array.isArray(parsed.heads) ||
+    !parsed.heads.every(
       (h) =>
         typeof h?.userId === 'string' &&
         Number.isSafeInteger(h?.seq) &&
@@ -29,7 +40,7 @@ function readHeads(file: string): LedgerAnchor[] {
   ) {
     throw new SyntaxError(`${file} is not a file of heads written by --write-heads.`);
   }
-  return parsed as LedgerAnchor[];
+  return { fingerprint: parsed.fingerprint, heads: parsed.heads };
 }
 
 async function run(): Promise<number> {
@@ -62,11 +73,11 @@ async function run(): Promise<number> {
   const { db, close } = createDatabase(url, { max: 1, applicationName: 'credits:verify' });
   const started = performance.now();
   try {
-    const anchors = values.heads === undefined ? undefined : readHeads(values.heads);
+    const saved = values.heads === undefined ? undefined : readHeads(values.heads);
     const result = await verifyLedger(db, {
       limit,
       ...(values.user === undefined ? {} : { userId: values.user }),
-      ...(anchors ? { anchors } : {}),
+      ...(saved ? { anchors: saved.heads, fingerprint: saved.fingerprint } : {}),
     });
     for (const v of result.violations) {
       const where =
@@ -83,11 +94,14 @@ async function run(): Promise<number> {
         ? `credits:verify: OK, ${redactUrl(url)}: ${scope} checked in ${took}.`
         : `credits:verify: ${result.violationCount} violation${result.violationCount === 1 ? '' : 's'} in ${redactUrl(url)} (${scope}, ${took}).`,
     );
-    if (anchors)
-      console.log(`credits:verify: checked ${anchors.length} saved heads from ${values.heads}.`);
+    if (saved)
+      console.log(
+        `credits:verify: checked ${saved.heads.length} saved heads from ${values.heads}.`,
+      );
     if (values['write-heads'] !== undefined) {
       const heads = await ledgerHeads(db);
-      writeFileSync(values['write-heads'], `${JSON.stringify(heads, null, 1)}\n`);
+      const file: HeadsFile = { fingerprint: await ledgerFingerprint(db), heads };
+      writeFileSync(values['write-heads'], `${JSON.stringify(file, null, 1)}\n`);
       console.log(`credits:verify: saved ${heads.length} heads to ${values['write-heads']}.`);
     }
     return result.ok ? 0 : 1;

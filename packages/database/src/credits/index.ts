@@ -43,6 +43,7 @@ export {
   type LedgerAnchor,
   type LedgerVerification,
   type LedgerViolation,
+  ledgerFingerprint,
   ledgerHeads,
   type VerifyLedgerOptions,
   verifyLedger,

@@ -17,6 +17,10 @@ export interface ExpectedFunction {
   config: string[];
   /** A trigger function: the migrations revoke EXECUTE on it from PUBLIC. */
   returnsTrigger: boolean;
+  /** pg_proc.prolang's name, provolatile ('v', 's', 'i') and proisstrict. */
+  language: string;
+  volatility: 'v' | 's' | 'i';
+  strict: boolean;
 }
 
 /**
@@ -40,6 +44,27 @@ export const RELIED_ON_DEFINITIONS: Record<string, string> = {
     'CREATE UNIQUE INDEX credit_tx_user_seq_idx ON public."CreditTransaction" USING btree (user_id, seq)',
   credit_tx_user_idempotency_key_idx:
     'CREATE UNIQUE INDEX credit_tx_user_idempotency_key_idx ON public."CreditTransaction" USING btree (user_id, idempotency_key) WHERE (idempotency_key IS NOT NULL)',
+};
+
+/** The types of the columns the ledger computes with, as format_type prints them. */
+export const RELIED_ON_COLUMNS: Record<string, string> = {
+  'User.id': 'uuid',
+  'User.free_credits': 'integer',
+  'User.free_chat_messages': 'integer',
+  'User.ledger_seq': 'bigint',
+  'User.ledger_hash': 'text',
+  'CreditTransaction.id': 'uuid',
+  'CreditTransaction.user_id': 'uuid',
+  'CreditTransaction.amount': 'integer',
+  'CreditTransaction.operation': 'public.operation_type',
+  'CreditTransaction.feature_type': 'public.feature_type',
+  'CreditTransaction.metadata': 'jsonb',
+  'CreditTransaction.created_at': 'timestamp(3) with time zone',
+  'CreditTransaction.balance_after': 'integer',
+  'CreditTransaction.seq': 'bigint',
+  'CreditTransaction.hash': 'text',
+  'CreditTransaction.idempotency_key': 'text',
+  'CreditTransaction.refund_of': 'uuid',
 };
 
 export interface LedgerDefinition {
@@ -107,6 +132,13 @@ export function readLedgerDefinition(migrationsFolder: string): LedgerDefinition
           securityDefiner: /\bSECURITY DEFINER\b/.test(attributes),
           config,
           returnsTrigger: /\bRETURNS trigger\b/.test(attributes),
+          language: /\bLANGUAGE (\w+)/.exec(attributes)?.[1]?.toLowerCase() ?? '',
+          volatility: /\bIMMUTABLE\b/.test(attributes)
+            ? 'i'
+            : /\bSTABLE\b/.test(attributes)
+              ? 's'
+              : 'v',
+          strict: /\bSTRICT\b|\bRETURNS NULL ON NULL INPUT\b/.test(attributes),
         });
         continue;
       }

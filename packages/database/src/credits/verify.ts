@@ -1,7 +1,11 @@
 import { sql, TransactionRollbackError } from 'drizzle-orm';
 import type { Database, Transaction } from '../client.js';
 import { defaultMigrationsFolder } from '../migrate/migrator.js';
-import { RELIED_ON_DEFINITIONS, readLedgerDefinition } from './ledger-definition.js';
+import {
+  RELIED_ON_COLUMNS,
+  RELIED_ON_DEFINITIONS,
+  readLedgerDefinition,
+} from './ledger-definition.js';
 import { parse, userIdInput } from './validation.js';
 
 /** One thing `verifyLedger` found wrong. */
@@ -41,6 +45,12 @@ export interface VerifyLedgerOptions {
    * show). A user deleted since is not reported: deleting users is allowed.
    */
   anchors?: LedgerAnchor[];
+  /**
+   * `ledgerFingerprint` saved with the anchors: any change to the ledger's triggers or
+   * functions since (even one undone: disabling a trigger and enabling it again leaves a new
+   * catalog row) is reported, since rows written meanwhile may have bypassed the ledger.
+   */
+  fingerprint?: string;
 }
 
 /** A user's trail head: its last row's seq and hash at some moment. */
@@ -119,8 +129,12 @@ async function installationViolations(
              coalesce(p.proconfig, '{}') as config,
              p.proowner = (select relowner from pg_catalog.pg_class
                             where oid = 'public."CreditTransaction"'::pg_catalog.regclass) as owned,
-             pg_catalog.has_function_privilege('public', p.oid, 'EXECUTE') as public_execute
+             pg_catalog.has_function_privilege('public', p.oid, 'EXECUTE') as public_execute,
+             exists (select 1 from pg_catalog.aclexplode(p.proacl) a
+                      where a.grantee <> p.proowner and a.privilege_type = 'EXECUTE') as others_execute,
+             l.lanname as language, p.provolatile as volatility, p.proisstrict as strict
         from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+        join pg_catalog.pg_language l on l.oid = p.prolang
        where n.nspname = 'public'
          and p.proname = any(${`{${expected.functions.map((f) => f.name).join(',')}}`}::text[])`),
   );
@@ -135,20 +149,23 @@ async function installationViolations(
       if (
         f.body !== want.body ||
         f.security_definer !== want.securityDefiner ||
-        config.join('\n') !== want.config.join('\n')
+        config.join('\n') !== want.config.join('\n') ||
+        f.language !== want.language ||
+        f.volatility !== want.volatility ||
+        f.strict !== want.strict
       ) {
         violation(
           'function_changed',
-          `function ${want.name} is not the one the migrations define (body, SECURITY or SET differs)`,
+          `function ${want.name} is not the one the migrations define (body, language, volatility, STRICT, SECURITY or SET differs)`,
         );
       }
       if (f.owned !== true) {
         violation('function_owner', `function ${want.name} is not owned by the trail's owner`);
       }
-      if (want.returnsTrigger && f.public_execute === true) {
+      if (want.returnsTrigger && (f.public_execute === true || f.others_execute === true)) {
         violation(
           'function_privileges',
-          `function ${want.name} is executable by PUBLIC: anyone could attach it to a table of their own`,
+          `function ${want.name} is executable by roles other than its owner: they could attach it to a table of their own`,
         );
       }
     }
@@ -173,7 +190,8 @@ async function installationViolations(
       select c.relname as name, c.relforcerowsecurity as forced,
         (select pg_catalog.count(*) from pg_catalog.pg_inherits i
            join pg_catalog.pg_class k on k.oid = i.inhrelid
-          where i.inhparent = c.oid and not k.relispartition) as children
+          where i.inhparent = c.oid and not k.relispartition) as children,
+        (select pg_catalog.count(*) from pg_catalog.pg_inherits i where i.inhrelid = c.oid) as parents
         from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
        where n.nspname = 'public' and c.relname in ('User', 'CreditTransaction')`),
   );
@@ -183,11 +201,32 @@ async function installationViolations(
         'inheritance_child',
         `"${String(table.name)}" has tables inheriting from it: their rows bypass the ledger`,
       );
+    if (Number(table.parents) > 0)
+      violation(
+        'inheritance_parent',
+        `"${String(table.name)}" inherits from another table: statements on that one reach its rows`,
+      );
     if (table.forced === true)
       violation(
         'row_security_forced',
         `"${String(table.name)}" forces row-level security on its owner: rows could be hidden from the ledger`,
       );
+  }
+
+  const columns = new Map(
+    rowsOf(
+      await tx.execute(sql`
+        select c.relname || '.' || a.attname as name,
+               pg_catalog.format_type(a.atttypid, a.atttypmod) as type
+          from pg_catalog.pg_attribute a join pg_catalog.pg_class c on c.oid = a.attrelid
+         where c.oid in ('public."User"'::pg_catalog.regclass, 'public."CreditTransaction"'::pg_catalog.regclass)
+           and a.attnum > 0 and not a.attisdropped`),
+    ).map((r) => [String(r.name), String(r.type)]),
+  );
+  for (const [name, type] of Object.entries(RELIED_ON_COLUMNS)) {
+    const have = columns.get(name);
+    if (have !== type)
+      violation('column_changed', `column ${name} is ${have ?? 'missing'}, not ${type}`);
   }
 
   const definitions = new Map(
@@ -315,7 +354,7 @@ export async function verifyLedger(
       options.migrationsFolder ?? defaultMigrationsFolder,
     );
     const rows = rowsOf(await tx.execute(dataViolationsQuery(userId, limit)));
-    const anchored = options.anchors?.length
+    const anchored: LedgerViolation[] = options.anchors?.length
       ? rowsOf(
           await tx.execute(sql`
             select a."userId" as user_id, a.seq, pg_catalog.format(
@@ -348,6 +387,17 @@ export async function verifyLedger(
       kind: String(r.kind),
       detail: String(r.detail),
     }));
+    if (options.fingerprint !== undefined) {
+      const now = await ledgerFingerprint(tx);
+      if (now !== options.fingerprint)
+        anchored.unshift({
+          userId: null,
+          seq: null,
+          kind: 'ledger_altered',
+          detail:
+            "the ledger's triggers or functions were changed (or disabled and enabled again) since the heads were saved: rows written since may have bypassed it",
+        });
+    }
     const violationCount = installation.length + anchored.length + Number(rows[0]?.total ?? 0);
     return {
       ok: violationCount === 0,
@@ -398,4 +448,26 @@ export async function ledgerHeads(db: Database | Transaction): Promise<LedgerAnc
     seq: Number(r.ledger_seq),
     hash: String(r.ledger_hash),
   }));
+}
+
+/**
+ * A digest of the catalog rows of the ledger's triggers and functions, including their
+ * transaction ids (oids and xmins, the same whatever the session's search_path): it changes
+ * with any DDL on them, even DDL undone later in the same transaction, and with nothing else
+ * (a dump and restore changes it too: save new heads then).
+ */
+export async function ledgerFingerprint(db: Database | Transaction): Promise<string> {
+  const [row] = rowsOf(
+    await db.execute(sql`
+      select pg_catalog.md5(pg_catalog.string_agg(entry, ',' order by entry)) as fingerprint
+        from (select 't:' || t.oid::pg_catalog.text || ':' || t.xmin::pg_catalog.text as entry
+                from pg_catalog.pg_trigger t
+               where t.tgrelid in ('public."User"'::pg_catalog.regclass, 'public."CreditTransaction"'::pg_catalog.regclass)
+                 and not t.tgisinternal
+              union all
+              select 'f:' || p.oid::pg_catalog.text || ':' || p.xmin::pg_catalog.text
+                from pg_catalog.pg_proc p
+               where p.pronamespace = 'public'::pg_catalog.regnamespace) e`),
+  );
+  return String(row?.fingerprint ?? '');
 }

@@ -6,6 +6,7 @@ import { createDatabase, type Database, type DatabaseHandle } from '../../src/cl
 import {
   deductCredits,
   grantCredits,
+  ledgerFingerprint,
   ledgerHeads,
   listCreditTransactions,
   refundCredits,
@@ -411,6 +412,34 @@ describe.each(['app', 'owner'] as const)('as the %s role', (role) => {
     await expectLedgerVerifies();
   });
 
+  it('cannot move the head to a row of its own before that row is applied, then delete and create the user again', async () => {
+    const sql = session(role);
+    await sql.unsafe(`
+      create or replace function pg_temp.swap(u uuid, credits int, chats int) returns int language plpgsql as $$ begin
+        update public."User" set free_credits = t.balance_after, ledger_seq = t.seq, ledger_hash = t.hash
+          from public."CreditTransaction" t
+         where t.user_id = u and t.seq = public."User".ledger_seq + 1 and public."User".id = u;
+        delete from public."User" where id = u;
+        insert into public."User" (id, email, free_credits, free_chat_messages)
+          values (u, gen_random_uuid()::text || '@example.com', credits, chats);
+        return 1; end $$`);
+    for (const [credits, chats] of [
+      [10, 20],
+      [0, 0],
+    ]) {
+      const userId = await newUser(credits ?? 0);
+      const before = await state(userId);
+      const error = await refusalOf(sql`
+        with r as (
+          insert into "CreditTransaction" (user_id, amount, operation, feature_type)
+          values (${userId}, 1000, 'grant', 'document_generation') returning user_id)
+        select pg_temp.swap(user_id, ${credits ?? 0}, ${chats ?? 0}) from r`);
+      expect(error.code).toBe('BC006');
+      expect(await state(userId)).toEqual(before);
+    }
+    await expectLedgerVerifies();
+  });
+
   it("cannot apply a new user's opening row twice and skip the next one", async () => {
     const sql = session(role);
     await sql.unsafe(`
@@ -482,6 +511,25 @@ describe('the owner DDL that cannot be prevented is detected', () => {
     ]);
   });
 
+  it('a ledger trigger made to skip every row (WHEN false) is as good as missing: writes refuse to run', async () => {
+    const [user] = await owner<{ id: string }[]>`
+      insert into "User" (email, free_credits, free_chat_messages) values (${`${crypto.randomUUID()}@example.com`}, 10, 0) returning id`;
+    await owner
+      .begin(async (tx) => {
+        await tx`drop trigger credit_tx_apply on "CreditTransaction"`;
+        await tx`create trigger credit_tx_apply after insert on "CreditTransaction" for each row
+               when (false) execute function public.credit_tx_apply()`;
+        const error = await refusalOf(tx`
+        insert into "CreditTransaction" (user_id, amount, operation, feature_type)
+        values (${user?.id ?? ''}, 5, 'deduct', 'chat_tool_call')`);
+        expect(error.code).toBe('BC009');
+        throw new Error('roll back');
+      })
+      .catch((error: Error) => {
+        if (error.message !== 'roll back') throw error;
+      });
+  });
+
   it('a rewrite that recomputes the whole chain and the head passes the chain check, but not heads saved before it', async () => {
     const [user] = await owner<{ id: string }[]>`
       insert into "User" (email) values (${`${crypto.randomUUID()}@example.com`}) returning id`;
@@ -509,6 +557,23 @@ describe('the owner DDL that cannot be prevented is detected', () => {
     ]);
   });
 
+  it('DDL done and undone in one transaction, after heads were saved, is reported with them', async () => {
+    const fingerprint = await ledgerFingerprint(handle.db);
+    const anchors = await ledgerHeads(handle.db);
+    // (This database already holds the row edited by the first test of this block.)
+    const before = await verifyLedger(handle.db, { anchors, fingerprint });
+    expect(before.violations.map((v) => v.kind)).not.toContain('ledger_altered');
+    await owner.begin(async (tx) => {
+      await tx`alter table "User" disable trigger user_ledger_guard`;
+      await tx`alter table "User" enable trigger user_ledger_guard`;
+    });
+    const after = await verifyLedger(handle.db, { anchors, fingerprint });
+    expect(after.violations.map((v) => v.kind)).toEqual([
+      'ledger_altered',
+      ...before.violations.map((v) => v.kind),
+    ]);
+  });
+
   it('a disabled trigger, a replaced function and an extra trigger are each reported', async () => {
     await owner`alter table "User" disable trigger user_ledger_guard`;
     await owner.unsafe(`
@@ -521,7 +586,7 @@ describe('the owner DDL that cannot be prevented is detected', () => {
     const result = await verifyLedger(handle.db);
     const ledger = result.violations.filter((v) => v.userId === null);
     expect(ledger.map((v) => `${v.kind}: ${v.detail}`).sort()).toEqual([
-      'function_changed: function credit_tx_append_only is not the one the migrations define (body, SECURITY or SET differs)',
+      'function_changed: function credit_tx_append_only is not the one the migrations define (body, language, volatility, STRICT, SECURITY or SET differs)',
       'trigger_disabled: trigger user_ledger_guard on "User" is disabled',
       'trigger_unexpected: trigger sneaky on "CreditTransaction" is not one of the ledger\'s',
     ]);
