@@ -117,6 +117,10 @@ try {
       `${verification?.rows.toLocaleString('en')} rows of ${verification?.users.toLocaleString('en')} users ` +
       `in ${(verifyMs / 1000).toFixed(1)} s (${Math.round((verification?.rows ?? 0) / (verifyMs / 1000)).toLocaleString('en')} rows/s)`,
   );
+  for (const v of verification?.violations.slice(0, 10) ?? [])
+    log(
+      `  ✗ ${v.kind} ${v.userId ?? 'ledger'}${v.seq === null ? '' : ` seq ${v.seq}`}: ${v.detail}`,
+    );
   figures.push(figure('verify_whole_ledger', verifyMs, 'ms', baselineMs));
 } finally {
   await handle.close();

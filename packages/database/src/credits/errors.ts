@@ -135,6 +135,21 @@ export class LedgerNotInstalledError extends CreditsError {
   }
 }
 
+/**
+ * The server's messages are translated (lc_messages), and the ledger's guard reads the call
+ * stack in English: every write is refused until the setting is English.
+ */
+export class UnsupportedServerLocaleError extends CreditsError {
+  readonly code = 'UNSUPPORTED_SERVER_LOCALE';
+
+  constructor() {
+    super(
+      "The credits ledger needs the server's messages in English and they are not, so nothing was " +
+        "written. Set lc_messages to 'C' for this database (ALTER DATABASE … SET lc_messages = 'C', as a superuser).",
+    );
+  }
+}
+
 /** withCreditReservation: `fn` failed and so did the refund of its reservation. */
 export class ReservationRefundError extends CreditsError {
   readonly code = 'RESERVATION_REFUND_FAILED';
@@ -220,6 +235,8 @@ export function toCreditsError(error: unknown, userId: string): unknown {
       return new UnsupportedIsolationError();
     case 'BC009':
       return new LedgerNotInstalledError();
+    case 'BC011':
+      return new UnsupportedServerLocaleError();
     case '23502':
       return pg.table_name === 'CreditTransaction' && TRIGGER_SET_COLUMNS.has(pg.column_name ?? '')
         ? new LedgerNotInstalledError()

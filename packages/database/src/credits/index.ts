@@ -13,6 +13,7 @@ export {
   RefundExceedsDeductionError,
   ReservationRefundError,
   UnsupportedIsolationError,
+  UnsupportedServerLocaleError,
   UserNotFoundError,
 } from './errors.js';
 export {
