@@ -240,8 +240,11 @@ BEGIN
   IF u.ledger_seq < 0 THEN
     -- The user was inserted by this very statement and its opening rows (written by
     -- user_ledger_opening at the statement's end) are not there yet: only they may come,
-    -- free_credits first, each stating exactly the balance the user was created with.
+    -- free_credits first, each stating exactly the balance the user was created with, with
+    -- the opening rows' own feature type and label.
     IF NEW.operation <> 'grant' OR chat <> (u.ledger_seq = -1 AND u.free_chat_messages > 0)
+       OR NEW.feature_type NOT IN ('document_generation', 'chat_message')
+       OR NEW.metadata IS DISTINCT FROM '{"reason": "opening_balance"}'::jsonb
        OR NEW.amount <> available OR NEW.idempotency_key IS NOT NULL OR NEW.refund_of IS NOT NULL THEN
       RAISE EXCEPTION 'user % was created by this statement and its opening balance is not recorded yet', NEW.user_id
         USING ERRCODE = 'BC008', HINT = 'Change the credits of a new user in a later statement.';

@@ -1,12 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { createDatabase } from '../src/client.js';
-import {
-  type LedgerAnchor,
-  ledgerFingerprint,
-  ledgerHeads,
-  verifyLedger,
-} from '../src/credits/verify.js';
+import { type LedgerAnchor, verifyLedger } from '../src/credits/verify.js';
 import { DatabaseError } from '../src/errors.js';
 import { redactUrl } from '../src/migrate/redact.js';
 
@@ -18,7 +13,8 @@ its balances. Prints each violation and a summary; exits 1 on any. Reads the dat
 
   --heads FILE        also check that every head saved in FILE is still in its trail, unchanged
                       (finds a rewrite that recomputed the whole chain)
-  --write-heads FILE  save every user's head now to FILE (JSON), to keep outside the database`;
+  --write-heads FILE  save every user's head to FILE (JSON), as verified, to keep outside the
+                      database; nothing is saved when the ledger does not verify`;
 
 /** What --write-heads saves: every user's head, and the ledger's catalog fingerprint. */
 interface HeadsFile {
@@ -78,6 +74,7 @@ async function run(): Promise<number> {
       limit,
       ...(values.user === undefined ? {} : { userId: values.user }),
       ...(saved ? { anchors: saved.heads, fingerprint: saved.fingerprint } : {}),
+      readHeads: values['write-heads'] !== undefined,
     });
     for (const v of result.violations) {
       const where =
@@ -98,11 +95,22 @@ async function run(): Promise<number> {
       console.log(
         `credits:verify: checked ${saved.heads.length} saved heads from ${values.heads}.`,
       );
-    if (values['write-heads'] !== undefined) {
-      const heads = await ledgerHeads(db);
-      const file: HeadsFile = { fingerprint: await ledgerFingerprint(db), heads };
-      writeFileSync(values['write-heads'], `${JSON.stringify(file, null, 1)}\n`);
-      console.log(`credits:verify: saved ${heads.length} heads to ${values['write-heads']}.`);
+    if (values['write-heads'] !== undefined && result.heads) {
+      // Heads of a ledger that did not verify would make the next check pass over the damage.
+      if (!result.ok) {
+        console.log(
+          `credits:verify: not saving heads to ${values['write-heads']}: the ledger did not verify.`,
+        );
+      } else {
+        const file: HeadsFile = {
+          fingerprint: result.heads.fingerprint,
+          heads: result.heads.anchors,
+        };
+        writeFileSync(values['write-heads'], `${JSON.stringify(file, null, 1)}\n`);
+        console.log(
+          `credits:verify: saved ${file.heads.length} heads to ${values['write-heads']}, as verified.`,
+        );
+      }
     }
     return result.ok ? 0 : 1;
   } finally {

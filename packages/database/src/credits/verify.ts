@@ -29,6 +29,8 @@ export interface LedgerVerification {
   violationCount: number;
   users: number;
   rows: number;
+  /** With `readHeads`: every user's head and the fingerprint, as the check saw them. */
+  heads?: { fingerprint: string; anchors: LedgerAnchor[] };
 }
 
 export interface VerifyLedgerOptions {
@@ -51,6 +53,11 @@ export interface VerifyLedgerOptions {
    * catalog row) is reported, since rows written meanwhile may have bypassed the ledger.
    */
   fingerprint?: string;
+  /**
+   * Also read every user's head and the ledger's fingerprint, in the same snapshot as the
+   * check (for `--write-heads`: what is saved is what was verified).
+   */
+  readHeads?: boolean;
 }
 
 /** A user's trail head: its last row's seq and hash at some moment. */
@@ -270,6 +277,7 @@ function dataViolationsQuery(userId: string | null, limit: number) {
              t.refund_of, t.id,
              row_number() over w as position,
              lag(t.hash) over w as prev_hash,
+             t.created_at, lag(t.created_at) over w as prev_created_at,
              coalesce(sum(case when t.operation = 'deduct' then -t.amount else t.amount end)
                filter (where t.feature_type = 'chat_message') over w, 0) as chats,
              coalesce(sum(case when t.operation = 'deduct' then -t.amount else t.amount end)
@@ -304,6 +312,11 @@ function dataViolationsQuery(userId: string | null, limit: number) {
       union all
       select user_id, seq, 'amount_not_positive', format('row %s has amount %s', id, amount)
         from trail where amount <= 0
+      union all
+      select user_id, seq, 'created_at_order',
+             format('row %s is dated %s, before the row ahead of it in the trail (%s): it was dated by hand, or the server''s clock stepped back',
+                    id, created_at, prev_created_at)
+        from trail where created_at < prev_created_at
       union all
       select u.id, null, 'head_mismatch',
              format('the user''s trail ends at seq %s (hash %s) but its head says seq %s (hash %s)',
@@ -358,7 +371,7 @@ export async function verifyLedger(
       ? rowsOf(
           await tx.execute(sql`
             select a."userId" as user_id, a.seq, pg_catalog.format(
-                'the trail held hash %s at seq %s when it was anchored, now %s: rows up to there were rewritten',
+                'the trail held hash %s at seq %s when it was anchored, now %s: rows up to there were rewritten (or the user was deleted and created again under the same id)',
                 pg_catalog.left(a.hash, 12), a.seq, coalesce(pg_catalog.left(t.hash, 12), 'no row')) as detail
               from pg_catalog.jsonb_to_recordset(${JSON.stringify(options.anchors)}::jsonb)
                      as a("userId" uuid, seq bigint, hash text)
@@ -399,12 +412,16 @@ export async function verifyLedger(
         });
     }
     const violationCount = installation.length + anchored.length + Number(rows[0]?.total ?? 0);
+    const heads = options.readHeads
+      ? { fingerprint: await ledgerFingerprint(tx), anchors: await ledgerHeads(tx) }
+      : undefined;
     return {
       ok: violationCount === 0,
       violations: [...installation, ...anchored, ...data].slice(0, limit),
       violationCount,
       users: Number(counts?.users ?? 0),
       rows: Number(counts?.rows ?? 0),
+      ...(heads ? { heads } : {}),
     };
   };
   // Every name the checks use is qualified, and the session's own search_path (which could
@@ -451,10 +468,13 @@ export async function ledgerHeads(db: Database | Transaction): Promise<LedgerAnc
 }
 
 /**
- * A digest of the catalog rows of the ledger's triggers and functions, including their
+ * A digest of the catalog rows the ledger is made of (its triggers, the functions of its
+ * schema, both tables, their indexes and constraints, the enums' labels), with their
  * transaction ids (oids and xmins, the same whatever the session's search_path): it changes
- * with any DDL on them, even DDL undone later in the same transaction, and with nothing else
- * (a dump and restore changes it too: save new heads then).
+ * with any DDL on them, even DDL undone later in the same transaction (disabling a trigger
+ * and enabling it again, renaming a table and back), and with nothing else (a dump and
+ * restore changes it too: save new heads then). It cannot show an object created and
+ * dropped again in between: see the README.
  */
 export async function ledgerFingerprint(db: Database | Transaction): Promise<string> {
   const [row] = rowsOf(
@@ -467,7 +487,21 @@ export async function ledgerFingerprint(db: Database | Transaction): Promise<str
               union all
               select 'f:' || p.oid::pg_catalog.text || ':' || p.xmin::pg_catalog.text
                 from pg_catalog.pg_proc p
-               where p.pronamespace = 'public'::pg_catalog.regnamespace) e`),
+               where p.pronamespace = 'public'::pg_catalog.regnamespace
+              union all
+              select 'r:' || c.oid::pg_catalog.text || ':' || c.xmin::pg_catalog.text
+                from pg_catalog.pg_class c
+               where c.oid in ('public."User"'::pg_catalog.regclass, 'public."CreditTransaction"'::pg_catalog.regclass)
+                  or c.oid in (select indexrelid from pg_catalog.pg_index
+                                where indrelid in ('public."User"'::pg_catalog.regclass, 'public."CreditTransaction"'::pg_catalog.regclass))
+              union all
+              select 'c:' || k.oid::pg_catalog.text || ':' || k.xmin::pg_catalog.text
+                from pg_catalog.pg_constraint k
+               where k.conrelid in ('public."User"'::pg_catalog.regclass, 'public."CreditTransaction"'::pg_catalog.regclass)
+              union all
+              select 'e:' || e.oid::pg_catalog.text || ':' || e.xmin::pg_catalog.text
+                from pg_catalog.pg_enum e join pg_catalog.pg_type t on t.oid = e.enumtypid
+               where t.typnamespace = 'public'::pg_catalog.regnamespace) e`),
   );
   return String(row?.fingerprint ?? '');
 }

@@ -459,6 +459,21 @@ describe.each(['app', 'owner'] as const)('as the %s role', (role) => {
     await expectLedgerVerifies();
   });
 
+  it("cannot write a new user's opening rows itself under another feature or label", async () => {
+    const sql = session(role);
+    await sql.unsafe(`
+      create or replace function pg_temp.open_as(u uuid) returns boolean language plpgsql as $$ begin
+        insert into public."CreditTransaction" (user_id, amount, operation, feature_type, metadata)
+          select u, free_credits, 'grant', 'chat_tool_call', '{"reason": "whatever"}' from public."User" where id = u;
+        return true; end $$`);
+    const email = `${crypto.randomUUID()}@example.com`;
+    const error = await refusalOf(sql`
+      with u as (insert into "User" (email, free_credits, free_chat_messages) values (${email}, 10, 0) returning id)
+      select pg_temp.open_as(id) from u`);
+    expect(error.code).toBe('BC008');
+    expect(await admin`select 1 from "User" where email = ${email}`).toHaveLength(0);
+  });
+
   it('cannot label a grant of its own as an opening row', async () => {
     const sql = session(role);
     const userId = await newUser();
@@ -563,14 +578,46 @@ describe('the owner DDL that cannot be prevented is detected', () => {
     // (This database already holds the row edited by the first test of this block.)
     const before = await verifyLedger(handle.db, { anchors, fingerprint });
     expect(before.violations.map((v) => v.kind)).not.toContain('ledger_altered');
+    for (const undone of [
+      [
+        'alter table "User" disable trigger user_ledger_guard',
+        'alter table "User" enable trigger user_ledger_guard',
+      ],
+      ['alter table "User" rename to "User_hidden"', 'alter table "User_hidden" rename to "User"'],
+    ]) {
+      const now = await ledgerFingerprint(handle.db);
+      await owner.begin(async (tx) => {
+        for (const statement of undone) await tx.unsafe(statement);
+      });
+      const after = await verifyLedger(handle.db, { anchors, fingerprint: now });
+      expect(after.violations.map((v) => v.kind)).toEqual([
+        'ledger_altered',
+        ...before.violations.map((v) => v.kind),
+      ]);
+    }
+  });
+
+  it('a row dated by hand before the row ahead of it is reported', async () => {
+    const [user] = await owner<{ id: string }[]>`
+      insert into "User" (email) values (${`${crypto.randomUUID()}@example.com`}) returning id`;
+    const userId = user?.id ?? '';
     await owner.begin(async (tx) => {
-      await tx`alter table "User" disable trigger user_ledger_guard`;
-      await tx`alter table "User" enable trigger user_ledger_guard`;
+      await tx.unsafe(`
+        create function public.zz_backdate() returns trigger language plpgsql as $$ begin
+          NEW.created_at := '2020-01-01'; NEW.hash := public.credit_tx_hash(
+            (select ledger_hash from public."User" where id = NEW.user_id), NEW.id, NEW.user_id, NEW.seq,
+            NEW.operation, NEW.feature_type, NEW.amount, NEW.balance_after, NEW.created_at,
+            NEW.idempotency_key, NEW.refund_of, NEW.metadata);
+          return NEW; end $$;
+        create trigger credit_tx_prepare_zz before insert on "CreditTransaction" for each row execute function public.zz_backdate()`);
+      await tx`insert into "CreditTransaction" (user_id, amount, operation, feature_type) values (${userId}, 5, 'grant', 'chat_tool_call')`;
+      await tx.unsafe(
+        'drop trigger credit_tx_prepare_zz on "CreditTransaction"; drop function public.zz_backdate()',
+      );
     });
-    const after = await verifyLedger(handle.db, { anchors, fingerprint });
-    expect(after.violations.map((v) => v.kind)).toEqual([
-      'ledger_altered',
-      ...before.violations.map((v) => v.kind),
+    const result = await verifyLedger(handle.db, { userId });
+    expect(result.violations).toEqual([
+      expect.objectContaining({ userId, seq: 3, kind: 'created_at_order' }),
     ]);
   });
 

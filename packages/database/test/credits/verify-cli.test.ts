@@ -76,12 +76,22 @@ describe('pnpm credits:verify', () => {
         env: { DATABASE_URL: database.url },
       });
       expect(saved.code).toBe(0);
-      expect(saved.stdout).toContain(`saved 1 heads to ${file}`);
+      expect(saved.stdout).toContain(`saved 1 heads to ${file}, as verified`);
       const checked = await runScript(verify, ['--heads', file], {
         env: { DATABASE_URL: database.url },
       });
       expect(checked.code).toBe(0);
       expect(checked.stdout).toContain(`checked 1 saved heads from ${file}`);
+      await sql.begin(async (tx) => {
+        await tx`alter table "User" disable trigger user`;
+        await tx`update "User" set free_credits = 99`;
+        await tx`alter table "User" enable trigger user`;
+      });
+      const refused = await runScript(verify, ['--write-heads', file], {
+        env: { DATABASE_URL: database.url },
+      });
+      expect(refused.code).toBe(1);
+      expect(refused.stdout).toContain(`not saving heads to ${file}: the ledger did not verify`);
       writeFileSync(file, '{"not": "heads"}');
       const bad = await runScript(verify, ['--heads', file], {
         env: { DATABASE_URL: database.url },
