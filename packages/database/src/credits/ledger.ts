@@ -9,7 +9,7 @@ import {
 } from '../schema.js';
 import { IdempotencyConflictError, sqlStateOf, toCreditsError } from './errors.js';
 import { prepared } from './prepared.js';
-import { deductInput, grantInput, parse, refundInput } from './validation.js';
+import { deductInput, grantInput, parseChange, refundInput } from './validation.js';
 
 export interface CreditChangeInput {
   userId: string;
@@ -36,8 +36,6 @@ export interface CreditChangeResult {
   replayed: boolean;
 }
 
-// `metadata` is the caller's own object once validated (see validation.ts: zod's copy would
-// drop a "__proto__" key).
 interface Change {
   operation: OperationType;
   userId: string;
@@ -174,7 +172,7 @@ export async function deductCredits(
   db: Database | Transaction,
   input: CreditChangeInput,
 ): Promise<CreditChangeResult> {
-  return apply(db, { operation: 'deduct', ...parse(deductInput, input), metadata: input.metadata });
+  return apply(db, { operation: 'deduct', ...parseChange(deductInput, input) });
 }
 
 /**
@@ -185,7 +183,7 @@ export async function refundCredits(
   db: Database | Transaction,
   input: RefundInput,
 ): Promise<CreditChangeResult> {
-  return apply(db, { operation: 'refund', ...parse(refundInput, input), metadata: input.metadata });
+  return apply(db, { operation: 'refund', ...parseChange(refundInput, input) });
 }
 
 /** Adds credits: support grants, monthly top-ups. */
@@ -193,5 +191,5 @@ export async function grantCredits(
   db: Database | Transaction,
   input: CreditChangeInput,
 ): Promise<CreditChangeResult> {
-  return apply(db, { operation: 'grant', ...parse(grantInput, input), metadata: input.metadata });
+  return apply(db, { operation: 'grant', ...parseChange(grantInput, input) });
 }

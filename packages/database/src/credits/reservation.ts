@@ -6,7 +6,7 @@ import {
   deductCredits,
   refundCredits,
 } from './ledger.js';
-import { parse, reservationInput } from './validation.js';
+import { parseChange, reservationInput } from './validation.js';
 
 export type ReservationInput = Omit<CreditChangeInput, 'idempotencyKey'>;
 
@@ -38,7 +38,7 @@ export async function withCreditReservation<T>(
   input: ReservationInput,
   fn: (reservation: CreditChangeResult) => Promise<T>,
 ): Promise<T> {
-  const parsed = parse(reservationInput, input);
+  const parsed = parseChange(reservationInput, input);
   const reservation = await deductCredits(db, parsed);
   try {
     return await fn(reservation);

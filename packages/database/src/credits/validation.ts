@@ -173,3 +173,15 @@ export function parse<S extends z.ZodType>(schema: S, input: unknown, root = 'in
       : (issue?.message ?? 'is invalid');
   throw new InvalidInputError(issue?.code === 'unrecognized_keys' ? root : field, reason);
 }
+
+/**
+ * parse() for a credit change: the validated metadata is the caller's own object rather than
+ * zod's copy, which rebuilds records by assignment and so drops a "__proto__" key.
+ */
+export function parseChange<S extends z.ZodType>(
+  schema: S,
+  input: { metadata?: unknown },
+): z.output<S> {
+  const parsed = parse(schema, input) as z.output<S> & { metadata?: unknown };
+  return parsed.metadata === undefined ? parsed : { ...parsed, metadata: input.metadata };
+}

@@ -48,8 +48,8 @@ export interface VerifyLedgerOptions {
    */
   anchors?: LedgerAnchor[];
   /**
-   * `ledgerFingerprint` saved with the anchors: any change to the ledger's triggers or
-   * functions since (even one undone: disabling a trigger and enabling it again leaves a new
+   * `ledgerFingerprint` saved with the anchors: any change to the catalog rows the ledger is
+   * made of since (even one undone: disabling a trigger and enabling it again leaves a new
    * catalog row) is reported, since rows written meanwhile may have bypassed the ledger.
    */
   fingerprint?: string;
@@ -344,10 +344,16 @@ function dataViolationsQuery(userId: string | null, limit: number) {
        group by r.user_id, r.refund_of
       having sum(r.amount) > coalesce(max(d.amount), 0)
     )
-    select user_id, seq, kind, detail, count(*) over () as total
-      from found
-     order by user_id, seq nulls first, kind
-     limit ${limit}`;
+    -- One row at least, carrying the counts, so that they cost no second pass over the trail.
+    select s.rows, s.users, f.user_id, f.seq, f.kind, f.detail, f.total
+      from (select (select count(*) from trail) as rows,
+                   (select count(*) from public."User" u
+                     where ${userId}::uuid is null or u.id = ${userId}::uuid) as users) s
+      left join (select user_id, seq, kind, detail, count(*) over () as total
+                   from found
+                  order by user_id, seq nulls first, kind
+                  limit ${limit}) f on true
+     order by f.user_id, f.seq nulls first, f.kind`;
 }
 
 /**
@@ -387,34 +393,33 @@ export async function verifyLedger(
           detail: String(r.detail),
         }))
       : [];
-    const counts = rowsOf(
-      await tx.execute(sql`
-        select (select count(*) from public."CreditTransaction" t
-                 where ${userId}::uuid is null or t.user_id = ${userId}::uuid) as rows,
-               (select count(*) from public."User" u
-                 where ${userId}::uuid is null or u.id = ${userId}::uuid) as users`),
-    )[0];
-    const data = rows.map((r) => ({
-      userId: String(r.user_id),
-      seq: r.seq == null ? null : Number(r.seq),
-      kind: String(r.kind),
-      detail: String(r.detail),
-    }));
-    if (options.fingerprint !== undefined) {
-      const now = await ledgerFingerprint(tx);
-      if (now !== options.fingerprint)
-        anchored.unshift({
-          userId: null,
-          seq: null,
-          kind: 'ledger_altered',
-          detail:
-            "the ledger's triggers or functions were changed (or disabled and enabled again) since the heads were saved: rows written since may have bypassed it",
-        });
+    const counts = rows[0];
+    const data = rows
+      .filter((r) => r.kind != null)
+      .map((r) => ({
+        userId: String(r.user_id),
+        seq: r.seq == null ? null : Number(r.seq),
+        kind: String(r.kind),
+        detail: String(r.detail),
+      }));
+    const fingerprint =
+      options.fingerprint !== undefined || options.readHeads
+        ? await ledgerFingerprint(tx)
+        : undefined;
+    if (options.fingerprint !== undefined && fingerprint !== options.fingerprint) {
+      anchored.unshift({
+        userId: null,
+        seq: null,
+        kind: 'ledger_altered',
+        detail:
+          "the ledger's catalog rows (triggers, functions, tables, indexes, constraints, enum labels) changed since the heads were saved, if only for a moment: rows written since may have bypassed it",
+      });
     }
-    const violationCount = installation.length + anchored.length + Number(rows[0]?.total ?? 0);
-    const heads = options.readHeads
-      ? { fingerprint: await ledgerFingerprint(tx), anchors: await ledgerHeads(tx) }
-      : undefined;
+    const violationCount = installation.length + anchored.length + Number(counts?.total ?? 0);
+    const heads =
+      options.readHeads && fingerprint !== undefined
+        ? { fingerprint, anchors: await ledgerHeads(tx) }
+        : undefined;
     return {
       ok: violationCount === 0,
       violations: [...installation, ...anchored, ...data].slice(0, limit),
