@@ -22,7 +22,21 @@ import {
 const timestamptz = (name: string) =>
   timestamp(name, { withTimezone: true, precision: 3, mode: 'date' });
 
-export const operationTypeValues = ['deduct', 'refund', 'grant'] as const;
+export const operationTypeValues = [
+  'deduct',
+  'refund',
+  'grant',
+  // Credit holds (migration 0004). A hold takes its amount from the balance now; exactly one
+  // of the next three closes it: `settle` charges `amount` of it (at most the held amount)
+  // and gives the rest back, `void` gives it all back, `expire` gives it all back once the
+  // hold is past its expiry. Four values, not flags on a deduct or a refund: a hold is not
+  // yet spent, and a settlement's balance change (held minus charged) is not its amount, so
+  // neither reads as what it is under the old three.
+  'hold',
+  'settle',
+  'void',
+  'expire',
+] as const;
 export const operationTypeEnum = pgEnum('operation_type', operationTypeValues);
 export type OperationType = (typeof operationTypeValues)[number];
 
@@ -115,6 +129,12 @@ export const creditTransaction = pgTable(
     // The deduction a refund gives back; the trigger caps the refunds of one deduction at
     // its amount.
     refundOf: uuid('refund_of').references((): AnyPgColumn => creditTransaction.id),
+    // On a settle, void or expire row: the hold (the `hold` row's id) it closes. Set only on
+    // those; the trigger checks it is an open hold of this user and balance.
+    holdId: uuid('hold_id'),
+    // On a hold row: when it expires if nothing closed it, set by the inserter within the
+    // bounds the trigger checks (src/credits/holds.ts computes it on the server's clock).
+    holdExpiresAt: timestamptz('hold_expires_at'),
   },
   (t) => [
     // `amount` is a magnitude; `operation` carries the direction. A zero or negative
@@ -142,8 +162,44 @@ export const creditTransaction = pgTable(
       .where(sql`${t.idempotencyKey} is not null`),
     // Serves the trigger's "sum of refunds of this deduction" and the refund_of foreign key.
     index('credit_tx_refund_of_idx').on(t.refundOf).where(sql`${t.refundOf} is not null`),
+    // A hold is closed once: settled, voided or expired, never two of them, even by
+    // transactions whose snapshots cannot see each other. Also finds a hold's closing row.
+    uniqueIndex('credit_tx_hold_close_idx').on(t.holdId).where(sql`${t.holdId} is not null`),
   ],
 );
+
+/**
+ * The open credit holds: one row per hold that is neither settled, voided nor expired yet,
+ * written and removed only by the ledger's triggers (migration 0004) as the trail's hold and
+ * closing rows are applied, and refused any other change. The trail is the record (every
+ * hold, settlement, give-back and expiry is a CreditTransaction row); this table is its index
+ * of what is still open, so that finding due holds reads only those, however long the trail.
+ */
+export const creditHold = pgTable(
+  'CreditHold',
+  {
+    // The hold row's id in the trail.
+    id: uuid('id')
+      .primaryKey()
+      .references((): AnyPgColumn => creditTransaction.id, { onDelete: 'cascade' }),
+    userId: uuid('user_id')
+      .notNull()
+      .references(() => user.id, { onDelete: 'cascade' }),
+    amount: integer('amount').notNull(),
+    featureType: featureTypeEnum('feature_type').notNull(),
+    expiresAt: timestamptz('expires_at').notNull(),
+    createdAt: timestamptz('created_at').notNull(),
+  },
+  (t) => [
+    // Serves a user's due holds (expired under the user's lock by every ledger write and
+    // balance read) and the amount held on a balance.
+    index('credit_hold_user_expires_idx').on(t.userId, t.expiresAt),
+    // Serves the sweeper (`expireCreditHolds`): the earliest due holds of every user.
+    index('credit_hold_expires_idx').on(t.expiresAt),
+  ],
+);
+
+export type CreditHold = typeof creditHold.$inferSelect;
 
 export type CreditTransaction = typeof creditTransaction.$inferSelect;
 export type NewCreditTransaction = typeof creditTransaction.$inferInsert;

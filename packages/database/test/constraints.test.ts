@@ -66,6 +66,8 @@ describe('rows through drizzle', () => {
       hash: expect.stringMatching(/^[0-9a-f]{64}$/),
       idempotencyKey: null,
       refundOf: null,
+      holdId: null,
+      holdExpiresAt: null,
     });
     expectTypeOf(inserted).toEqualTypeOf<CreditTransaction>();
     expectTypeOf(inserted.operation).toEqualTypeOf<OperationType>();

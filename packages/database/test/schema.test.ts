@@ -27,15 +27,18 @@ describe('a database migrated by db:migrate', () => {
         name: 'feature_type',
         values: ['document_generation', 'workstream_clustering', 'chat_tool_call', 'chat_message'],
       },
-      { name: 'operation_type', values: ['deduct', 'refund', 'grant'] },
+      {
+        name: 'operation_type',
+        values: ['deduct', 'refund', 'grant', 'hold', 'settle', 'void', 'expire'],
+      },
     ]);
   });
 
-  it('has exactly the User and CreditTransaction tables', async () => {
+  it('has exactly the User, CreditTransaction and CreditHold tables', async () => {
     const tables = await rows<{ relname: string }>(sql`
       select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
       where n.nspname = 'public' and c.relkind in ('r', 'p') order by c.relname`);
-    expect(tables.map((t) => t.relname)).toEqual(['CreditTransaction', 'User']);
+    expect(tables.map((t) => t.relname)).toEqual(['CreditHold', 'CreditTransaction', 'User']);
   });
 
   const columnsOf = (table: string) =>
@@ -75,6 +78,24 @@ describe('a database migrated by db:migrate', () => {
       { name: 'refund_of', type: 'uuid', not_null: false, default: null },
       { name: 'seq', type: 'bigint', not_null: true, default: null },
       { name: 'hash', type: 'text', not_null: true, default: null },
+      { name: 'hold_id', type: 'uuid', not_null: false, default: null },
+      {
+        name: 'hold_expires_at',
+        type: 'timestamp(3) with time zone',
+        not_null: false,
+        default: null,
+      },
+    ]);
+  });
+
+  it('gives CreditHold its columns, all required, with no defaults (the trigger writes them)', async () => {
+    expect(await columnsOf('CreditHold')).toEqual([
+      { name: 'id', type: 'uuid', not_null: true, default: null },
+      { name: 'user_id', type: 'uuid', not_null: true, default: null },
+      { name: 'amount', type: 'integer', not_null: true, default: null },
+      { name: 'feature_type', type: 'feature_type', not_null: true, default: null },
+      { name: 'expires_at', type: 'timestamp(3) with time zone', not_null: true, default: null },
+      { name: 'created_at', type: 'timestamp(3) with time zone', not_null: true, default: null },
     ]);
   });
 
@@ -85,6 +106,17 @@ describe('a database migrated by db:migrate', () => {
       from pg_constraint where connamespace = 'public'::regnamespace
       order by 1, 2`);
     expect(constraints).toEqual([
+      {
+        table: '"CreditHold"',
+        name: 'CreditHold_id_CreditTransaction_id_fk',
+        definition: 'FOREIGN KEY (id) REFERENCES "CreditTransaction"(id) ON DELETE CASCADE',
+      },
+      { table: '"CreditHold"', name: 'CreditHold_pkey', definition: 'PRIMARY KEY (id)' },
+      {
+        table: '"CreditHold"',
+        name: 'CreditHold_user_id_User_id_fk',
+        definition: 'FOREIGN KEY (user_id) REFERENCES "User"(id) ON DELETE CASCADE',
+      },
       {
         table: '"CreditTransaction"',
         name: 'CreditTransaction_pkey',
@@ -148,6 +180,12 @@ describe('a database migrated by db:migrate', () => {
       { name: 'CreditTransaction_pkey', columns: ['id'], unique: true, predicate: null },
       { name: 'credit_tx_created_at_idx', columns: ['created_at'], unique: false, predicate: null },
       {
+        name: 'credit_tx_hold_close_idx',
+        columns: ['hold_id'],
+        unique: true,
+        predicate: '(hold_id IS NOT NULL)',
+      },
+      {
         name: 'credit_tx_refund_of_idx',
         columns: ['refund_of'],
         unique: false,
@@ -180,6 +218,8 @@ describe('a database migrated by db:migrate', () => {
       select tgrelid::regclass::text as table, tgname as name from pg_trigger
       where not tgisinternal order by 1, 2`);
     expect(triggers).toEqual([
+      { table: '"CreditHold"', name: 'credit_hold_guard' },
+      { table: '"CreditHold"', name: 'credit_hold_no_truncate' },
       { table: '"CreditTransaction"', name: 'credit_tx_append_only' },
       { table: '"CreditTransaction"', name: 'credit_tx_apply' },
       { table: '"CreditTransaction"', name: 'credit_tx_no_truncate' },
@@ -210,6 +250,15 @@ describe('a database migrated by db:migrate', () => {
     // Inlined into the triggers, so no SET clause: every name in them is qualified instead.
     const helper = (name: string) => ({ name, definer: false, config: null, public_execute: true });
     expect(functions).toEqual([
+      trigger('credit_hold_guard'),
+      // The sweeper runs with its caller's rights: it only inserts expire rows, which the
+      // triggers check like any other.
+      {
+        name: 'credit_holds_expire',
+        definer: false,
+        config: ['search_path=pg_catalog, pg_temp'],
+        public_execute: true,
+      },
       trigger('credit_tx_append_only'),
       trigger('credit_tx_apply'),
       helper('credit_tx_hash'),

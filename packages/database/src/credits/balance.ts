@@ -1,23 +1,61 @@
-import { eq } from 'drizzle-orm';
+import { sql } from 'drizzle-orm';
 import type { Database, Transaction } from '../client.js';
-import { user } from '../schema.js';
-import { UserNotFoundError } from './errors.js';
+import { sqlStateOf, UserNotFoundError } from './errors.js';
+import { expireCreditHolds } from './holds.js';
 import { parse, userIdInput } from './validation.js';
 
 export interface CreditBalance {
+  /** What can be spent now: held credits are not in it (a hold takes them when it is taken). */
   freeCredits: number;
   freeChatMessages: number;
+  /** Taken by open holds, and given back by any of them that is voided, expired or settled for less. */
+  heldCredits: number;
+  heldChatMessages: number;
 }
 
+interface BalanceRow {
+  free_credits: number;
+  free_chat_messages: number;
+  held_credits: string;
+  held_chat_messages: string;
+  due: boolean;
+}
+
+const read = async (db: Database | Transaction, id: string) =>
+  (await db.execute(sql`
+    select u.free_credits, u.free_chat_messages,
+           coalesce(sum(h.amount) filter (where h.feature_type <> 'chat_message'), 0) as held_credits,
+           coalesce(sum(h.amount) filter (where h.feature_type = 'chat_message'), 0) as held_chat_messages,
+           coalesce(bool_or(h.expires_at <= pg_catalog.clock_timestamp()), false) as due
+      from public."User" u left join public."CreditHold" h on h.user_id = u.id
+     where u.id = ${id}
+     group by u.id`)) as unknown as BalanceRow[];
+
+/**
+ * The user's balances and what open holds take from them. A hold past its expiry is given
+ * back first (an expire row, under the user's lock), so the balance read never counts a
+ * hold that is over; on a read-only connection (a replica) that cannot be written, it is
+ * reported as held.
+ */
 export async function getCreditBalance(
   db: Database | Transaction,
   userId: string,
 ): Promise<CreditBalance> {
   const id = parse(userIdInput, userId, 'userId');
-  const [row] = await db
-    .select({ freeCredits: user.freeCredits, freeChatMessages: user.freeChatMessages })
-    .from(user)
-    .where(eq(user.id, id));
+  let [row] = await read(db, id);
+  if (row?.due) {
+    try {
+      await expireCreditHolds(db, { userId: id, limit: 100_000 });
+      [row] = await read(db, id);
+    } catch (error) {
+      if (sqlStateOf(error) !== '25006') throw error;
+    }
+  }
   if (!row) throw new UserNotFoundError(id);
-  return row;
+  return {
+    freeCredits: row.free_credits,
+    freeChatMessages: row.free_chat_messages,
+    heldCredits: Number(row.held_credits),
+    heldChatMessages: Number(row.held_chat_messages),
+  };
 }

@@ -150,7 +150,7 @@ export class UnsupportedServerLocaleError extends CreditsError {
   }
 }
 
-/** withCreditReservation: `fn` failed and so did the refund of its reservation. */
+/** withCreditReservation: `fn` failed and so did the void of its hold. */
 export class ReservationRefundError extends CreditsError {
   readonly code = 'RESERVATION_REFUND_FAILED';
 
@@ -160,9 +160,126 @@ export class ReservationRefundError extends CreditsError {
     refundError: unknown,
   ) {
     super(
-      `The reserved credits of transaction ${reservationId} could not be refunded after the work failed. ` +
-        'Retry refundCredits with refundOf set to it (the refund is idempotent).',
+      `The credits held by hold ${reservationId} could not be given back after the work failed. ` +
+        'They come back on their own when the hold expires; to give them back now, retry voidCreditHold with this holdId.',
       { cause: refundError },
+    );
+  }
+}
+
+export type HoldNotFoundReason = 'not_found' | 'other_user' | 'not_a_hold' | 'other_feature';
+
+/** settleCreditHold / voidCreditHold: the holdId names no hold of this user. */
+export class HoldNotFoundError extends CreditsError {
+  readonly code = 'HOLD_NOT_FOUND';
+
+  constructor(
+    readonly holdId: string,
+    readonly reason: HoldNotFoundReason,
+  ) {
+    const why = {
+      not_found: 'does not exist',
+      other_user: "is another user's",
+      not_a_hold: 'is a trail row that is not a hold',
+      other_feature: 'holds another balance',
+    }[reason];
+    super(`Hold ${holdId} ${why}; nothing was written. Pass the holdId that holdCredits returned.`);
+  }
+}
+
+export type HoldOutcome = 'settled' | 'voided' | 'expired';
+
+/** The hold is closed already: settled, voided or expired. Nothing was written. */
+export abstract class HoldClosedError extends CreditsError {
+  abstract override readonly code: 'HOLD_ALREADY_SETTLED' | 'HOLD_ALREADY_VOIDED' | 'HOLD_EXPIRED';
+
+  constructor(
+    readonly holdId: string,
+    readonly outcome: HoldOutcome,
+    /** The trail row that closed it; null when it expired and the expiry is not written yet. */
+    readonly closedBy: string | null,
+    readonly expiresAt: Date,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export class HoldAlreadySettledError extends HoldClosedError {
+  readonly code = 'HOLD_ALREADY_SETTLED';
+
+  constructor(
+    holdId: string,
+    closedBy: string,
+    /** What the settlement charged. */
+    readonly charged: number,
+    expiresAt: Date,
+  ) {
+    super(
+      holdId,
+      'settled',
+      closedBy,
+      expiresAt,
+      `Hold ${holdId} was settled already (for ${charged}, by ${closedBy}); nothing was written.`,
+    );
+  }
+}
+
+export class HoldAlreadyVoidedError extends HoldClosedError {
+  readonly code = 'HOLD_ALREADY_VOIDED';
+
+  constructor(holdId: string, closedBy: string, expiresAt: Date) {
+    super(
+      holdId,
+      'voided',
+      closedBy,
+      expiresAt,
+      `Hold ${holdId} was voided already (by ${closedBy}): its credits are back; nothing was written.`,
+    );
+  }
+}
+
+export class HoldExpiredError extends HoldClosedError {
+  readonly code = 'HOLD_EXPIRED';
+
+  constructor(holdId: string, closedBy: string | null, expiresAt: Date) {
+    super(
+      holdId,
+      'expired',
+      closedBy,
+      expiresAt,
+      `Hold ${holdId} expired at ${expiresAt.toISOString()} and its credits were given back; nothing was written. ` +
+        'Take holds with an expiresInMs longer than the work they cover.',
+    );
+  }
+}
+
+/** A settlement of more than the hold holds, or a void/expiry of another amount. */
+export class HoldAmountError extends CreditsError {
+  readonly code = 'SETTLE_EXCEEDS_HOLD';
+
+  constructor(
+    readonly holdId: string,
+    readonly held: number,
+    readonly requested: number,
+  ) {
+    super(
+      `Hold ${holdId} holds ${held}, so ${requested} cannot be settled from it; nothing was written. ` +
+        'Settle at most the held amount, and charge any more with deductCredits.',
+    );
+  }
+}
+
+/** An expire row for a hold that is not past its expiry yet. */
+export class HoldNotDueError extends CreditsError {
+  readonly code = 'HOLD_NOT_DUE';
+
+  constructor(
+    readonly holdId: string,
+    readonly expiresAt: Date,
+  ) {
+    super(
+      `Hold ${holdId} expires at ${expiresAt.toISOString()}, not yet; nothing was written. Void it to give it back now.`,
     );
   }
 }
@@ -198,7 +315,7 @@ export function sqlStateOf(error: unknown): string | undefined {
   return pgErrorOf(error)?.code;
 }
 
-/** Turns the ledger trigger's SQLSTATEs (class BC, migration 0002) into typed errors. */
+/** Turns the ledger trigger's SQLSTATEs (class BC, migrations 0003 and 0004) into typed errors. */
 export function toCreditsError(error: unknown, userId: string): unknown {
   const pg = pgErrorOf(error);
   if (!pg) return error;
@@ -243,6 +360,28 @@ export function toCreditsError(error: unknown, userId: string): unknown {
         : error;
     case '22003':
       return new BalanceOutOfRangeError(userId);
+    case 'BC012':
+      return new HoldNotFoundError(String(detail.holdId), detail.reason as HoldNotFoundReason);
+    case 'BC013': {
+      const holdId = String(detail.holdId);
+      const expiresAt = new Date(String(detail.expiresAt));
+      const closedBy = detail.closedBy == null ? null : String(detail.closedBy);
+      if (detail.outcome === 'settled' && closedBy)
+        return new HoldAlreadySettledError(holdId, closedBy, Number(detail.amount), expiresAt);
+      if (detail.outcome === 'voided' && closedBy)
+        return new HoldAlreadyVoidedError(holdId, closedBy, expiresAt);
+      return new HoldExpiredError(holdId, closedBy, expiresAt);
+    }
+    case 'BC014':
+      return new HoldAmountError(
+        String(detail.holdId),
+        Number(detail.held),
+        Number(detail.requested),
+      );
+    case 'BC015':
+      return new HoldNotDueError(String(detail.holdId), new Date(String(detail.expiresAt)));
+    case 'BC016':
+      return new InvalidInputError(String(detail.field), String(detail.reason));
     default:
       return error;
   }

@@ -3,6 +3,15 @@ export {
   type BalanceName,
   BalanceOutOfRangeError,
   CreditsError,
+  HoldAlreadySettledError,
+  HoldAlreadyVoidedError,
+  HoldAmountError,
+  HoldClosedError,
+  HoldExpiredError,
+  HoldNotDueError,
+  HoldNotFoundError,
+  type HoldNotFoundReason,
+  type HoldOutcome,
   IdempotencyConflictError,
   InsufficientCreditsError,
   InvalidCursorError,
@@ -24,6 +33,18 @@ export {
   listCreditTransactionsInRange,
 } from './history.js';
 export {
+  type CreditHoldResult,
+  type ExpireHoldsInput,
+  type ExpireHoldsResult,
+  expireCreditHolds,
+  type HoldInput,
+  holdCredits,
+  type SettleInput,
+  settleCreditHold,
+  type VoidInput,
+  voidCreditHold,
+} from './holds.js';
+export {
   type CreditChangeInput,
   type CreditChangeResult,
   deductCredits,
@@ -31,14 +52,23 @@ export {
   type RefundInput,
   refundCredits,
 } from './ledger.js';
-export { type ReservationInput, withCreditReservation } from './reservation.js';
 export {
+  type CreditReservation,
+  type ReservationInput,
+  type ReservationOptions,
+  withCreditReservation,
+} from './reservation.js';
+export {
+  DEFAULT_HOLD_EXPIRY_MS,
   DEFAULT_PAGE_SIZE,
   MAX_AMOUNT,
+  MAX_EXPIRE_BATCH,
+  MAX_HOLD_EXPIRY_MS,
   MAX_IDEMPOTENCY_KEY_LENGTH,
   MAX_METADATA_BYTES,
   MAX_METADATA_DEPTH,
   MAX_PAGE_SIZE,
+  MIN_HOLD_EXPIRY_MS,
 } from './validation.js';
 export {
   type LedgerAnchor,

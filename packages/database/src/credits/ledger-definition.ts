@@ -42,6 +42,13 @@ export const RELIED_ON_DEFINITIONS: Record<string, string> = {
   user_free_chat_messages_non_negative: 'CHECK ((free_chat_messages >= 0))',
   credit_tx_user_seq_idx:
     'CREATE UNIQUE INDEX credit_tx_user_seq_idx ON public."CreditTransaction" USING btree (user_id, seq)',
+  credit_tx_hold_close_idx:
+    'CREATE UNIQUE INDEX credit_tx_hold_close_idx ON public."CreditTransaction" USING btree (hold_id) WHERE (hold_id IS NOT NULL)',
+  CreditHold_pkey: 'PRIMARY KEY (id)',
+  CreditHold_id_CreditTransaction_id_fk:
+    'FOREIGN KEY (id) REFERENCES public."CreditTransaction"(id) ON DELETE CASCADE',
+  CreditHold_user_id_User_id_fk:
+    'FOREIGN KEY (user_id) REFERENCES public."User"(id) ON DELETE CASCADE',
   credit_tx_user_idempotency_key_idx:
     'CREATE UNIQUE INDEX credit_tx_user_idempotency_key_idx ON public."CreditTransaction" USING btree (user_id, idempotency_key) WHERE (idempotency_key IS NOT NULL)',
 };
@@ -65,6 +72,14 @@ export const RELIED_ON_COLUMNS: Record<string, string> = {
   'CreditTransaction.hash': 'text',
   'CreditTransaction.idempotency_key': 'text',
   'CreditTransaction.refund_of': 'uuid',
+  'CreditTransaction.hold_id': 'uuid',
+  'CreditTransaction.hold_expires_at': 'timestamp(3) with time zone',
+  'CreditHold.id': 'uuid',
+  'CreditHold.user_id': 'uuid',
+  'CreditHold.amount': 'integer',
+  'CreditHold.feature_type': 'public.feature_type',
+  'CreditHold.expires_at': 'timestamp(3) with time zone',
+  'CreditHold.created_at': 'timestamp(3) with time zone',
 };
 
 export interface LedgerDefinition {

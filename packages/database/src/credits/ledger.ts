@@ -36,7 +36,8 @@ export interface CreditChangeResult {
   replayed: boolean;
 }
 
-interface Change {
+/** One trail row to write, as the operations of this folder describe it. */
+export interface Change {
   operation: OperationType;
   userId: string;
   amount: number;
@@ -44,6 +45,8 @@ interface Change {
   metadata?: Record<string, unknown> | undefined;
   idempotencyKey?: string | undefined;
   refundOf?: string | undefined;
+  /** A hold: how long until it expires, from the server's clock at the INSERT. */
+  expiresInMs?: number | undefined;
 }
 
 const result = (row: CreditTransaction, replayed: boolean): CreditChangeResult => ({
@@ -65,6 +68,7 @@ async function replay(
         and ${creditTransaction.amount} = ${change.amount}
         and ${creditTransaction.featureType} = ${change.featureType}
         and ${creditTransaction.refundOf} is not distinct from ${change.refundOf ?? null}::uuid
+        and ${creditTransaction.holdId} is null
         and ${creditTransaction.metadata} is not distinct from ${change.metadata ? JSON.stringify(change.metadata) : null}::jsonb
       )`,
     })
@@ -96,6 +100,9 @@ function insertStatement(db: Database | Transaction) {
         metadata: jsonbParam('metadata'),
         idempotencyKey: sql.placeholder('idempotencyKey'),
         refundOf: sql.placeholder('refundOf'),
+        // On the server's clock, so that a client's clock cannot move a hold's expiry; the
+        // trigger checks the bounds against the time it dates the row with.
+        holdExpiresAt: sql`pg_catalog.clock_timestamp() + ${sql.placeholder('expiresInMs')}::int8 * interval '1 millisecond'`,
       })
       .returning()
       .prepare('credit_tx_insert'),
@@ -113,7 +120,7 @@ const SERIALIZATION_RETRIES = 10;
  * rows share, and can. Bounded, with a jittered backoff. Inside a caller's transaction
  * nothing can be retried: PostgreSQL requires the whole transaction to be.
  */
-async function retrySerializationFailures<T>(run: () => Promise<T>): Promise<T> {
+export async function retrySerializationFailures<T>(run: () => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await run();
@@ -127,11 +134,28 @@ async function retrySerializationFailures<T>(run: () => Promise<T>): Promise<T> 
 }
 
 /**
+ * Runs one ledger statement: inside a caller's transaction in a savepoint, which keeps the
+ * transaction usable when the statement is refused; otherwise as its own transaction, run
+ * again on a serialization failure.
+ */
+export function runStatement<T>(
+  db: Database | Transaction,
+  statement: (db: Database | Transaction) => Promise<T>,
+): Promise<T> {
+  return db instanceof PgTransaction
+    ? db.transaction((tx) => statement(tx))
+    : retrySerializationFailures(() => statement(db));
+}
+
+/**
  * One INSERT: the ledger triggers (migration 0003) lock the user, number and check the row,
  * record balance_after, and apply it to "User", all in this statement, so the balance and
  * its audit row are written together or not at all.
  */
-async function apply(db: Database | Transaction, change: Change): Promise<CreditChangeResult> {
+export async function apply(
+  db: Database | Transaction,
+  change: Change,
+): Promise<CreditChangeResult> {
   const values = {
     userId: change.userId,
     amount: change.amount,
@@ -140,13 +164,10 @@ async function apply(db: Database | Transaction, change: Change): Promise<Credit
     metadata: change.metadata ? JSON.stringify(change.metadata) : null,
     idempotencyKey: change.idempotencyKey ?? null,
     refundOf: change.refundOf ?? null,
+    expiresInMs: change.expiresInMs ?? null,
   };
   try {
-    // Inside a caller's transaction, a savepoint keeps it usable when the INSERT is refused.
-    const rows =
-      db instanceof PgTransaction
-        ? await db.transaction((tx) => insertStatement(tx).execute(values))
-        : await retrySerializationFailures(() => insertStatement(db).execute(values));
+    const rows = await runStatement(db, (target) => insertStatement(target).execute(values));
     const [row] = rows;
     if (!row) throw new Error('INSERT … RETURNING returned no row');
     return result(row, false);

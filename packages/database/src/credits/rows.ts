@@ -15,6 +15,8 @@ interface RawRow {
   hash: string;
   idempotency_key: string | null;
   refund_of: string | null;
+  hold_id: string | null;
+  hold_expires_at: string | null;
 }
 
 const t = creditTransaction;
@@ -27,7 +29,7 @@ const t = creditTransaction;
  * Date parsing that postgres.js does for a hand-written query too. The return type makes
  * a column added to the schema a compile error here until it is mapped.
  */
-function toCreditTransaction(raw: Record<string, unknown>): CreditTransaction {
+export function toCreditTransaction(raw: Record<string, unknown>): CreditTransaction {
   const row = raw as unknown as RawRow;
   return {
     id: row.id,
@@ -45,6 +47,11 @@ function toCreditTransaction(raw: Record<string, unknown>): CreditTransaction {
     hash: row.hash,
     idempotencyKey: row.idempotency_key,
     refundOf: row.refund_of,
+    holdId: row.hold_id,
+    holdExpiresAt:
+      row.hold_expires_at == null
+        ? null
+        : (t.holdExpiresAt.mapFromDriverValue(row.hold_expires_at) as Date),
   };
 }
 

@@ -144,6 +144,54 @@ export const reservationInput = z.strictObject({
   featureType,
   metadata: metadata.optional(),
 });
+/** A hold expires after this long unless `expiresInMs` says otherwise: 10 minutes. */
+export const DEFAULT_HOLD_EXPIRY_MS = 10 * 60 * 1000;
+/** Bounds of `expiresInMs`: a second (shorter would expire under a slow network) to a day. */
+export const MIN_HOLD_EXPIRY_MS = 1000;
+export const MAX_HOLD_EXPIRY_MS = 24 * 60 * 60 * 1000;
+/** How many due holds one `expireCreditHolds` call expires at most. */
+export const MAX_EXPIRE_BATCH = 100_000;
+
+const expiresInMs = z
+  .number('must be a number')
+  .int('must be an integer')
+  .min(MIN_HOLD_EXPIRY_MS, `must be at least ${MIN_HOLD_EXPIRY_MS} (1 second)`)
+  .max(MAX_HOLD_EXPIRY_MS, `must be at most ${MAX_HOLD_EXPIRY_MS} (24 hours)`);
+
+export const holdInput = z.strictObject({
+  ...change,
+  expiresInMs: expiresInMs.default(DEFAULT_HOLD_EXPIRY_MS),
+});
+export const settleInput = z.strictObject({
+  holdId: uuid,
+  /** When given, the hold must be this user's (a request may only settle its own user's). */
+  userId: uuid.optional(),
+  amount: amount.optional(),
+  metadata: metadata.optional(),
+});
+export const voidInput = z.strictObject({
+  holdId: uuid,
+  userId: uuid.optional(),
+  reason: text().min(1, 'must not be empty').max(200, 'must be at most 200 characters').optional(),
+  metadata: metadata.optional(),
+});
+export const expireInput = z.strictObject({
+  limit: z
+    .number('must be a number')
+    .int('must be an integer')
+    .min(1, 'must be at least 1')
+    .max(MAX_EXPIRE_BATCH, `must be at most ${MAX_EXPIRE_BATCH}`)
+    .default(1000),
+  userId: uuid.optional(),
+});
+export const reservationOptions = z.strictObject({
+  expiresInMs: expiresInMs.default(DEFAULT_HOLD_EXPIRY_MS),
+});
+export const usedAmount = z
+  .number('must be a number')
+  .int('must be an integer')
+  .min(0, 'must be at least 0')
+  .max(MAX_AMOUNT, `must be at most ${MAX_AMOUNT}`);
 export const historyInput = z.strictObject({
   userId: uuid,
   limit,

@@ -98,7 +98,7 @@ async function installationViolations(
         join pg_catalog.pg_namespace cn on cn.oid = c.relnamespace
         join pg_catalog.pg_proc p on p.oid = t.tgfoid
         join pg_catalog.pg_namespace n on n.oid = p.pronamespace
-       where cn.nspname = 'public' and c.relname in ('User', 'CreditTransaction')
+       where cn.nspname = 'public' and c.relname in ('User', 'CreditTransaction', 'CreditHold')
          and not t.tgisinternal`),
   );
   const byKey = new Map(triggers.map((t) => [`${t.table}.${t.name}`, t]));
@@ -181,7 +181,7 @@ async function installationViolations(
   const rules = rowsOf(
     await tx.execute(sql`
       select tablename, rulename from pg_catalog.pg_rules
-       where schemaname = 'public' and tablename in ('User', 'CreditTransaction')`),
+       where schemaname = 'public' and tablename in ('User', 'CreditTransaction', 'CreditHold')`),
   );
   for (const rule of rules) {
     violation(
@@ -200,7 +200,7 @@ async function installationViolations(
           where i.inhparent = c.oid and not k.relispartition) as children,
         (select pg_catalog.count(*) from pg_catalog.pg_inherits i where i.inhrelid = c.oid) as parents
         from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
-       where n.nspname = 'public' and c.relname in ('User', 'CreditTransaction')`),
+       where n.nspname = 'public' and c.relname in ('User', 'CreditTransaction', 'CreditHold')`),
   );
   for (const table of tables) {
     if (Number(table.children) > 0)
@@ -226,7 +226,8 @@ async function installationViolations(
         select c.relname || '.' || a.attname as name,
                pg_catalog.format_type(a.atttypid, a.atttypmod) as type
           from pg_catalog.pg_attribute a join pg_catalog.pg_class c on c.oid = a.attrelid
-         where c.oid in ('public."User"'::pg_catalog.regclass, 'public."CreditTransaction"'::pg_catalog.regclass)
+         where c.oid in ('public."User"'::pg_catalog.regclass, 'public."CreditTransaction"'::pg_catalog.regclass,
+                         'public."CreditHold"'::pg_catalog.regclass)
            and a.attnum > 0 and not a.attisdropped`),
     ).map((r) => [String(r.name), String(r.type)]),
   );
@@ -241,7 +242,8 @@ async function installationViolations(
       await tx.execute(sql`
         select conname as name, pg_catalog.pg_get_constraintdef(oid) as definition
           from pg_catalog.pg_constraint
-         where conrelid in ('public."User"'::pg_catalog.regclass, 'public."CreditTransaction"'::pg_catalog.regclass)
+         where conrelid in ('public."User"'::pg_catalog.regclass, 'public."CreditTransaction"'::pg_catalog.regclass,
+                            'public."CreditHold"'::pg_catalog.regclass)
            and convalidated and contype <> 'u'
         union all
         select i.relname, pg_catalog.pg_get_indexdef(i.oid)
@@ -274,20 +276,35 @@ function dataViolationsQuery(userId: string | null, limit: number) {
   return sql`
     with trail as (
       select t.user_id, t.seq, t.amount, t.operation, t.feature_type, t.balance_after, t.hash,
-             t.refund_of, t.id,
+             t.refund_of, t.id, t.hold_id, t.hold_expires_at,
+             hr.user_id as hold_user, hr.operation as hold_operation, hr.feature_type as hold_feature,
+             hr.amount as held, hr.seq as hold_seq, hr.hold_expires_at as hold_expiry,
              row_number() over w as position,
              lag(t.hash) over w as prev_hash,
              t.created_at, lag(t.created_at) over w as prev_created_at,
-             coalesce(sum(case when t.operation = 'deduct' then -t.amount else t.amount end)
-               filter (where t.feature_type = 'chat_message') over w, 0) as chats,
-             coalesce(sum(case when t.operation = 'deduct' then -t.amount else t.amount end)
-               filter (where t.feature_type <> 'chat_message') over w, 0) as credits,
+             coalesce(sum(d.delta) filter (where t.feature_type = 'chat_message') over w, 0) as chats,
+             coalesce(sum(d.delta) filter (where t.feature_type <> 'chat_message') over w, 0) as credits,
              pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(
-               coalesce(lag(t.hash) over w, '') || pg_catalog.jsonb_build_array(
+               coalesce(lag(t.hash) over w, '') || (pg_catalog.jsonb_build_array(
                  t.id, t.user_id, t.seq, t.operation::text, t.feature_type::text, t.amount,
                  t.balance_after, (extract(epoch from t.created_at) * 1000)::bigint,
-                 t.idempotency_key, t.refund_of, t.metadata)::text, 'UTF8')), 'hex') as expected_hash
+                 t.idempotency_key, t.refund_of, t.metadata)
+               || case when t.hold_id is null and t.hold_expires_at is null then '[]'::jsonb
+                       else pg_catalog.jsonb_build_array(t.hold_id,
+                              (extract(epoch from t.hold_expires_at) * 1000)::bigint) end
+               )::text, 'UTF8')), 'hex') as expected_hash
         from public."CreditTransaction" t
+        -- The hold a settle, void or expire row closes (looked up for those rows only).
+        left join lateral (
+          select h.user_id, h.operation, h.feature_type, h.amount, h.seq, h.hold_expires_at
+            from public."CreditTransaction" h
+           where t.hold_id is not null and h.id = t.hold_id) hr on true
+        -- The row's change to its balance: a hold takes its amount, a settlement gives back
+        -- what it did not charge, a void or an expiry gives back the whole hold.
+        cross join lateral (
+          select case when t.operation in ('deduct', 'hold') then -t.amount
+                      when t.operation = 'settle' then coalesce(hr.amount, t.amount) - t.amount
+                      else t.amount end as delta) d
        where ${userId}::uuid is null or t.user_id = ${userId}::uuid
       window w as (partition by t.user_id order by t.seq, t.id)
     ),
@@ -332,6 +349,58 @@ function dataViolationsQuery(userId: string | null, limit: number) {
         from public."User" u left join heads h on h.user_id = u.id
        where (${userId}::uuid is null or u.id = ${userId}::uuid)
          and (u.free_credits <> coalesce(h.credits, 0) or u.free_chat_messages <> coalesce(h.chats, 0))
+      union all
+      select user_id, seq, 'hold_columns',
+             format('row %s (%s) has hold_id %s and hold_expires_at %s: hold_id belongs on settle, void and expire rows, hold_expires_at on hold rows',
+                    id, operation, coalesce(hold_id::text, 'none'), coalesce(hold_expires_at::text, 'none'))
+        from trail
+       where (hold_id is not null) <> (operation in ('settle', 'void', 'expire'))
+          or (hold_expires_at is not null) <> (operation = 'hold')
+      union all
+      select user_id, seq, 'hold_invalid',
+             format('row %s closes %s, which is not an earlier hold of this user and balance', id, hold_id)
+        from trail
+       where hold_id is not null
+         and not (hold_operation is not distinct from 'hold' and hold_user = user_id
+                  and hold_feature = feature_type and hold_seq < seq)
+      union all
+      select user_id, seq, 'hold_amount',
+             format('row %s (%s) is for %s of hold %s, which held %s', id, operation, amount, hold_id, held)
+        from trail
+       where hold_operation = 'hold'
+         and ((operation = 'settle' and amount > held) or (operation in ('void', 'expire') and amount <> held))
+      union all
+      select user_id, seq, 'hold_expiry',
+             format('row %s (%s) is dated %s, but hold %s expires at %s', id, operation, created_at, hold_id, hold_expiry)
+        from trail
+       where hold_operation = 'hold'
+         and ((operation = 'expire' and created_at < hold_expiry)
+              or (operation in ('settle', 'void') and created_at >= hold_expiry))
+      union all
+      select user_id, seq, 'hold_expiry',
+             format('hold %s taken at %s expires at %s: not within a day after it was taken', id, created_at, hold_expires_at)
+        from trail
+       where operation = 'hold'
+         and (hold_expires_at <= created_at or hold_expires_at > created_at + interval '1 day 1 minute')
+      union all
+      select user_id, null, 'hold_closed_twice',
+             format('hold %s is closed by %s rows', hold_id, count(*))
+        from trail where hold_id is not null
+       group by user_id, hold_id having count(*) > 1
+      union all
+      -- "CreditHold" lists exactly the trail's open holds: one missing would never expire.
+      select coalesce(o.user_id, c.user_id), null, 'open_holds_mismatch',
+             case when c.id is null then format('hold %s is open in the trail but not listed in "CreditHold": it would never expire', o.id)
+                  when o.id is null then format('"CreditHold" lists %s, which is not an open hold of the trail', c.id)
+                  else format('"CreditHold" lists hold %s with other values than its trail row', o.id) end
+        from (select t.id, t.user_id, t.amount, t.feature_type, t.hold_expires_at, t.created_at
+                from trail t
+               where t.operation = 'hold' and not exists (select 1 from trail c where c.hold_id = t.id)) o
+        full join (select * from public."CreditHold" h
+                    where ${userId}::uuid is null or h.user_id = ${userId}::uuid) c on c.id = o.id
+       where o.id is null or c.id is null
+          or (o.user_id, o.amount, o.feature_type, o.hold_expires_at, o.created_at)
+             is distinct from (c.user_id, c.amount, c.feature_type, c.expires_at, c.created_at)
       union all
       select r.user_id, null, 'refund_exceeds_deduction',
              format('refunds of deduction %s add up to %s, more than its %s (or it is not a deduction of this user and balance)',
@@ -487,7 +556,8 @@ export async function ledgerFingerprint(db: Database | Transaction): Promise<str
       select pg_catalog.md5(pg_catalog.string_agg(entry, ',' order by entry)) as fingerprint
         from (select 't:' || t.oid::pg_catalog.text || ':' || t.xmin::pg_catalog.text as entry
                 from pg_catalog.pg_trigger t
-               where t.tgrelid in ('public."User"'::pg_catalog.regclass, 'public."CreditTransaction"'::pg_catalog.regclass)
+               where t.tgrelid in ('public."User"'::pg_catalog.regclass, 'public."CreditTransaction"'::pg_catalog.regclass,
+                                   'public."CreditHold"'::pg_catalog.regclass)
                  and not t.tgisinternal
               union all
               select 'f:' || p.oid::pg_catalog.text || ':' || p.xmin::pg_catalog.text
@@ -496,13 +566,16 @@ export async function ledgerFingerprint(db: Database | Transaction): Promise<str
               union all
               select 'r:' || c.oid::pg_catalog.text || ':' || c.xmin::pg_catalog.text
                 from pg_catalog.pg_class c
-               where c.oid in ('public."User"'::pg_catalog.regclass, 'public."CreditTransaction"'::pg_catalog.regclass)
+               where c.oid in ('public."User"'::pg_catalog.regclass, 'public."CreditTransaction"'::pg_catalog.regclass,
+                               'public."CreditHold"'::pg_catalog.regclass)
                   or c.oid in (select indexrelid from pg_catalog.pg_index
-                                where indrelid in ('public."User"'::pg_catalog.regclass, 'public."CreditTransaction"'::pg_catalog.regclass))
+                                where indrelid in ('public."User"'::pg_catalog.regclass, 'public."CreditTransaction"'::pg_catalog.regclass,
+                                                   'public."CreditHold"'::pg_catalog.regclass))
               union all
               select 'c:' || k.oid::pg_catalog.text || ':' || k.xmin::pg_catalog.text
                 from pg_catalog.pg_constraint k
-               where k.conrelid in ('public."User"'::pg_catalog.regclass, 'public."CreditTransaction"'::pg_catalog.regclass)
+               where k.conrelid in ('public."User"'::pg_catalog.regclass, 'public."CreditTransaction"'::pg_catalog.regclass,
+                                    'public."CreditHold"'::pg_catalog.regclass)
               union all
               select 'e:' || e.oid::pg_catalog.text || ':' || e.xmin::pg_catalog.text
                 from pg_catalog.pg_enum e join pg_catalog.pg_type t on t.oid = e.enumtypid

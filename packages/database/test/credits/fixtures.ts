@@ -42,13 +42,19 @@ export async function trailSize(db: Database | Transaction, userId?: string): Pr
  * included): every credit must be explained by a row.
  */
 export async function ledgerMismatches(db: Database | Transaction) {
+  // A hold takes its amount, a settlement gives back what it did not charge, a void or an
+  // expiry gives back the whole hold.
   const rows = (await db.execute(sql`
-    select u.id from "User" u left join "CreditTransaction" t on t.user_id = u.id
+    select u.id from "User" u
+      left join (select t.user_id, t.feature_type,
+                        case when t.operation in ('deduct', 'hold') then -t.amount
+                             when t.operation = 'settle' then h.amount - t.amount
+                             else t.amount end as delta
+                   from "CreditTransaction" t left join "CreditTransaction" h on h.id = t.hold_id) t
+        on t.user_id = u.id
     group by u.id, u.free_credits, u.free_chat_messages
-    having u.free_credits <> coalesce(sum(case when t.feature_type <> 'chat_message' then
-             case when t.operation = 'deduct' then -t.amount else t.amount end end), 0)
-        or u.free_chat_messages <> coalesce(sum(case when t.feature_type = 'chat_message' then
-             case when t.operation = 'deduct' then -t.amount else t.amount end end), 0)`)) as unknown as {
+    having u.free_credits <> coalesce(sum(t.delta) filter (where t.feature_type <> 'chat_message'), 0)
+        or u.free_chat_messages <> coalesce(sum(t.delta) filter (where t.feature_type = 'chat_message'), 0)`)) as unknown as {
     id: string;
   }[];
   return rows.map((r) => r.id);

@@ -83,7 +83,7 @@ describe('listCreditTransactions', () => {
     }
   });
 
-  it("a failed reservation's refund is listed after its deduction, even inside one caller transaction", async () => {
+  it("a failed reservation's void is listed after its hold, even inside one caller transaction", async () => {
     const u = await createUser(db, noOpening);
     await grantCredits(db, { userId: u.id, amount: 5, featureType: 'chat_tool_call' });
     await db.transaction(async (tx) => {
@@ -97,11 +97,11 @@ describe('listCreditTransactions', () => {
     });
     const { items } = await listCreditTransactions(db, { userId: u.id });
     expect(items.map((r) => [r.seq, r.operation, r.balanceAfter])).toEqual([
-      [3, 'refund', 5],
-      [2, 'deduct', 3],
+      [3, 'void', 5],
+      [2, 'hold', 3],
       [1, 'grant', 5],
     ]);
-    expect(items[0]?.refundOf).toBe(items[1]?.id);
+    expect(items[0]?.holdId).toBe(items[1]?.id);
   });
 
   it('walking page by page returns every row exactly once, whatever the page size', async () => {

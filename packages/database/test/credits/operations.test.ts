@@ -416,7 +416,7 @@ describe('grantCredits', () => {
 });
 
 describe('withCreditReservation', () => {
-  it('keeps the deduction when the work succeeds and returns its result', async () => {
+  it('settles the whole hold when the work succeeds, and returns its result', async () => {
     const u = await createUser(db);
     const out = await withCreditReservation(
       db,
@@ -430,7 +430,7 @@ describe('withCreditReservation', () => {
     expect(await balances(db, u.id)).toMatchObject({ freeCredits: 8 });
   });
 
-  it('refunds the reservation, linked to it, when the work throws, and rethrows', async () => {
+  it('voids the hold, linked to it, when the work throws, and rethrows', async () => {
     const u = await createUser(db);
     const failure = new Error('LLM timed out');
     await expect(
@@ -444,14 +444,15 @@ describe('withCreditReservation', () => {
     ).rejects.toBe(failure);
     expect(await balances(db, u.id)).toMatchObject({ freeCredits: 10 });
     const rows = (await db.execute(
-      sql`select operation, refund_of, metadata from "CreditTransaction" where user_id = ${u.id} and seq > 2 order by seq`,
+      sql`select id, operation, hold_id, metadata from "CreditTransaction" where user_id = ${u.id} and seq > 2 order by seq`,
     )) as unknown as {
+      id: string;
       operation: string;
-      refund_of: string | null;
+      hold_id: string | null;
       metadata: Record<string, unknown>;
     }[];
-    expect(rows.map((r) => r.operation)).toEqual(['deduct', 'refund']);
-    expect(rows[1]?.refund_of).not.toBeNull();
+    expect(rows.map((r) => r.operation)).toEqual(['hold', 'void']);
+    expect(rows[1]?.hold_id).toBe(rows[0]?.id);
     expect(rows[1]?.metadata).toMatchObject({
       reason: 'reservation_failed',
       error: 'LLM timed out',
@@ -496,7 +497,12 @@ describe('withCreditReservation', () => {
 describe('getCreditBalance', () => {
   it('returns both balances', async () => {
     const u = await createUser(db, { freeCredits: 3, freeChatMessages: 4 });
-    expect(await getCreditBalance(db, u.id)).toEqual({ freeCredits: 3, freeChatMessages: 4 });
+    expect(await getCreditBalance(db, u.id)).toEqual({
+      freeCredits: 3,
+      freeChatMessages: 4,
+      heldCredits: 0,
+      heldChatMessages: 0,
+    });
   });
 
   it('throws UserNotFoundError for a user that does not exist', async () => {

@@ -11,7 +11,7 @@ beforeAll(async () => {
   db = database().db;
 });
 
-/** Runs a reservation whose work throws `failure`; returns the refund's recorded error. */
+/** Runs a reservation whose work throws `failure`; returns the void's recorded error. */
 async function refundNoteAfter(failure: Error): Promise<string> {
   const u = await createUser(db);
   await expect(
@@ -26,12 +26,12 @@ async function refundNoteAfter(failure: Error): Promise<string> {
   expect(await balances(db, u.id)).toMatchObject({ freeCredits: 10 });
   const [row] = (await db.execute(
     sql`select metadata->>'error' as error from "CreditTransaction"
-        where user_id = ${u.id} and operation = 'refund'`,
+        where user_id = ${u.id} and operation = 'void'`,
   )) as unknown as { error: string }[];
   return row?.error ?? '';
 }
 
-describe('withCreditReservation refunds whatever the work threw', () => {
+describe('withCreditReservation gives the hold back whatever the work threw', () => {
   it('a message with NUL characters (recorded with U+FFFD in their place)', async () => {
     expect(await refundNoteAfter(new Error('bad\u0000byte'))).toBe('bad\uFFFDbyte');
   });

@@ -40,9 +40,12 @@ describe('the audit trail, as the database enforces it', () => {
     expect(await trailSize(db, u.id)).toBe(1);
   });
 
-  it('refuses TRUNCATE', async () => {
-    const error = await refusalOf(db.execute(sql`truncate "CreditTransaction"`));
-    expect(error.message).toBe('"CreditTransaction" is append-only: TRUNCATE is refused');
+  it('refuses TRUNCATE, with the open holds that reference it or without', async () => {
+    const cascade = await refusalOf(db.execute(sql`truncate "CreditTransaction" cascade`));
+    expect(cascade.message).toBe('"CreditTransaction" is append-only: TRUNCATE is refused');
+    // Without CASCADE, PostgreSQL itself refuses first: "CreditHold" references the trail.
+    const alone = await refusalOf(db.execute(sql`truncate "CreditTransaction"`));
+    expect(alone.code).toBe('0A000');
   });
 
   it("still removes a user's rows when the user is deleted (ON DELETE CASCADE)", async () => {

@@ -1,0 +1,204 @@
+import { sql } from 'drizzle-orm';
+import type { Database, Transaction } from '../client.js';
+import type { CreditTransaction } from '../schema.js';
+import { HoldAlreadySettledError, HoldNotFoundError, toCreditsError } from './errors.js';
+import { apply, type CreditChangeInput, type CreditChangeResult, runStatement } from './ledger.js';
+import { toCreditTransaction } from './rows.js';
+import {
+  expireInput,
+  holdInput,
+  parse,
+  parseChange,
+  settleInput,
+  voidInput,
+} from './validation.js';
+
+export interface HoldInput extends CreditChangeInput {
+  /**
+   * How long the hold lasts if nothing settles or voids it: then it expires and its credits
+   * come back. 1 second to 24 hours; default 10 minutes (DEFAULT_HOLD_EXPIRY_MS). Make it
+   * longer than the work it covers (a serverless function's maximum duration).
+   */
+  expiresInMs?: number;
+}
+
+export interface CreditHoldResult extends CreditChangeResult {
+  /** The hold's id (its trail row's): what settleCreditHold and voidCreditHold take. */
+  holdId: string;
+  /** When it expires, on the server's clock, unless settled or voided first. */
+  expiresAt: Date;
+}
+
+export interface SettleInput {
+  holdId: string;
+  /** The user the caller acts for: when given, another user's hold is refused (HOLD_NOT_FOUND). */
+  userId?: string;
+  /** What to charge: 1 to the held amount; the rest is given back. Default: all of it. */
+  amount?: number;
+  /** Recorded on the settle row (tokens used, model…). */
+  metadata?: Record<string, unknown>;
+}
+
+export interface VoidInput {
+  holdId: string;
+  userId?: string;
+  /** Why, for the trail (recorded as the void row's metadata.reason). */
+  reason?: string;
+  /** More context for the void row's metadata (its `reason` key is `reason`'s). */
+  metadata?: Record<string, unknown>;
+}
+
+export interface ExpireHoldsInput {
+  /** How many due holds to expire at most in this call (1–100,000, default 1,000). */
+  limit?: number;
+  /** Only this user's due holds (waiting for its lock rather than skipping it). */
+  userId?: string;
+}
+
+export interface ExpireHoldsResult {
+  /** The expire rows written, one per hold, earliest expiry first. */
+  expired: CreditTransaction[];
+}
+
+const holdResult = (result: CreditChangeResult): CreditHoldResult => {
+  const expiresAt = result.transaction.holdExpiresAt;
+  if (!expiresAt) throw new Error(`trail row ${result.transaction.id} is not a hold`);
+  return { ...result, holdId: result.transaction.id, expiresAt };
+};
+
+/**
+ * Takes `amount` from the balance now, as a hold: two holds can never spend the same credit.
+ * Exactly one of settleCreditHold, voidCreditHold or its expiry closes it later; the expiry
+ * needs no running process (every later write or balance read of the user, and
+ * expireCreditHolds, gives it back). Throws InsufficientCreditsError like deductCredits.
+ */
+export async function holdCredits(
+  db: Database | Transaction,
+  input: HoldInput,
+): Promise<CreditHoldResult> {
+  return holdResult(await apply(db, { operation: 'hold', ...parseChange(holdInput, input) }));
+}
+
+type Row = Record<string, unknown>;
+
+/** The hold a holdId names, for an error that says why none was closed. */
+async function missingHold(
+  db: Database | Transaction,
+  holdId: string,
+  userId: string | undefined,
+): Promise<HoldNotFoundError> {
+  const [row] = (await db.execute(
+    sql`select user_id, operation from public."CreditTransaction" where id = ${holdId}`,
+  )) as unknown as Row[];
+  if (!row) return new HoldNotFoundError(holdId, 'not_found');
+  if (userId !== undefined && row.user_id !== userId)
+    return new HoldNotFoundError(holdId, 'other_user');
+  return new HoldNotFoundError(holdId, 'not_a_hold');
+}
+
+/**
+ * One closing row for the hold, in one statement: its user, balance and (unless given) amount
+ * are the hold row's own, so no read of the hold goes before it; the trigger checks the rest
+ * under the user's lock.
+ */
+async function close(
+  db: Database | Transaction,
+  operation: 'settle' | 'void',
+  holdId: string,
+  userId: string | undefined,
+  amount: number | undefined,
+  metadata: Record<string, unknown> | undefined,
+): Promise<CreditTransaction> {
+  const statement = (target: Database | Transaction) =>
+    target.execute(sql`
+      insert into public."CreditTransaction" (user_id, amount, operation, feature_type, hold_id, metadata)
+      select h.user_id, coalesce(${amount ?? null}::int4, h.amount), ${operation}::public.operation_type,
+             h.feature_type, h.id, ${metadata ? JSON.stringify(metadata) : null}::jsonb
+        from public."CreditTransaction" h
+       where h.id = ${holdId} and (${userId ?? null}::uuid is null or h.user_id = ${userId ?? null}::uuid)
+      returning *`);
+  let rows: Row[];
+  try {
+    rows = (await runStatement(db, statement)) as unknown as Row[];
+  } catch (error) {
+    throw toCreditsError(error, userId ?? '');
+  }
+  const [row] = rows;
+  if (!row) throw await missingHold(db, holdId, userId);
+  return toCreditTransaction(row);
+}
+
+/**
+ * Charges `amount` of the hold (default: all of it) and gives the rest back, in one trail row
+ * linked to the hold. A retry of the same settlement returns the first one (`replayed`);
+ * a hold settled for another amount, voided or expired throws HoldAlreadySettledError,
+ * HoldAlreadyVoidedError or HoldExpiredError, and writes nothing.
+ */
+export async function settleCreditHold(
+  db: Database | Transaction,
+  input: SettleInput,
+): Promise<CreditChangeResult> {
+  const parsed = parseChange(settleInput, input);
+  try {
+    const row = await close(
+      db,
+      'settle',
+      parsed.holdId,
+      parsed.userId,
+      parsed.amount,
+      parsed.metadata,
+    );
+    return { transaction: row, balance: row.balanceAfter, replayed: false };
+  } catch (error) {
+    if (!(error instanceof HoldAlreadySettledError)) throw error;
+    // The same settlement again (a retry after a lost reply): the first result.
+    const [first] = (await db.execute(
+      sql`select c.*, h.amount as held from public."CreditTransaction" c
+            join public."CreditTransaction" h on h.id = c.hold_id
+           where c.id = ${error.closedBy}`,
+    )) as unknown as Row[];
+    if (!first || Number(first.amount) !== (parsed.amount ?? Number(first.held))) throw error;
+    const row = toCreditTransaction(first);
+    return { transaction: row, balance: row.balanceAfter, replayed: true };
+  }
+}
+
+/**
+ * Gives the whole hold back, in one trail row linked to it (`reason` in its metadata).
+ * A hold settled, voided or expired already throws (HOLD_ALREADY_SETTLED, …) and writes
+ * nothing.
+ */
+export async function voidCreditHold(
+  db: Database | Transaction,
+  input: VoidInput,
+): Promise<CreditChangeResult> {
+  const parsed = parseChange(voidInput, input);
+  const metadata =
+    parsed.reason === undefined ? parsed.metadata : { ...parsed.metadata, reason: parsed.reason };
+  const row = await close(db, 'void', parsed.holdId, parsed.userId, undefined, metadata);
+  return { transaction: row, balance: row.balanceAfter, replayed: false };
+}
+
+/**
+ * Expires up to `limit` holds past their expiry, earliest first: each gets an expire row that
+ * gives its credits back. For a cron job or worker (`pnpm credits:expire-holds`); correctness
+ * does not depend on it, since each user's next write or balance read does the same for that
+ * user. Safe to run concurrently with itself and with settlements: a hold closes once.
+ * Runs at READ COMMITTED (its own transaction, or the caller's).
+ */
+export async function expireCreditHolds(
+  db: Database | Transaction,
+  input: ExpireHoldsInput = {},
+): Promise<ExpireHoldsResult> {
+  const parsed = parse(expireInput, input);
+  const statement = (target: Database | Transaction) =>
+    target.execute(
+      sql`select * from public.credit_holds_expire(${parsed.limit}::int4, ${parsed.userId ?? null}::uuid)`,
+    );
+  try {
+    const rows = (await runStatement(db, statement)) as unknown as Row[];
+    return { expired: rows.map(toCreditTransaction) };
+  } catch (error) {
+    throw toCreditsError(error, parsed.userId ?? '');
+  }
+}
