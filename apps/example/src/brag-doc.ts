@@ -29,8 +29,9 @@ export type BragDocResult =
   | { ok: false; reason: 'insufficient_credits'; required: number; available: number };
 
 /**
- * The feature: charge first (so two concurrent requests cannot spend the same credits),
- * call the LLM, and give the credits back if it fails; the error still reaches the caller.
+ * The feature: hold the credits first (so two concurrent requests cannot spend the same
+ * credits), call the LLM, settle the hold when it answers and give the credits back if it
+ * fails; the error still reaches the caller. Killed in between, the hold expires on its own.
  */
 export async function generateBragDoc(
   db: Database,

@@ -18,7 +18,7 @@ describe('a feature that charges credits for an LLM call', () => {
     expect(await getCreditBalance(db, user.id)).toMatchObject({ freeCredits: 10 - BRAG_DOC_COST });
   });
 
-  it('refunds the credits when the LLM fails, and still reports the failure', async () => {
+  it('gives the held credits back when the LLM fails, and still reports the failure', async () => {
     const { db } = database();
     const user = await signUp(db, 'unlucky@bragdoc.ai');
     await expect(
@@ -32,13 +32,13 @@ describe('a feature that charges credits for an LLM call', () => {
     });
     expect(items.map((t) => [t.operation, t.amount])).toEqual(
       expect.arrayContaining([
-        ['deduct', BRAG_DOC_COST],
-        ['refund', BRAG_DOC_COST],
+        ['hold', BRAG_DOC_COST],
+        ['void', BRAG_DOC_COST],
       ]),
     );
-    const refund = items.find((t) => t.operation === 'refund');
-    const deduct = items.find((t) => t.operation === 'deduct');
-    expect(refund?.refundOf).toBe(deduct?.id);
+    const voided = items.find((t) => t.operation === 'void');
+    const hold = items.find((t) => t.operation === 'hold');
+    expect(voided?.holdId).toBe(hold?.id);
   });
 
   it('does not call the LLM when the user cannot pay', async () => {
