@@ -348,6 +348,17 @@ describe('expiry, exactly once', () => {
     await expectLedgerSound();
   });
 
+  it('a balance read in a read-only transaction (a replica) reports a due hold as held, writing nothing', async () => {
+    const u = await createUser(db);
+    await holdCredits(db, { userId: u.id, amount: 3, featureType: doc, expiresInMs: 1000 });
+    await sleep(1100);
+    const balance = await db.transaction((tx) => getCreditBalance(tx, u.id), {
+      accessMode: 'read only',
+    });
+    expect(balance).toMatchObject({ freeCredits: 7, heldCredits: 3 });
+    expect(await trailSize(db, u.id)).toBe(1);
+  });
+
   it('expireCreditHolds stops at its limit', async () => {
     const u = await createUser(db);
     for (let i = 0; i < 3; i++)
