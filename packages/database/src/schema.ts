@@ -1,4 +1,4 @@
-import { sql } from 'drizzle-orm';
+import { relations, sql } from 'drizzle-orm';
 import {
   type AnyPgColumn,
   bigint,
@@ -203,3 +203,37 @@ export type CreditHold = typeof creditHold.$inferSelect;
 
 export type CreditTransaction = typeof creditTransaction.$inferSelect;
 export type NewCreditTransaction = typeof creditTransaction.$inferInsert;
+
+// Relations for drizzle's relational queries (`db.query.user.findFirst({ with: … })`). They
+// describe the foreign keys above and the two links the ledger's triggers check instead of
+// one (refund_of, hold_id); they create nothing in the database.
+export const userRelations = relations(user, ({ many }) => ({
+  creditTransactions: many(creditTransaction),
+  creditHolds: many(creditHold),
+}));
+
+export const creditTransactionRelations = relations(creditTransaction, ({ one, many }) => ({
+  user: one(user, { fields: [creditTransaction.userId], references: [user.id] }),
+  // A refund's deduction, and a deduction's refunds.
+  refundOf: one(creditTransaction, {
+    fields: [creditTransaction.refundOf],
+    references: [creditTransaction.id],
+    relationName: 'refund',
+  }),
+  refunds: many(creditTransaction, { relationName: 'refund' }),
+  // A settle, void or expire row's hold, and a hold's closing row (at most one).
+  hold: one(creditTransaction, {
+    fields: [creditTransaction.holdId],
+    references: [creditTransaction.id],
+    relationName: 'hold',
+  }),
+  closings: many(creditTransaction, { relationName: 'hold' }),
+}));
+
+export const creditHoldRelations = relations(creditHold, ({ one }) => ({
+  user: one(user, { fields: [creditHold.userId], references: [user.id] }),
+  transaction: one(creditTransaction, {
+    fields: [creditHold.id],
+    references: [creditTransaction.id],
+  }),
+}));
