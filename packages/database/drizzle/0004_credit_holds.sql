@@ -366,16 +366,19 @@ CREATE TRIGGER "credit_hold_no_truncate" BEFORE TRUNCATE ON "CreditHold"
 REVOKE EXECUTE ON FUNCTION "public"."credit_hold_guard"() FROM PUBLIC;--> statement-breakpoint
 
 -- The sweeper: expires up to max_rows holds past their expiry, earliest first, each with an
--- expire row of its own, and returns those rows. It runs with the caller's rights: it only
--- inserts expire rows, which the triggers check like any other. Each user's lock is taken
+-- expire row of its own, and returns those rows. It runs as its owner, so that an app role
+-- with no UPDATE on "User" (which the lock below needs) can run it too; anyone may, since
+-- all it can do is what any write or balance read of those users does: the expire rows it
+-- inserts are checked by the triggers like any other. Each user's lock is taken
 -- first, as every ledger write takes it; users another session is writing are skipped (that
 -- write expires their due holds itself) unless one user is asked for, which waits. After the
 -- lock, a hold closed meanwhile is no longer listed, so concurrent sweepers, settlements and
 -- voids never close one twice (and credit_tx_hold_close_idx would refuse it).
 CREATE FUNCTION "public"."credit_holds_expire"(max_rows integer, only_user uuid DEFAULT NULL)
 RETURNS SETOF "public"."CreditTransaction"
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET row_security = off
 AS $$
 DECLARE
   h record;
