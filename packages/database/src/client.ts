@@ -1,17 +1,18 @@
 import type { ExtractTablesWithRelations } from 'drizzle-orm';
-import type { PgTransaction } from 'drizzle-orm/pg-core';
-import {
-  drizzle,
-  type PostgresJsDatabase,
-  type PostgresJsQueryResultHKT,
-} from 'drizzle-orm/postgres-js';
+import type { PgDatabase, PgQueryResultHKT, PgTransaction } from 'drizzle-orm/pg-core';
+import { drizzle, type PostgresJsDatabase } from 'drizzle-orm/postgres-js';
 import postgres from 'postgres';
 import * as schema from './schema.js';
 
 export type Schema = typeof schema;
-export type Database = PostgresJsDatabase<Schema>;
+/**
+ * Any drizzle PostgreSQL database whose schema holds this package's (or more): postgres.js,
+ * node-postgres, PGlite, Neon's serverless Pool… Every operation of the package takes one,
+ * or a transaction of one, first.
+ */
+export type Database = PgDatabase<PgQueryResultHKT, Schema>;
 export type Transaction = PgTransaction<
-  PostgresJsQueryResultHKT,
+  PgQueryResultHKT,
   Schema,
   ExtractTablesWithRelations<Schema>
 >;
@@ -26,7 +27,7 @@ export interface DatabaseOptions {
 }
 
 export interface DatabaseHandle {
-  db: Database;
+  db: PostgresJsDatabase<Schema>;
   /** Ends every connection of the pool, waiting up to `timeoutSeconds` for running queries. */
   close: (timeoutSeconds?: number) => Promise<void>;
 }

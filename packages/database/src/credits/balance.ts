@@ -2,6 +2,7 @@ import { sql } from 'drizzle-orm';
 import type { Database, Transaction } from '../client.js';
 import { sqlStateOf, UserNotFoundError } from './errors.js';
 import { expireCreditHolds } from './holds.js';
+import { rowsOf } from './prepared.js';
 import { parse, userIdInput } from './validation.js';
 
 export interface CreditBalance {
@@ -16,20 +17,23 @@ export interface CreditBalance {
 interface BalanceRow {
   free_credits: number;
   free_chat_messages: number;
-  held_credits: string;
-  held_chat_messages: string;
+  // bigint sums: a string, number or bigint, depending on the driver.
+  held_credits: string | number | bigint;
+  held_chat_messages: string | number | bigint;
   due: boolean;
 }
 
 const read = async (db: Database | Transaction, id: string) =>
-  (await db.execute(sql`
+  rowsOf<BalanceRow>(
+    await db.execute(sql`
     select u.free_credits, u.free_chat_messages,
            coalesce(sum(h.amount) filter (where h.feature_type <> 'chat_message'), 0) as held_credits,
            coalesce(sum(h.amount) filter (where h.feature_type = 'chat_message'), 0) as held_chat_messages,
            coalesce(bool_or(h.expires_at <= pg_catalog.clock_timestamp()), false) as due
       from public."User" u left join public."CreditHold" h on h.user_id = u.id
      where u.id = ${id}
-     group by u.id`)) as unknown as BalanceRow[];
+     group by u.id`),
+  );
 
 /**
  * The user's balances and what open holds take from them. A hold past its expiry is given

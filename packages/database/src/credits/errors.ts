@@ -284,11 +284,17 @@ export class HoldNotDueError extends CreditsError {
   }
 }
 
+// postgres.js names the fields table_name, column_name, constraint_name; node-postgres and
+// PGlite (pg-protocol's DatabaseError) table, column, constraint.
 interface PgError {
   code?: string;
   detail?: string;
   table_name?: string;
   column_name?: string;
+  constraint_name?: string;
+  table?: string;
+  column?: string;
+  constraint?: string;
   severity?: string;
 }
 
@@ -313,6 +319,12 @@ function pgErrorOf(error: unknown): PgError | undefined {
 
 export function sqlStateOf(error: unknown): string | undefined {
   return pgErrorOf(error)?.code;
+}
+
+/** The constraint a server error names (a unique violation's index), whatever the driver. */
+export function constraintOf(error: unknown): string | undefined {
+  const pg = pgErrorOf(error);
+  return pg?.constraint_name ?? pg?.constraint;
 }
 
 /** Turns the ledger trigger's SQLSTATEs (class BC, migrations 0003 and 0004) into typed errors. */
@@ -355,7 +367,8 @@ export function toCreditsError(error: unknown, userId: string): unknown {
     case 'BC011':
       return new UnsupportedServerLocaleError();
     case '23502':
-      return pg.table_name === 'CreditTransaction' && TRIGGER_SET_COLUMNS.has(pg.column_name ?? '')
+      return (pg.table_name ?? pg.table) === 'CreditTransaction' &&
+        TRIGGER_SET_COLUMNS.has(pg.column_name ?? pg.column ?? '')
         ? new LedgerNotInstalledError()
         : error;
     case '22003':

@@ -140,7 +140,7 @@ export async function listCreditTransactions(
     cursor: position !== undefined,
   };
   const query = prepared(db, `credit_history:${variantKey(variant)}`, () =>
-    userHistoryQuery(db, variant).prepare('credit_history'),
+    userHistoryQuery(db, variant),
   );
   const rows = await runRows(query, {
     userId: parsed.userId,
@@ -161,9 +161,7 @@ export async function listCreditTransactionsInRange(
   const scope = rangeScope(parsed);
   const position = parsed.cursor ? decodeTimeCursor(parsed.cursor, scope) : undefined;
   const variant = { cursor: position !== undefined };
-  const query = prepared(db, `credit_range:${variantKey(variant)}`, () =>
-    rangeQuery(db, variant).prepare('credit_range'),
-  );
+  const query = prepared(db, `credit_range:${variantKey(variant)}`, () => rangeQuery(db, variant));
   const rows = await runRows(query, {
     from: parsed.from.toISOString(),
     to: parsed.to.toISOString(),

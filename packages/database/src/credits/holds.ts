@@ -3,6 +3,7 @@ import type { Database, Transaction } from '../client.js';
 import type { CreditTransaction } from '../schema.js';
 import { HoldAlreadySettledError, HoldNotFoundError, toCreditsError } from './errors.js';
 import { apply, type CreditChangeInput, type CreditChangeResult, runStatement } from './ledger.js';
+import { rowsOf } from './prepared.js';
 import { toCreditTransaction } from './rows.js';
 import {
   expireInput,
@@ -87,9 +88,11 @@ async function missingHold(
   holdId: string,
   userId: string | undefined,
 ): Promise<HoldNotFoundError> {
-  const [row] = (await db.execute(
-    sql`select user_id, operation from public."CreditTransaction" where id = ${holdId}`,
-  )) as unknown as Row[];
+  const [row] = rowsOf(
+    await db.execute(
+      sql`select user_id, operation from public."CreditTransaction" where id = ${holdId}`,
+    ),
+  );
   if (!row) return new HoldNotFoundError(holdId, 'not_found');
   if (userId !== undefined && row.user_id !== userId)
     return new HoldNotFoundError(holdId, 'other_user');
@@ -119,7 +122,7 @@ async function close(
       returning *`);
   let rows: Row[];
   try {
-    rows = (await runStatement(db, statement)) as unknown as Row[];
+    rows = rowsOf(await runStatement(db, statement));
   } catch (error) {
     throw toCreditsError(error, userId ?? '');
   }
@@ -152,11 +155,13 @@ export async function settleCreditHold(
   } catch (error) {
     if (!(error instanceof HoldAlreadySettledError)) throw error;
     // The same settlement again (a retry after a lost reply): the first result.
-    const [first] = (await db.execute(
-      sql`select c.*, h.amount as held from public."CreditTransaction" c
-            join public."CreditTransaction" h on h.id = c.hold_id
-           where c.id = ${error.closedBy}`,
-    )) as unknown as Row[];
+    const [first] = rowsOf(
+      await db.execute(
+        sql`select c.*, h.amount as held from public."CreditTransaction" c
+              join public."CreditTransaction" h on h.id = c.hold_id
+             where c.id = ${error.closedBy}`,
+      ),
+    );
     if (!first || Number(first.amount) !== (parsed.amount ?? Number(first.held))) throw error;
     const row = toCreditTransaction(first);
     return { transaction: row, balance: row.balanceAfter, replayed: true };
@@ -196,7 +201,7 @@ export async function expireCreditHolds(
       sql`select * from public.credit_holds_expire(${parsed.limit}::int4, ${parsed.userId ?? null}::uuid)`,
     );
   try {
-    const rows = (await runStatement(db, statement)) as unknown as Row[];
+    const rows = rowsOf(await runStatement(db, statement));
     return { expired: rows.map(toCreditTransaction) };
   } catch (error) {
     throw toCreditsError(error, parsed.userId ?? '');

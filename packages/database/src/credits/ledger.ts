@@ -1,5 +1,4 @@
 import { and, eq, sql } from 'drizzle-orm';
-import { PgTransaction } from 'drizzle-orm/pg-core';
 import type { Database, Transaction } from '../client.js';
 import {
   type CreditTransaction,
@@ -7,8 +6,8 @@ import {
   type FeatureType,
   type OperationType,
 } from '../schema.js';
-import { IdempotencyConflictError, sqlStateOf, toCreditsError } from './errors.js';
-import { prepared } from './prepared.js';
+import { constraintOf, IdempotencyConflictError, sqlStateOf, toCreditsError } from './errors.js';
+import { isTransaction, prepared } from './prepared.js';
 import { deductInput, grantInput, parseChange, refundInput } from './validation.js';
 
 export interface CreditChangeInput {
@@ -104,8 +103,7 @@ function insertStatement(db: Database | Transaction) {
         // trigger checks the bounds against the time it dates the row with.
         holdExpiresAt: sql`pg_catalog.clock_timestamp() + ${sql.placeholder('expiresInMs')}::int8 * interval '1 millisecond'`,
       })
-      .returning()
-      .prepare('credit_tx_insert'),
+      .returning(),
   );
 }
 
@@ -142,7 +140,7 @@ export function runStatement<T>(
   db: Database | Transaction,
   statement: (db: Database | Transaction) => Promise<T>,
 ): Promise<T> {
-  return db instanceof PgTransaction
+  return isTransaction(db)
     ? db.transaction((tx) => statement(tx))
     : retrySerializationFailures(() => statement(db));
 }
@@ -172,7 +170,7 @@ export async function apply(
     if (!row) throw new Error('INSERT … RETURNING returned no row');
     return result(row, false);
   } catch (error) {
-    const constraint = (error as { cause?: { constraint_name?: string } }).cause?.constraint_name;
+    const constraint = constraintOf(error);
     if (
       change.idempotencyKey &&
       sqlStateOf(error) === '23505' &&

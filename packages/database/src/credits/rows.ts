@@ -8,15 +8,15 @@ interface RawRow {
   operation: CreditTransaction['operation'];
   feature_type: CreditTransaction['featureType'];
   metadata: unknown;
-  created_at: string;
+  created_at: string | Date;
   balance_after: number;
-  // int8 arrives as a string from postgres.js.
-  seq: string;
+  // int8 arrives as a string from postgres.js and node-postgres, as a number or bigint elsewhere.
+  seq: string | number | bigint;
   hash: string;
   idempotency_key: string | null;
   refund_of: string | null;
   hold_id: string | null;
-  hold_expires_at: string | null;
+  hold_expires_at: string | Date | null;
 }
 
 const t = creditTransaction;
@@ -29,6 +29,14 @@ const t = creditTransaction;
  * Date parsing that postgres.js does for a hand-written query too. The return type makes
  * a column added to the schema a compile error here until it is mapped.
  */
+/**
+ * A timestamptz as drizzle's column would decode it: postgres.js (through drizzle) and
+ * node-postgres's prepared queries give its text, node-postgres's and PGlite's plain queries
+ * a Date already.
+ */
+const toDate = (value: string | Date): Date =>
+  value instanceof Date ? value : (t.createdAt.mapFromDriverValue(value) as Date);
+
 export function toCreditTransaction(raw: Record<string, unknown>): CreditTransaction {
   const row = raw as unknown as RawRow;
   return {
@@ -41,17 +49,14 @@ export function toCreditTransaction(raw: Record<string, unknown>): CreditTransac
       row.metadata == null
         ? null
         : (t.metadata.mapFromDriverValue(row.metadata) as CreditTransaction['metadata']),
-    createdAt: t.createdAt.mapFromDriverValue(row.created_at) as Date,
+    createdAt: toDate(row.created_at),
     balanceAfter: row.balance_after,
-    seq: t.seq.mapFromDriverValue(row.seq) as number,
+    seq: Number(row.seq),
     hash: row.hash,
     idempotencyKey: row.idempotency_key,
     refundOf: row.refund_of,
     holdId: row.hold_id,
-    holdExpiresAt:
-      row.hold_expires_at == null
-        ? null
-        : (t.holdExpiresAt.mapFromDriverValue(row.hold_expires_at) as Date),
+    holdExpiresAt: row.hold_expires_at == null ? null : toDate(row.hold_expires_at),
   };
 }
 

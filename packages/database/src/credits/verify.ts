@@ -1,4 +1,4 @@
-import { sql, TransactionRollbackError } from 'drizzle-orm';
+import { is, sql, TransactionRollbackError } from 'drizzle-orm';
 import type { Database, Transaction } from '../client.js';
 import { defaultMigrationsFolder } from '../migrate/migrator.js';
 import {
@@ -6,6 +6,7 @@ import {
   RELIED_ON_DEFINITIONS,
   readLedgerDefinition,
 } from './ledger-definition.js';
+import { isTransaction, rowsOf } from './prepared.js';
 import { parse, userIdInput } from './validation.js';
 
 /** One thing `verifyLedger` found wrong. */
@@ -66,10 +67,6 @@ export interface LedgerAnchor {
   seq: number;
   hash: string;
 }
-
-type Row = Record<string, unknown>;
-
-const rowsOf = (result: unknown) => result as Row[];
 
 /**
  * The triggers and functions the migrations define, compared with the database's: missing,
@@ -506,7 +503,7 @@ export async function verifyLedger(
       pg_catalog.set_config('row_security', 'off', true)`);
     return run(tx);
   };
-  if (!('rollback' in db)) {
+  if (!isTransaction(db)) {
     return db.transaction(checked, { isolationLevel: 'repeatable read', accessMode: 'read only' });
   }
   // Inside the caller's transaction: in a savepoint rolled back after, so the settings above
@@ -518,7 +515,7 @@ export async function verifyLedger(
       savepoint.rollback();
     })
     .catch((error: unknown) => {
-      if (!(error instanceof TransactionRollbackError)) throw error;
+      if (!is(error, TransactionRollbackError)) throw error;
     });
   if (!result) throw new Error('verifyLedger: the check returned nothing');
   return result;
