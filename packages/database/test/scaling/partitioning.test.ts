@@ -7,13 +7,22 @@ import { createDatabase, type Database } from '../../src/client.js';
 import { rangeQuery, userHistoryQuery } from '../../src/credits/history.js';
 import {
   deductCredits,
+  expireCreditHolds,
+  getCreditBalance,
   grantCredits,
+  HoldAlreadySettledError,
+  HoldAlreadyVoidedError,
+  HoldExpiredError,
+  holdCredits,
   IdempotencyConflictError,
   InsufficientCreditsError,
   InvalidRefundTargetError,
   listCreditTransactions,
   RefundExceedsDeductionError,
   refundCredits,
+  settleCreditHold,
+  verifyLedger,
+  voidCreditHold,
 } from '../../src/credits/index.js';
 import { user } from '../../src/schema.js';
 import { createUser, ledgerMismatches, trailSize } from '../credits/fixtures.js';
@@ -30,6 +39,17 @@ let db: Database;
 let sql: postgres.Sql;
 let close: () => Promise<void>;
 let before: { userId: string; deduction: string };
+/** Holds taken before the change: one still open, one voided. */
+let holdsBefore: { userId: string; open: string; voided: string };
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const doc = 'document_generation' as const;
+
+/** What verifyLedger finds wrong in the user's trail (the installation aside: see SCALING.md). */
+async function trailViolations(userId: string) {
+  const { violations } = await verifyLedger(db, { userId });
+  return violations.filter((v) => v.userId !== null);
+}
 
 /**
  * A row dated in an earlier month, as rows moved from an older table are: written with the
@@ -57,6 +77,11 @@ beforeAll(async () => {
     idempotencyKey: 'before',
   });
   before = { userId: u.id, deduction: transaction.id };
+  const h = await createUser(db);
+  const open = await holdCredits(db, { userId: h.id, amount: 3, featureType: doc });
+  const voided = await holdCredits(db, { userId: h.id, amount: 2, featureType: doc });
+  await voidCreditHold(db, { holdId: voided.holdId });
+  holdsBefore = { userId: h.id, open: open.holdId, voided: voided.holdId };
   await sql.unsafe(partitionDdl);
 }, 60_000);
 afterAll(async () => {
@@ -191,12 +216,15 @@ describe('"CreditTransaction" range-partitioned by created_at (docs/scaling)', (
       sql`truncate "CreditTransaction_2026_11"`,
       sql`delete from credit_idempotency_key`,
       sql`truncate credit_idempotency_key`,
+      sql`update credit_hold_closing set user_id = user_id`,
+      sql`delete from credit_hold_closing`,
+      sql`truncate credit_hold_closing`,
     ]) {
       expect((await refusalOf(statement)).code).toBe('BC005');
     }
   });
 
-  it("still deletes a user's rows, in every partition, with the user", async () => {
+  it("still deletes a user's rows, in every partition, with the user, and its holds and claims", async () => {
     const u = await createUser(db);
     await grantCredits(db, {
       userId: u.id,
@@ -204,11 +232,16 @@ describe('"CreditTransaction" range-partitioned by created_at (docs/scaling)', (
       featureType: 'chat_tool_call',
       idempotencyKey: 'x',
     });
+    const settled = await holdCredits(db, { userId: u.id, amount: 2, featureType: doc });
+    await settleCreditHold(db, { holdId: settled.holdId, amount: 1 });
+    await holdCredits(db, { userId: u.id, amount: 2, featureType: doc });
     await oldRow(u.id, '2026-10-15');
     await db.delete(user).where(eq(user.id, u.id));
     expect(await trailSize(db, u.id)).toBe(0);
     const keys = await sql`select 1 from credit_idempotency_key where user_id = ${u.id}`;
     expect(keys).toHaveLength(0);
+    expect(await sql`select 1 from "CreditHold" where user_id = ${u.id}`).toHaveLength(0);
+    expect(await sql`select 1 from credit_hold_closing where user_id = ${u.id}`).toHaveLength(0);
   });
 
   it('drops old months by detaching their partition: DDL, not DELETE', async () => {
@@ -221,12 +254,167 @@ describe('"CreditTransaction" range-partitioned by created_at (docs/scaling)', (
   });
 });
 
+describe('credit holds on the partitioned table', () => {
+  it('kept the holds taken before the change: the open one settles, the voided one stays closed', async () => {
+    const { userId, open, voided } = holdsBefore;
+    const claims = await sql`select hold_id from credit_hold_closing where user_id = ${userId}`;
+    expect(claims.map((r) => r.hold_id)).toEqual([voided]);
+    await expect(voidCreditHold(db, { holdId: voided })).rejects.toThrow(HoldAlreadyVoidedError);
+    const settled = await settleCreditHold(db, { holdId: open, amount: 1 });
+    expect(settled).toMatchObject({ balance: 9, replayed: false });
+    expect(await sql`select 1 from "CreditHold" where user_id = ${userId}`).toHaveLength(0);
+    expect(await trailViolations(userId)).toEqual([]);
+  });
+
+  it('holds, settles (in part, and a retry replays), voids, each closing claimed once', async () => {
+    const u = await createUser(db);
+    const hold = await holdCredits(db, { userId: u.id, amount: 5, featureType: doc });
+    expect(hold.balance).toBe(5);
+    expect((await getCreditBalance(db, u.id)).heldCredits).toBe(5);
+    const settled = await settleCreditHold(db, { holdId: hold.holdId, amount: 2 });
+    expect(settled).toMatchObject({ balance: 8, replayed: false });
+    const retry = await settleCreditHold(db, { holdId: hold.holdId, amount: 2 });
+    expect(retry).toMatchObject({ replayed: true, transaction: { id: settled.transaction.id } });
+    await expect(voidCreditHold(db, { holdId: hold.holdId })).rejects.toThrow(
+      HoldAlreadySettledError,
+    );
+    const other = await holdCredits(db, { userId: u.id, amount: 3, featureType: doc });
+    const voided = await voidCreditHold(db, { holdId: other.holdId, reason: 'unused' });
+    expect(voided.balance).toBe(8);
+    const claims = await sql`
+      select c.hold_id, c.transaction_id, t.operation from credit_hold_closing c
+        join "CreditTransaction" t on t.id = c.transaction_id
+       where c.user_id = ${u.id} order by t.seq`;
+    expect(claims.map((r) => [r.hold_id, r.transaction_id, r.operation])).toEqual([
+      [hold.holdId, settled.transaction.id, 'settle'],
+      [other.holdId, voided.transaction.id, 'void'],
+    ]);
+    expect(await ledgerMismatches(db)).toEqual([]);
+    expect(await trailViolations(u.id)).toEqual([]);
+  });
+
+  it('a hold of 1 s expires through expireCreditHolds, once', async () => {
+    const u = await createUser(db);
+    const hold = await holdCredits(db, {
+      userId: u.id,
+      amount: 4,
+      featureType: doc,
+      expiresInMs: 1_000,
+    });
+    await sleep(1_100);
+    const { expired } = await expireCreditHolds(db, { userId: u.id });
+    expect(expired.map((r) => [r.operation, r.holdId, r.amount])).toEqual([
+      ['expire', hold.holdId, 4],
+    ]);
+    expect((await expireCreditHolds(db, { userId: u.id })).expired).toEqual([]);
+    await expect(voidCreditHold(db, { holdId: hold.holdId })).rejects.toThrow(HoldExpiredError);
+    const balance = await getCreditBalance(db, u.id);
+    expect(balance).toMatchObject({ freeCredits: 10, heldCredits: 0 });
+    expect(await sql`select 1 from "CreditHold" where user_id = ${u.id}`).toHaveLength(0);
+    expect(await ledgerMismatches(db)).toEqual([]);
+    expect(await trailViolations(u.id)).toEqual([]);
+  });
+
+  it('concurrent settlements, voids and sweeps of one hold: exactly one closes it', async () => {
+    const u = await createUser(db);
+    const hold = await holdCredits(db, { userId: u.id, amount: 5, featureType: doc });
+    const results = await Promise.allSettled([
+      ...[1, 2, 3, 4, 5].map((amount) => settleCreditHold(db, { holdId: hold.holdId, amount })),
+      ...[1, 2, 3, 4, 5].map(() => voidCreditHold(db, { holdId: hold.holdId })),
+      expireCreditHolds(db, { userId: u.id }),
+    ]);
+    const winners = results.flatMap((r, i) => (r.status === 'fulfilled' && i < 10 ? [i] : []));
+    expect(winners).toHaveLength(1);
+    // Every other call is told who won: a settlement (distinct amounts, so no replay) or a void.
+    const lost = (winners[0] ?? 0) < 5 ? HoldAlreadySettledError : HoldAlreadyVoidedError;
+    for (const r of results.slice(0, 10)) {
+      if (r.status === 'rejected') expect(r.reason).toBeInstanceOf(lost);
+    }
+    expect(results[10]).toMatchObject({ status: 'fulfilled', value: { expired: [] } });
+    const closing = await sql`select 1 from "CreditTransaction" where hold_id = ${hold.holdId}`;
+    expect(closing).toHaveLength(1);
+    expect(
+      await sql`select 1 from credit_hold_closing where hold_id = ${hold.holdId}`,
+    ).toHaveLength(1);
+    expect(await ledgerMismatches(db)).toEqual([]);
+    expect(await trailViolations(u.id)).toEqual([]);
+  });
+
+  it('the claims table is the last word: a second closing is refused even with credit_tx_prepare off', async () => {
+    const u = await createUser(db);
+    const hold = await holdCredits(db, { userId: u.id, amount: 2, featureType: doc });
+    const voided = await voidCreditHold(db, { holdId: hold.holdId });
+    // A second void written as the ledger would number it, but with its checks skipped.
+    const error = await refusalOf(
+      sql.begin(async (tx) => {
+        await tx`alter table "CreditTransaction" disable trigger credit_tx_prepare`;
+        await tx`insert into "CreditTransaction" (user_id, amount, operation, feature_type, hold_id, balance_after, seq, hash)
+                 values (${u.id}, 2, 'void', ${doc}, ${hold.holdId}, 12, ${Number(voided.transaction.seq) + 1}, 'x')`;
+      }),
+    );
+    expect(error).toMatchObject({ code: '23505', constraint_name: 'credit_tx_hold_close_idx' });
+    expect(await getCreditBalance(db, u.id)).toMatchObject({ freeCredits: 10 });
+  });
+
+  it('claims only what the trail records: a hand-made claim or key is refused', async () => {
+    const u = await createUser(db);
+    const hold = await holdCredits(db, { userId: u.id, amount: 2, featureType: doc });
+    for (const statement of [
+      sql`insert into credit_hold_closing (hold_id, user_id, transaction_id)
+          values (${hold.holdId}, ${u.id}, ${hold.holdId})`,
+      sql`insert into credit_idempotency_key (user_id, idempotency_key, transaction_id)
+          values (${u.id}, 'never-used', ${hold.holdId})`,
+    ]) {
+      expect((await refusalOf(statement)).code).toBe('BC005');
+    }
+    expect((await voidCreditHold(db, { holdId: hold.holdId })).balance).toBe(10);
+  });
+
+  it("credit_tx_prepare's installed-ledger check holds on a partition: it passes, and fails when a trigger is off", async () => {
+    const u = await createUser(db);
+    const [row] =
+      await sql`select tableoid::regclass::text as part from "CreditTransaction" where user_id = ${u.id} limit 1`;
+    const partition = String(row?.part);
+    for (const off of [
+      `alter table ${partition} disable trigger credit_tx_no_truncate`,
+      `alter table ${partition} disable trigger credit_tx_apply`,
+      'alter table "CreditHold" disable trigger credit_hold_guard',
+    ]) {
+      const error = await refusalOf(
+        sql.begin(async (tx) => {
+          await tx.unsafe(off);
+          await tx`insert into "CreditTransaction" (user_id, amount, operation, feature_type)
+                   values (${u.id}, 1, 'grant', ${doc})`;
+        }),
+      );
+      expect(error.code).toBe('BC009');
+    }
+    expect((await grantCredits(db, { userId: u.id, amount: 1, featureType: doc })).balance).toBe(
+      11,
+    );
+  });
+});
+
 describe('what a partitioned table cannot do (the reasons for the DDL above)', () => {
   it('refuses a unique index on (user_id, idempotency_key) that lacks created_at', async () => {
     const error = await refusalOf(
       sql`create unique index nope on "CreditTransaction" (user_id, idempotency_key) where idempotency_key is not null`,
     );
     expect(error.message).toMatch(/must include all partitioning columns/);
+  });
+
+  it('refuses a unique index on hold_id alone (as credit_tx_hold_close_idx was)', async () => {
+    const error = await refusalOf(
+      sql`create unique index nope on "CreditTransaction" (hold_id) where hold_id is not null`,
+    );
+    expect(error.message).toMatch(/must include all partitioning columns/);
+  });
+
+  it('refuses a foreign key to its id alone (as refund_of and "CreditHold".id had)', async () => {
+    const error = await refusalOf(
+      sql`alter table "CreditHold" add foreign key (id) references "CreditTransaction"(id)`,
+    );
+    expect(error.code).toBe('42830');
   });
 
   it('refuses a foreign key to its id alone (as refund_of had)', async () => {
