@@ -39,16 +39,26 @@ async function hold(userId: string, amount = 4): Promise<string> {
 
 /**
  * A hold that is already past its expiry and not expired by anyone yet: a hold row written
- * with a 100 ms expiry (the triggers allow any expiry within a day), then waited out.
+ * with a 300 ms expiry (the triggers allow any expiry within a day), then waited out.
  */
 async function dueHold(userId: string, amount = 4): Promise<string> {
-  const [row] = await env.admin()<{ id: string }[]>`
-    insert into "CreditTransaction" (user_id, amount, operation, feature_type, hold_expires_at)
-    values (${userId}, ${amount}, 'hold', ${FEATURE}, clock_timestamp() + interval '100 milliseconds')
-    returning id`;
-  await sleep(150);
-  if (!row) throw new Error('insert returned no row');
-  return row.id;
+  const [id] = await dueHolds(userId, 1, amount);
+  if (!id) throw new Error('no hold was taken');
+  return id;
+}
+
+/** `count` due holds of one user, taken before the first is due (a write expires due ones). */
+async function dueHolds(userId: string, count: number, amount = 4): Promise<string[]> {
+  const ids: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const [row] = await env.admin()<{ id: string }[]>`
+      insert into "CreditTransaction" (user_id, amount, operation, feature_type, hold_expires_at)
+      values (${userId}, ${amount}, 'hold', ${FEATURE}, clock_timestamp() + interval '300 milliseconds')
+      returning id`;
+    if (row) ids.push(row.id);
+  }
+  await sleep(350);
+  return ids;
 }
 
 /** The rows that close the hold, in trail order: at most one may ever exist. */
@@ -639,6 +649,42 @@ describe('a hold can always be given back', () => {
   });
 });
 
+describe('the sweeper makes progress', () => {
+  it("a limited sweep expires other users' due holds while the user with the earliest ones is locked", async () => {
+    const db = env.packageAs('app');
+    // Earlier tests leave due holds behind: a first sweep gives them back.
+    await expireCreditHolds(db, { limit: 100_000 });
+    const locked = await env.newUser(20);
+    const other = await env.newUser();
+    await dueHolds(locked, 3, 1);
+    const otherHold = await dueHold(other);
+    // Another session holds the user's lock, as a long transaction writing to it does.
+    const session = env.session('app');
+    let release: () => void = () => {};
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let lockTaken: () => void = () => {};
+    const isLocked = new Promise<void>((resolve) => {
+      lockTaken = resolve;
+    });
+    const locking = session.begin(async (tx) => {
+      await tx`select 1 from "User" where id = ${locked} for no key update`;
+      lockTaken();
+      await held;
+    });
+    await isLocked;
+    try {
+      const swept = await expireCreditHolds(db, { limit: 3 });
+      expect(swept.expired.map((row) => row.holdId)).toContain(otherHold);
+    } finally {
+      release();
+      await locking;
+      await expireCreditHolds(db, { limit: 100_000 });
+    }
+  });
+});
+
 describe('what a refused close reports', () => {
   it('settling a due hold that nobody expired reports HOLD_EXPIRED naming no row that does not exist', async () => {
     const userId = await env.newUser();
@@ -759,6 +805,22 @@ describe('owner DDL on holds that cannot be prevented is found by verifyLedger',
       await tx`alter table "User" enable trigger user`;
     });
     expect(await kinds(userId)).toEqual(['hold_expiry']);
+  });
+
+  it('row-level security enabled on "CreditHold", hiding open holds from the app role\'s sweeps, is reported', async () => {
+    const userId = await ddl.newUser();
+    await takeHold(userId);
+    await owner`alter table "CreditHold" enable row level security`;
+    try {
+      const hidden = await ddl.session(
+        'app',
+      )`select id from "CreditHold" where user_id = ${userId}`;
+      expect(hidden).toHaveLength(0);
+      const result = await verifyLedger(ddl.adminDb());
+      expect(result.violations.filter((v) => v.userId === null)).not.toEqual([]);
+    } finally {
+      await owner`alter table "CreditHold" disable row level security`;
+    }
   });
 
   it('a void moved to another open hold, its hash and the head recomputed, is reported', async () => {
