@@ -57,6 +57,7 @@ DECLARE
   closing "public"."CreditTransaction"%ROWTYPE;
   refunded bigint;
   at timestamptz;
+  now_ts timestamptz;
 BEGIN
   -- Only as the trail's own trigger: the owner could attach this function to a table of its own.
   IF TG_WHEN <> 'BEFORE' OR TG_OP <> 'INSERT' OR TG_LEVEL <> 'ROW' OR NOT "public"."credit_tx_is_trail"(TG_RELID) THEN
@@ -106,9 +107,15 @@ BEGIN
   -- own (a statement of its own, applied before this row is numbered): so no write or read
   -- of a user ever sees a hold past its expiry, and none needs a background job to. An expire
   -- row expires nothing itself. With the user's lock held, a hold is expired exactly once.
+  -- A settlement or void of a due hold leaves that one hold alone: it is refused below
+  -- (HOLD_EXPIRED), with the whole statement, so an expire row written here would vanish.
   IF u.ledger_seq >= 0 AND NEW.operation <> 'expire' THEN
+    -- The time as a value, not clock_timestamp() in the condition: a volatile call there
+    -- cannot bound the index scan, which would read every open hold of the user.
+    now_ts := clock_timestamp();
     FOR h IN SELECT id, amount, feature_type FROM "public"."CreditHold"
-              WHERE user_id = NEW.user_id AND expires_at <= clock_timestamp()
+              WHERE user_id = NEW.user_id AND expires_at <= now_ts
+                AND id IS DISTINCT FROM NEW.hold_id
               ORDER BY expires_at, id LOOP
       INSERT INTO "public"."CreditTransaction" (user_id, amount, operation, feature_type, hold_id)
         VALUES (NEW.user_id, h.amount, 'expire', h.feature_type, h.id);
@@ -234,7 +241,14 @@ BEGIN
       END IF;
       NEW.balance_after := next_balance;
     ELSIF NEW.operation IN ('deduct', 'hold') THEN
-      IF NEW.operation = 'hold' AND (NEW.hold_expires_at <= at OR NEW.hold_expires_at > at + interval '1 day 1 minute') THEN
+      IF NEW.operation = 'hold' AND NEW.hold_expires_at <= at THEN
+        -- The expiry was computed when the INSERT started: it waited for the user's lock
+        -- longer than the hold was to last.
+        RAISE EXCEPTION 'the hold would have expired at % before it was taken at %', NEW.hold_expires_at, at
+          USING ERRCODE = 'BC016', DETAIL = json_build_object('field', 'expiresInMs',
+            'reason', 'had passed before the hold was taken (the write waited longer than that for the user''s lock); use a longer one')::text;
+      END IF;
+      IF NEW.operation = 'hold' AND NEW.hold_expires_at > at + interval '1 day 1 minute' THEN
         RAISE EXCEPTION 'a hold expires within a day of being taken, not at %', NEW.hold_expires_at
           USING ERRCODE = 'BC016', DETAIL = json_build_object('field', 'expiresInMs', 'reason', 'must be within a day')::text;
       END IF;
@@ -254,9 +268,13 @@ BEGIN
       END IF;
       NEW.balance_after := available - NEW.amount;
     ELSE
+      -- A grant or refund leaves room for the open holds of its balance to come back: the
+      -- balance plus what is held never passes the largest int4, so every hold can always be
+      -- voided or expire.
       next_balance := available::bigint + NEW.amount;
-      IF next_balance > 2147483647 THEN
-        RAISE EXCEPTION 'the % of user % would exceed 2147483647', balance_name, NEW.user_id
+      IF next_balance + (SELECT coalesce(sum(amount), 0) FROM "public"."CreditHold"
+                          WHERE user_id = NEW.user_id AND (feature_type = 'chat_message') = chat) > 2147483647 THEN
+        RAISE EXCEPTION 'the % of user % would exceed 2147483647 (with its open holds)', balance_name, NEW.user_id
           USING ERRCODE = 'numeric_value_out_of_range';
       END IF;
       NEW.balance_after := next_balance;
@@ -339,6 +357,11 @@ BEGIN
       USING ERRCODE = 'BC010';
   END IF;
   IF TG_LEVEL = 'ROW' AND TG_OP = 'INSERT' THEN
+    -- The user's lock first, as every write of the trail takes it: a closing row written
+    -- meanwhile is then committed and seen below (or, from an older REPEATABLE READ
+    -- snapshot, taking the lock fails), so a closed hold is never listed again. The
+    -- ledger's own insert holds the lock already.
+    PERFORM 1 FROM "public"."User" WHERE id = NEW.user_id FOR NO KEY UPDATE;
     IF EXISTS (SELECT 1 FROM "public"."CreditTransaction" t
                 WHERE t.id = NEW.id AND t.operation = 'hold' AND "public"."credit_tx_is_trail"(t.tableoid)
                   AND t.user_id = NEW.user_id AND t.amount = NEW.amount AND t.feature_type = NEW.feature_type
@@ -383,10 +406,18 @@ AS $$
 DECLARE
   h record;
   r "public"."CreditTransaction"%ROWTYPE;
+  done integer := 0;
+  now_ts timestamptz := clock_timestamp();
 BEGIN
+  IF max_rows < 0 THEN
+    RAISE EXCEPTION 'max_rows must be 0 or more, not %', max_rows USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  -- max_rows counts holds expired, not holds looked at: the earliest ones may belong to users
+  -- that are busy (skipped), and must not starve the rest.
   FOR h IN SELECT id, user_id FROM "public"."CreditHold"
-            WHERE expires_at <= clock_timestamp() AND (only_user IS NULL OR user_id = only_user)
-            ORDER BY expires_at, id LIMIT max_rows LOOP
+            WHERE expires_at <= now_ts AND (only_user IS NULL OR user_id = only_user)
+            ORDER BY expires_at, id LOOP
+    EXIT WHEN done >= max_rows;
     IF only_user IS NULL THEN
       PERFORM 1 FROM "public"."User" WHERE id = h.user_id FOR NO KEY UPDATE SKIP LOCKED;
     ELSE
@@ -398,6 +429,7 @@ BEGIN
       RETURNING * INTO r;
     CONTINUE WHEN r.id IS NULL;
     RETURN NEXT r;
+    done := done + 1;
     r := NULL;
   END LOOP;
 END;

@@ -1,8 +1,9 @@
-import { sql } from 'drizzle-orm';
+import { eq, sql } from 'drizzle-orm';
 import type { Database, Transaction } from '../client.js';
+import { creditHold, user } from '../schema.js';
 import { sqlStateOf, UserNotFoundError } from './errors.js';
 import { expireCreditHolds } from './holds.js';
-import { rowsOf } from './prepared.js';
+import { prepared } from './prepared.js';
 import { parse, userIdInput } from './validation.js';
 
 export interface CreditBalance {
@@ -14,26 +15,28 @@ export interface CreditBalance {
   heldChatMessages: number;
 }
 
-interface BalanceRow {
-  free_credits: number;
-  free_chat_messages: number;
-  // bigint sums: a string, number or bigint, depending on the driver.
-  held_credits: string | number | bigint;
-  held_chat_messages: string | number | bigint;
-  due: boolean;
-}
-
-const read = async (db: Database | Transaction, id: string) =>
-  rowsOf<BalanceRow>(
-    await db.execute(sql`
-    select u.free_credits, u.free_chat_messages,
-           coalesce(sum(h.amount) filter (where h.feature_type <> 'chat_message'), 0) as held_credits,
-           coalesce(sum(h.amount) filter (where h.feature_type = 'chat_message'), 0) as held_chat_messages,
-           coalesce(bool_or(h.expires_at <= pg_catalog.clock_timestamp()), false) as due
-      from public."User" u left join public."CreditHold" h on h.user_id = u.id
-     where u.id = ${id}
-     group by u.id`),
+function balanceQuery(db: Database | Transaction) {
+  return prepared(db, 'credit_balance', () =>
+    db
+      .select({
+        freeCredits: user.freeCredits,
+        freeChatMessages: user.freeChatMessages,
+        heldCredits:
+          sql<number>`coalesce(sum(${creditHold.amount}) filter (where ${creditHold.featureType} <> 'chat_message'), 0)`.mapWith(
+            Number,
+          ),
+        heldChatMessages:
+          sql<number>`coalesce(sum(${creditHold.amount}) filter (where ${creditHold.featureType} = 'chat_message'), 0)`.mapWith(
+            Number,
+          ),
+        due: sql<boolean>`coalesce(bool_or(${creditHold.expiresAt} <= pg_catalog.clock_timestamp()), false)`,
+      })
+      .from(user)
+      .leftJoin(creditHold, eq(creditHold.userId, user.id))
+      .where(eq(user.id, sql.placeholder('userId')))
+      .groupBy(user.id),
   );
+}
 
 /**
  * The user's balances and what open holds take from them. A hold past its expiry is given
@@ -46,20 +49,17 @@ export async function getCreditBalance(
   userId: string,
 ): Promise<CreditBalance> {
   const id = parse(userIdInput, userId, 'userId');
-  let [row] = await read(db, id);
+  const read = () => balanceQuery(db).execute({ userId: id });
+  let [row] = await read();
   if (row?.due) {
     try {
       await expireCreditHolds(db, { userId: id, limit: 100_000 });
-      [row] = await read(db, id);
+      [row] = await read();
     } catch (error) {
       if (sqlStateOf(error) !== '25006') throw error;
     }
   }
   if (!row) throw new UserNotFoundError(id);
-  return {
-    freeCredits: row.free_credits,
-    freeChatMessages: row.free_chat_messages,
-    heldCredits: Number(row.held_credits),
-    heldChatMessages: Number(row.held_chat_messages),
-  };
+  const { due: _, ...balance } = row;
+  return balance;
 }

@@ -1,9 +1,14 @@
 import { sql } from 'drizzle-orm';
 import type { Database, Transaction } from '../client.js';
-import type { CreditTransaction } from '../schema.js';
-import { HoldAlreadySettledError, HoldNotFoundError, toCreditsError } from './errors.js';
+import { type CreditTransaction, creditTransaction } from '../schema.js';
+import {
+  HoldAlreadySettledError,
+  HoldNotFoundError,
+  sqlStateOf,
+  toCreditsError,
+} from './errors.js';
 import { apply, type CreditChangeInput, type CreditChangeResult, runStatement } from './ledger.js';
-import { rowsOf } from './prepared.js';
+import { prepared, rowsOf } from './prepared.js';
 import { toCreditTransaction } from './rows.js';
 import {
   expireInput,
@@ -99,10 +104,33 @@ async function missingHold(
   return new HoldNotFoundError(holdId, 'not_a_hold');
 }
 
+// A column of the hold a closing row names, read in the INSERT itself; NULL when there is no
+// such hold of that user, which the trigger then refuses as an unknown user (BC002).
+const ofHold = (column: string) =>
+  sql`(select ${sql.raw(column)} from public."CreditTransaction"
+        where id = ${sql.placeholder('holdId')}::uuid
+          and (${sql.placeholder('userId')}::uuid is null or user_id = ${sql.placeholder('userId')}::uuid))`;
+
+function closeStatement(db: Database | Transaction) {
+  return prepared(db, 'credit_tx_close', () =>
+    db
+      .insert(creditTransaction)
+      .values({
+        userId: ofHold('user_id'),
+        amount: sql`coalesce(${sql.placeholder('amount')}::int4, ${ofHold('amount')})`,
+        operation: sql`${sql.placeholder('operation')}::public.operation_type`,
+        featureType: ofHold('feature_type'),
+        holdId: sql`${sql.placeholder('holdId')}::uuid`,
+        metadata: sql`${sql.placeholder('metadata')}::jsonb`,
+      })
+      .returning(),
+  );
+}
+
 /**
- * One closing row for the hold, in one statement: its user, balance and (unless given) amount
- * are the hold row's own, so no read of the hold goes before it; the trigger checks the rest
- * under the user's lock.
+ * One closing row for the hold, in one prepared statement: its user, balance and (unless
+ * given) amount are the hold row's own, read in the INSERT, so no read of the hold goes
+ * before it; the trigger checks the rest under the user's lock.
  */
 async function close(
   db: Database | Transaction,
@@ -112,23 +140,23 @@ async function close(
   amount: number | undefined,
   metadata: Record<string, unknown> | undefined,
 ): Promise<CreditTransaction> {
-  const statement = (target: Database | Transaction) =>
-    target.execute(sql`
-      insert into public."CreditTransaction" (user_id, amount, operation, feature_type, hold_id, metadata)
-      select h.user_id, coalesce(${amount ?? null}::int4, h.amount), ${operation}::public.operation_type,
-             h.feature_type, h.id, ${metadata ? JSON.stringify(metadata) : null}::jsonb
-        from public."CreditTransaction" h
-       where h.id = ${holdId} and (${userId ?? null}::uuid is null or h.user_id = ${userId ?? null}::uuid)
-      returning *`);
-  let rows: Row[];
+  const values = {
+    holdId,
+    userId: userId ?? null,
+    amount: amount ?? null,
+    operation,
+    metadata: metadata ? JSON.stringify(metadata) : null,
+  };
+  let rows: CreditTransaction[];
   try {
-    rows = rowsOf(await runStatement(db, statement));
+    rows = await runStatement(db, (target) => closeStatement(target).execute(values));
   } catch (error) {
+    if (sqlStateOf(error) === 'BC002') throw await missingHold(db, holdId, userId);
     throw toCreditsError(error, userId ?? '');
   }
   const [row] = rows;
-  if (!row) throw await missingHold(db, holdId, userId);
-  return toCreditTransaction(row);
+  if (!row) throw new Error('INSERT … RETURNING returned no row');
+  return row;
 }
 
 /**

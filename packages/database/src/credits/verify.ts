@@ -191,7 +191,7 @@ async function installationViolations(
   // never see; row-level security forced on either table can hide rows from every check.
   const tables = rowsOf(
     await tx.execute(sql`
-      select c.relname as name, c.relforcerowsecurity as forced,
+      select c.relname as name, c.relforcerowsecurity as forced, c.relrowsecurity as enabled,
         (select pg_catalog.count(*) from pg_catalog.pg_inherits i
            join pg_catalog.pg_class k on k.oid = i.inhrelid
           where i.inhparent = c.oid and not k.relispartition) as children,
@@ -209,6 +209,13 @@ async function installationViolations(
       violation(
         'inheritance_parent',
         `"${String(table.name)}" inherits from another table: statements on that one reach its rows`,
+      );
+    // Enabled without being forced, row security binds the app role only: on "CreditHold" it
+    // would hide holds from its balance reads and sweeps, while the owner's checks see them.
+    if (table.name === 'CreditHold' && table.enabled === true && table.forced !== true)
+      violation(
+        'row_security_enabled',
+        `"CreditHold" has row-level security enabled: it can hide open holds from the roles that read balances and sweep`,
       );
     if (table.forced === true)
       violation(
