@@ -1,6 +1,7 @@
 /**
- * `pnpm bench [--rows N]`: the package beside its baselines (hand-written SQL through
- * postgres.js, drizzle's own migrate()), in one run, on the same data, interleaved.
+ * `pnpm bench [--rows N] [--holds]`: the package beside its baselines (hand-written SQL
+ * through postgres.js, drizzle's own migrate(), the package's own deduction for holds), in
+ * one run, on the same data, interleaved. `--holds` runs the credit holds section alone.
  * A benchmark, not a test: it prints figures and never fails on them.
  */
 import { cpus, totalmem } from 'node:os';
@@ -12,6 +13,7 @@ import { createDatabase } from '../src/client.js';
 import { rangeQuery, userHistoryQuery } from '../src/credits/history.js';
 import { verifyLedger } from '../src/credits/verify.js';
 import { defaultMigrationsFolder, migrate } from '../src/migrate/index.js';
+import { createUsers, measureExpiry, measureHeldBalance, measureHoldWrites } from './holds.js';
 import { measureMigration } from './migration.js';
 import { planSummary } from './plans.js';
 import { measureReads, readTargets } from './reads.js';
@@ -26,16 +28,23 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '5' },
     ops: { type: 'string', default: '250' },
     'migration-runs': { type: 'string', default: '10' },
+    holds: { type: 'boolean', default: false },
+    'open-holds': { type: 'string', default: '1000' },
+    'expired-holds': { type: 'string', default: '100000' },
+    'holds-per-user': { type: 'string', default: '10' },
+    'expire-batch': { type: 'string', default: '10000' },
   },
 });
-const int = (name: keyof typeof values) => {
+const int = (name: Exclude<keyof typeof values, 'holds'>) => {
   const n = Number(String(values[name]).replaceAll('_', ''));
   if (!Number.isSafeInteger(n) || n <= 0)
     throw new Error(`--${name} must be a positive integer, got ${values[name]}`);
   return n;
 };
 const rows = int('rows');
+const holdsOnly = values.holds === true;
 const log = (line: string) => console.log(line);
+const started = performance.now();
 
 const env: NodeJS.ProcessEnv = process.env.BENCH_DATABASE_URL
   ? { TEST_DATABASE_URL: process.env.BENCH_DATABASE_URL, TEST_POSTGRES_PROVIDER: 'url' }
@@ -43,112 +52,160 @@ const env: NodeJS.ProcessEnv = process.env.BENCH_DATABASE_URL
 const pg = await startTestPostgres({
   migrate: (url) => migrate(url),
   migrationsFolder: defaultMigrationsFolder,
-  prefix: 'bragdoc_bench',
+  // BENCH_DATABASE_PREFIX names this run's databases on a shared server.
+  prefix: process.env.BENCH_DATABASE_PREFIX ?? 'bragdoc_bench',
   env,
   log,
 });
 log(
   `bench: PostgreSQL ${pg.server.version} (${pg.server.provider}), Node ${process.version}, ` +
-    `${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB; ${rows.toLocaleString('en')} rows`,
+    `${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB; ` +
+    (holdsOnly ? 'credit holds only' : `${rows.toLocaleString('en')} rows`),
 );
 
 const figures: Figure[] = [];
-const data = await pg.createDatabase();
-const sql = postgres(data.url, { max: 1, onnotice: () => {} });
-const handle = createDatabase(data.url, { max: 1 });
-try {
-  const bar = new SingleBar({
-    format: 'seeding [{bar}] {percentage}% {value}/{total} rows, {eta}s left',
-    hideCursor: true,
-    noTTYOutput: true,
-    notTTYSchedule: 5000,
-  });
-  bar.start(rows, 0);
-  const seed = await seedTrail(sql, { rows, onProgress: (done) => bar.update(done) });
-  bar.stop();
-  log(
-    `seeded ${seed.rows.toLocaleString('en')} rows over ${seed.users.toLocaleString('en')} users ` +
-      `(${seed.heavyUsers} heavy users hold 20%) in ${((seed.insertMs + seed.indexMs) / 1000).toFixed(1)} s ` +
-      `(insert ${(seed.insertMs / 1000).toFixed(1)} s, indexes ${(seed.indexMs / 1000).toFixed(1)} s): ` +
-      `${Math.round(seed.rowsPerSecond).toLocaleString('en')} rows/s`,
+if (!holdsOnly) await measureTrail();
+await measureHolds();
+if (!holdsOnly)
+  figures.push(
+    await measureMigration(() => pg.createDatabase({ empty: true }), int('migration-runs')),
   );
-  const mib = (bytes: number) => `${Math.round(bytes / 2 ** 20).toLocaleString('en')} MiB`;
-  log(
-    `"CreditTransaction": table ${mib(seed.tableBytes)}, indexes ${mib(seed.indexBytes)}, ` +
-      `${Math.round((seed.tableBytes + seed.indexBytes) / rows)} bytes per row`,
-  );
-
-  // Halfway through a heavy user's history (each holds 2% of the rows), at most page 200.
-  const targets = await readTargets(
-    sql,
-    Math.max(1, Math.min(200, Math.floor((rows * 0.02) / 50 / 2))),
-  );
-  const history = (cursor: boolean) =>
-    userHistoryQuery(handle.db, { operation: false, featureType: false, cursor });
-  const base = { userId: targets.heavyUser, limit: 51 };
-  log(`plans at ${rows.toLocaleString('en')} rows:`);
-  log(`  history of a heavy user, first page: ${await planSummary(sql, history(false), base)}`);
-  log(
-    `  history of a heavy user dormant for the newer half, first page: ${await planSummary(sql, history(false), { ...base, userId: targets.dormantUser })}`,
-  );
-  log(
-    `  history of a typical user, first page: ${await planSummary(sql, history(false), { ...base, userId: targets.typicalUser })}`,
-  );
-  log(
-    `  history of a heavy user, page ${targets.deepPage}: ${await planSummary(sql, history(true), { ...base, seq: targets.deep.seq })}`,
-  );
-  log(
-    `  range, one hour: ${await planSummary(sql, rangeQuery(handle.db, { cursor: false }), { ...targets.window, limit: 51 })}`,
-  );
-
-  figures.push(...(await measureReads(handle.db, sql, targets, int('iterations'))));
-
-  // credits:verify over the whole trail, beside the cheapest query that reads every row
-  // once (a per-user sum), on the same connection.
-  const baselineMs = await timed(
-    () => sql`select user_id, count(*), sum(amount) from "CreditTransaction" group by user_id`,
-  );
-  let verification: Awaited<ReturnType<typeof verifyLedger>> | undefined;
-  const verifyMs = await timed(async () => {
-    verification = await verifyLedger(handle.db);
-  });
-  log(
-    `credits:verify: ${verification?.ok ? 'OK' : `${verification?.violationCount} violations`}, ` +
-      `${verification?.rows.toLocaleString('en')} rows of ${verification?.users.toLocaleString('en')} users ` +
-      `in ${(verifyMs / 1000).toFixed(1)} s (${Math.round((verification?.rows ?? 0) / (verifyMs / 1000)).toLocaleString('en')} rows/s)`,
-  );
-  for (const v of verification?.violations.slice(0, 10) ?? [])
-    log(
-      `  ✗ ${v.kind} ${v.userId ?? 'ledger'}${v.seq === null ? '' : ` seq ${v.seq}`}: ${v.detail}`,
-    );
-  figures.push(figure('verify_whole_ledger', verifyMs, 'ms', baselineMs));
-} finally {
-  await handle.close();
-  await sql.end();
-  await data.close();
-}
-
-const writes = await pg.createDatabase();
-const writer = createDatabase(writes.url, { max: 16 });
-try {
-  const admin = postgres(writes.url, { max: 1, onnotice: () => {} });
-  const users = (
-    await admin<{ id: string }[]>`
-      insert into "User" (email, free_credits, free_chat_messages)
-      select 'writer-' || n || '@example.com', 1000000000, 0 from generate_series(1, 16) n returning id`
-  ).map((r) => r.id);
-  await createBaselineTables(admin, users);
-  await admin.end();
-  figures.push(...(await measureWrites(writer.db, writes.url, users, int('rounds'), int('ops'))));
-} finally {
-  await writer.close();
-  await writes.close();
-}
-
-figures.push(
-  await measureMigration(() => pg.createDatabase({ empty: true }), int('migration-runs')),
-);
 await pg.teardown();
+
+/** The audit trail at `rows` rows: plans, reads, credits:verify, then deductions. */
+async function measureTrail(): Promise<void> {
+  const data = await pg.createDatabase();
+  const sql = postgres(data.url, { max: 1, onnotice: () => {} });
+  const handle = createDatabase(data.url, { max: 1 });
+  try {
+    const bar = new SingleBar({
+      format: 'seeding [{bar}] {percentage}% {value}/{total} rows, {eta}s left',
+      hideCursor: true,
+      noTTYOutput: true,
+      notTTYSchedule: 5000,
+    });
+    bar.start(rows, 0);
+    const seed = await seedTrail(sql, { rows, onProgress: (done) => bar.update(done) });
+    bar.stop();
+    log(
+      `seeded ${seed.rows.toLocaleString('en')} rows over ${seed.users.toLocaleString('en')} users ` +
+        `(${seed.heavyUsers} heavy users hold 20%) in ${((seed.insertMs + seed.indexMs) / 1000).toFixed(1)} s ` +
+        `(insert ${(seed.insertMs / 1000).toFixed(1)} s, indexes ${(seed.indexMs / 1000).toFixed(1)} s): ` +
+        `${Math.round(seed.rowsPerSecond).toLocaleString('en')} rows/s`,
+    );
+    const mib = (bytes: number) => `${Math.round(bytes / 2 ** 20).toLocaleString('en')} MiB`;
+    log(
+      `"CreditTransaction": table ${mib(seed.tableBytes)}, indexes ${mib(seed.indexBytes)}, ` +
+        `${Math.round((seed.tableBytes + seed.indexBytes) / rows)} bytes per row`,
+    );
+
+    // Halfway through a heavy user's history (each holds 2% of the rows), at most page 200.
+    const targets = await readTargets(
+      sql,
+      Math.max(1, Math.min(200, Math.floor((rows * 0.02) / 50 / 2))),
+    );
+    const history = (cursor: boolean) =>
+      userHistoryQuery(handle.db, { operation: false, featureType: false, cursor });
+    const base = { userId: targets.heavyUser, limit: 51 };
+    log(`plans at ${rows.toLocaleString('en')} rows:`);
+    log(`  history of a heavy user, first page: ${await planSummary(sql, history(false), base)}`);
+    log(
+      `  history of a heavy user dormant for the newer half, first page: ${await planSummary(sql, history(false), { ...base, userId: targets.dormantUser })}`,
+    );
+    log(
+      `  history of a typical user, first page: ${await planSummary(sql, history(false), { ...base, userId: targets.typicalUser })}`,
+    );
+    log(
+      `  history of a heavy user, page ${targets.deepPage}: ${await planSummary(sql, history(true), { ...base, seq: targets.deep.seq })}`,
+    );
+    log(
+      `  range, one hour: ${await planSummary(sql, rangeQuery(handle.db, { cursor: false }), { ...targets.window, limit: 51 })}`,
+    );
+
+    figures.push(...(await measureReads(handle.db, sql, targets, int('iterations'))));
+
+    // credits:verify over the whole trail, beside the cheapest query that reads every row
+    // once (a per-user sum), on the same connection.
+    const baselineMs = await timed(
+      () => sql`select user_id, count(*), sum(amount) from "CreditTransaction" group by user_id`,
+    );
+    let verification: Awaited<ReturnType<typeof verifyLedger>> | undefined;
+    const verifyMs = await timed(async () => {
+      verification = await verifyLedger(handle.db);
+    });
+    log(
+      `credits:verify: ${verification?.ok ? 'OK' : `${verification?.violationCount} violations`}, ` +
+        `${verification?.rows.toLocaleString('en')} rows of ${verification?.users.toLocaleString('en')} users ` +
+        `in ${(verifyMs / 1000).toFixed(1)} s (${Math.round((verification?.rows ?? 0) / (verifyMs / 1000)).toLocaleString('en')} rows/s)`,
+    );
+    for (const v of verification?.violations.slice(0, 10) ?? [])
+      log(
+        `  ✗ ${v.kind} ${v.userId ?? 'ledger'}${v.seq === null ? '' : ` seq ${v.seq}`}: ${v.detail}`,
+      );
+    figures.push(figure('verify_whole_ledger', verifyMs, 'ms', baselineMs));
+  } finally {
+    await handle.close();
+    await sql.end();
+    await data.close();
+  }
+
+  const writes = await pg.createDatabase();
+  const writer = createDatabase(writes.url, { max: 16 });
+  try {
+    const admin = postgres(writes.url, { max: 1, onnotice: () => {} });
+    const users = (
+      await admin<{ id: string }[]>`
+        insert into "User" (email, free_credits, free_chat_messages)
+        select 'writer-' || n || '@example.com', 1000000000, 0 from generate_series(1, 16) n returning id`
+    ).map((r) => r.id);
+    await createBaselineTables(admin, users);
+    await admin.end();
+    figures.push(...(await measureWrites(writer.db, writes.url, users, int('rounds'), int('ops'))));
+  } finally {
+    await writer.close();
+    await writes.close();
+  }
+}
+
+/** Credit holds, each database of its own: hold + settle, held balances, the sweeper. */
+async function measureHolds(): Promise<void> {
+  log('credit holds:');
+  const holds = await pg.createDatabase();
+  const handle = createDatabase(holds.url, { max: 16 });
+  const admin = postgres(holds.url, { max: 1, onnotice: () => {} });
+  try {
+    const users = await createUsers(admin, 'holder', 16);
+    figures.push(...(await measureHoldWrites(handle.db, users, int('rounds'), int('ops'), log)));
+    figures.push(
+      ...(await measureHeldBalance(handle.db, admin, int('open-holds'), int('iterations'), log)),
+    );
+  } finally {
+    await admin.end();
+    await handle.close();
+    await holds.close();
+  }
+  const expiry = await pg.createDatabase();
+  const sweeper = createDatabase(expiry.url, { max: 1 });
+  const sql = postgres(expiry.url, { max: 1, onnotice: () => {} });
+  try {
+    figures.push(
+      ...(await measureExpiry(
+        sweeper.db,
+        sql,
+        {
+          holds: int('expired-holds'),
+          perUser: int('holds-per-user'),
+          batch: Math.min(int('expire-batch'), int('expired-holds')),
+        },
+        log,
+      )),
+    );
+  } finally {
+    await sql.end();
+    await sweeper.close();
+    await expiry.close();
+  }
+}
 
 console.table(
   Object.fromEntries(
@@ -158,6 +215,7 @@ console.table(
     ]),
   ),
 );
+log(`bench: done in ${((performance.now() - started) / 1000).toFixed(0)} s`);
 for (const f of figures) {
   console.log(
     `bench: ${f.name} value=${f.value} unit=${f.unit} baseline=${f.baseline} ratio=${f.ratio}`,

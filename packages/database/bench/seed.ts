@@ -27,7 +27,7 @@ const START = '2025-01-01T00:00:00Z';
  * Seeds "CreditTransaction" set-based with a ledger that verifies: users with a realistic
  * skew (10 heavy users hold 20% of the rows, the rest spread uniformly over one user per 100
  * rows), timestamps in order over one year, as an app writes them. Users are created through
- * the ledger (their opening rows are real); the bulk rows are written with the ledger's
+ * the ledger (their opening rows are real, dated the day before the year); the bulk rows are written with the ledger's
  * triggers off but with what the triggers would have written: seq in time order, each
  * balance_after the running balance, and the hash chain (computed for all users at once, one
  * position per round, with the migration's own credit_tx_hash). The table's indexes and
@@ -50,15 +50,34 @@ export async function seedTrail(sql: postgres.Sql, options: SeedOptions): Promis
     from pg_index x join pg_class i on i.oid = x.indexrelid
     left join pg_constraint c on c.conindid = i.oid
     where x.indrelid = '"CreditTransaction"'::regclass and c.oid is null`;
-  const constraints = await sql<{ name: string; def: string }[]>`
-    select conname as name, pg_get_constraintdef(oid) as def from pg_constraint
-    where conrelid = '"CreditTransaction"'::regclass and contype in ('p', 'f')
-    order by contype desc`; // primary key first, then the foreign keys that may need it
+  // The table's primary and foreign keys, and the foreign keys of other tables that need its
+  // primary key ("CreditHold".id, migration 0004): primary key first, then those that need it.
+  const constraints = await sql<{ name: string; table: string; def: string }[]>`
+    select conname as name, conrelid::regclass::text as table, pg_get_constraintdef(oid) as def
+    from pg_constraint
+    where (conrelid = '"CreditTransaction"'::regclass and contype in ('p', 'f'))
+       or (confrelid = '"CreditTransaction"'::regclass and contype = 'f'
+           and conrelid <> '"CreditTransaction"'::regclass)
+    order by contype desc, conrelid = '"CreditTransaction"'::regclass desc`;
   await sql`alter table "CreditTransaction" disable trigger user`;
   await sql`alter table "User" disable trigger user`;
   for (const c of [...constraints].reverse())
-    await sql.unsafe(`alter table "CreditTransaction" drop constraint "${c.name}"`);
+    await sql.unsafe(`alter table ${c.table} drop constraint "${c.name}"`);
   for (const i of indexes) await sql.unsafe(`drop index "${i.name}"`);
+  // The opening rows were dated now by the ledger; the bulk rows go back a year, and
+  // credits:verify reports a row dated before the one ahead of it. So the opening rows are
+  // dated the day before the first bulk row, and hashed again (seq 1, then seq 2 on it).
+  await sql`update "CreditTransaction" set created_at = ${START}::timestamptz - interval '1 day'`;
+  const rehash = (prev: postgres.Fragment) => sql`credit_tx_hash(${prev}, t.id, t.user_id, t.seq,
+    t.operation, t.feature_type, t.amount, t.balance_after, t.created_at, t.idempotency_key,
+    t.refund_of, t.metadata, t.hold_id, t.hold_expires_at)`;
+  await sql`update "CreditTransaction" t set hash = ${rehash(sql`null`)} where t.seq = 1`;
+  await sql`
+    update "CreditTransaction" t set hash = ${rehash(sql`p.hash`)}
+    from "CreditTransaction" p where p.user_id = t.user_id and p.seq = 1 and t.seq = 2`;
+  await sql`
+    update "User" u set ledger_hash = t.hash from "CreditTransaction" t
+    where t.user_id = u.id and t.seq = u.ledger_seq`;
 
   await sql`
     create unlogged table bench_row (
@@ -99,11 +118,11 @@ export async function seedTrail(sql: postgres.Sql, options: SeedOptions): Promis
   await sql`
     with recursive chain as (
       select l.user_id, l.seq, credit_tx_hash(u.ledger_hash, l.id, l.user_id, l.seq, l.operation,
-        l.feature_type, l.amount, l.balance_after::int, l.created_at, null, null, l.metadata) as hash
+        l.feature_type, l.amount, l.balance_after::int, l.created_at, null, null, l.metadata, null, null) as hash
       from bench_ledger l join "User" u on u.id = l.user_id where l.seq = 3
       union all
       select l.user_id, l.seq, credit_tx_hash(c.hash, l.id, l.user_id, l.seq, l.operation,
-        l.feature_type, l.amount, l.balance_after::int, l.created_at, null, null, l.metadata)
+        l.feature_type, l.amount, l.balance_after::int, l.created_at, null, null, l.metadata, null, null)
       from chain c join bench_ledger l on l.user_id = c.user_id and l.seq = c.seq + 1)
     insert into bench_hash select * from chain`;
   await sql`reset enable_hashjoin`;
@@ -132,7 +151,7 @@ export async function seedTrail(sql: postgres.Sql, options: SeedOptions): Promis
   const indexStarted = performance.now();
   await sql`set maintenance_work_mem = '1GB'`;
   for (const c of constraints)
-    await sql.unsafe(`alter table "CreditTransaction" add constraint "${c.name}" ${c.def}`);
+    await sql.unsafe(`alter table ${c.table} add constraint "${c.name}" ${c.def}`);
   for (const i of indexes) await sql.unsafe(i.def);
   await sql`alter table "CreditTransaction" enable trigger user`;
   await sql`alter table "User" enable trigger user`;

@@ -30,7 +30,8 @@ export async function createBaselineTables(sql: postgres.Sql, users: string[]): 
     select id, email, free_credits, free_chat_messages from public."User" where id = any(${users}::uuid[])`;
 }
 
-async function run(
+/** `callers` concurrent loops of `opsPerCaller` calls each: calls per second over the whole. */
+export async function run(
   callers: number,
   opsPerCaller: number,
   op: (caller: number) => Promise<unknown>,
