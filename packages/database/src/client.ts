@@ -24,6 +24,16 @@ export interface DatabaseOptions {
   idleTimeout?: number;
   /** Passed to PostgreSQL as `application_name`, visible in `pg_stat_activity`. */
   applicationName?: string;
+  /**
+   * Named prepared statements (faster: parsed and planned once per connection). Turn them off
+   * behind a transaction-mode pooler without prepared-statement support (PgBouncer before
+   * 1.21, or with max_prepared_statements = 0; Neon's and Supabase's pooled URLs): there, a
+   * statement prepared on one server connection is missing on the next. Default: true, or
+   * false when the URL says `?pgbouncer=true` (the convention Prisma made known).
+   */
+  prepare?: boolean;
+  /** Seconds to wait for a connection before the call fails. Default 10. */
+  connectTimeout?: number;
 }
 
 export interface DatabaseHandle {
@@ -33,13 +43,28 @@ export interface DatabaseHandle {
 }
 
 /**
+ * `?pgbouncer=true` is ours, not the server's: it is taken out of the URL (PostgreSQL would
+ * refuse it as an unknown startup parameter) and turns prepared statements off.
+ */
+function withoutPoolerFlag(url: string): { url: string; pooled: boolean } {
+  const match = /([?&])pgbouncer=(true|false|1|0)(&|$)/i.exec(url);
+  if (!match) return { url, pooled: false };
+  const pooled = /^(true|1)$/i.test(match[2] ?? '');
+  const rest = `${url.slice(0, match.index)}${match[3] === '&' ? match[1] : ''}${url.slice(match.index + match[0].length)}`;
+  return { url: rest.replace(/[?&]$/, ''), pooled };
+}
+
+/**
  * Creates a drizzle instance over a postgres.js pool. Nothing connects until the first
  * query, so creating a handle is free and never fails on an unreachable server.
  */
 export function createDatabase(url: string, options: DatabaseOptions = {}): DatabaseHandle {
-  const client = postgres(url, {
+  const { url: serverUrl, pooled } = withoutPoolerFlag(url);
+  const client = postgres(serverUrl, {
     max: options.max ?? 10,
     idle_timeout: options.idleTimeout ?? 20,
+    connect_timeout: options.connectTimeout ?? 10,
+    prepare: options.prepare ?? !pooled,
     onnotice: () => {},
     connection: { application_name: options.applicationName ?? '@bragdoc/database' },
   });
