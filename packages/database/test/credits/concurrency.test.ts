@@ -2,6 +2,7 @@ import { createTestDatabase } from '@bragdoc/test-postgres';
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDatabase, type Database } from '../../src/client.js';
+import { sqlStateOf } from '../../src/credits/errors.js';
 import {
   deductCredits,
   grantCredits,
@@ -149,30 +150,47 @@ describe('under concurrency', () => {
     expect(await ledgerMismatches(db)).toEqual([]);
   }, 60_000);
 
-  it('under SERIALIZABLE, deductions, grants and refunds of different users never fail each other (no 40001)', async () => {
+  it('under SERIALIZABLE, deductions, grants and refunds of different users in their own transactions all commit, retried as PostgreSQL requires', async () => {
     // Each in its own SERIALIZABLE transaction, all at once. The ledger reads nothing that
-    // another user's write changes: the user's own row, and no index page of the trail.
+    // another user's write changes (the user's own row, no index page of the trail), but
+    // PostgreSQL's predicate locks are page-grained: two users whose "User" rows share an
+    // index page can, rarely, fail one of them with 40001 (a false positive). The app
+    // retries the transaction, as PostgreSQL requires; nothing else may fail, and each
+    // change applies once.
     const users = await Promise.all(Array.from({ length: 60 }, () => createUser(db)));
+    let serializationFailures = 0;
     const results = await settle(
-      users.map((u, i) =>
-        db.transaction(
-          async (tx) => {
-            const featureType = i % 2 ? 'chat_message' : 'chat_tool_call';
-            if (i % 3 === 0) return grantCredits(tx, { userId: u.id, amount: 2, featureType });
-            if (i % 3 === 1) return refundCredits(tx, { userId: u.id, amount: 1, featureType });
-            return deductCredits(tx, {
-              userId: u.id,
-              amount: 2,
-              featureType,
-              idempotencyKey: `s-${i}`,
-            });
-          },
-          { isolationLevel: 'serializable' },
-        ),
-      ),
+      users.map(async (u, i) => {
+        for (let attempt = 1; ; attempt++) {
+          try {
+            return await db.transaction(
+              async (tx) => {
+                const featureType = i % 2 ? 'chat_message' : 'chat_tool_call';
+                if (i % 3 === 0) return grantCredits(tx, { userId: u.id, amount: 2, featureType });
+                if (i % 3 === 1) return refundCredits(tx, { userId: u.id, amount: 1, featureType });
+                return deductCredits(tx, {
+                  userId: u.id,
+                  amount: 2,
+                  featureType,
+                  idempotencyKey: `s-${i}`,
+                });
+              },
+              { isolationLevel: 'serializable' },
+            );
+          } catch (error) {
+            if (sqlStateOf(error) !== '40001' || attempt >= 20) throw error;
+            serializationFailures++;
+          }
+        }
+      }),
     );
     const failures = results.filter((r) => r.status === 'rejected');
     expect(failures.map((f) => String((f as PromiseRejectedResult).reason))).toEqual([]);
+    expect(serializationFailures).toBeLessThan(60);
+    for (const [i, u] of users.entries()) {
+      const rows = await trailSize(db, u.id);
+      expect(rows, `user ${i}`).toBe(1);
+    }
     expect(await ledgerMismatches(db)).toEqual([]);
   }, 60_000);
 
