@@ -6,7 +6,12 @@ import { MigrationFailedError } from '../src/migrate/errors.js';
 import { defaultMigrationsFolder, getMigrationStatus, migrate } from '../src/migrate/migrator.js';
 import { redactUrl } from '../src/migrate/redact.js';
 import { drizzleKitBin } from './drizzle-kit-bin.js';
-import { type DatabaseTarget, localServer, resolveDatabaseTarget } from './local-server.js';
+import {
+  type DatabaseTarget,
+  databaseUrlFromEnv,
+  localServer,
+  resolveDatabaseTarget,
+} from './local-server.js';
 
 const usage = `Usage: tsx scripts/cli.ts <command> [options]
 
@@ -24,7 +29,9 @@ Options:
   --migrate            studio: apply pending migrations to DATABASE_URL first
   --prepare-only       studio: prepare the database and print the plan, but do not open studio
 
-Database: DATABASE_URL; when unset and CI is not set, a local embedded PostgreSQL.`;
+Database: the first of DATABASE_URL_UNPOOLED, POSTGRES_URL_NON_POOLING (direct connections,
+as Neon and Vercel set them) and DATABASE_URL that is set; when none is and CI is not set, a
+local embedded PostgreSQL.`;
 
 const log = (line: string) => console.log(line);
 
@@ -72,9 +79,10 @@ async function statusCommand(options: Options): Promise<number> {
 
 /** Serves the local embedded server only: DATABASE_URL would make "running" a lie. */
 async function devCommand(options: Options): Promise<number> {
-  if (process.env.DATABASE_URL) {
+  const configured = databaseUrlFromEnv(process.env);
+  if (configured) {
     console.error(
-      `✗ db:dev serves only the local embedded PostgreSQL, but DATABASE_URL is set (${redactUrl(process.env.DATABASE_URL)}); ` +
+      `✗ db:dev serves only the local embedded PostgreSQL, but ${configured.variable} is set (${redactUrl(configured.url)}); ` +
         'unset it to run the local server, or use pnpm db:migrate / db:studio on that database.',
     );
     return 1;
@@ -99,17 +107,17 @@ async function devCommand(options: Options): Promise<number> {
  */
 async function studioCommand(options: Options): Promise<number> {
   return onTarget(await resolveDatabaseTarget(process.env, log), async (target) => {
-    if (target.source !== 'DATABASE_URL') {
+    if (target.source.startsWith('local server')) {
       log('Migrating the local embedded PostgreSQL before opening studio:');
       await migrate(target.url, { ...options, log });
     } else if (options.migrateDatabaseUrl) {
-      log('Migrating DATABASE_URL before opening studio (--migrate):');
+      log(`Migrating ${target.source} before opening studio (--migrate):`);
       await migrate(target.url, { ...options, log });
     } else {
       const status = await getMigrationStatus(target.url, options);
       const pending = status.migrations.filter((m) => m.state === 'pending').length;
       log(
-        `Not migrating DATABASE_URL (${pending} pending migration${pending === 1 ? '' : 's'}); ` +
+        `Not migrating ${target.source} (${pending} pending migration${pending === 1 ? '' : 's'}); ` +
           'pass --migrate to apply them first.',
       );
     }

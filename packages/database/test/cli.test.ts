@@ -82,6 +82,28 @@ describe('pnpm db:migrate', () => {
     );
   });
 
+  it('prefers DATABASE_URL_UNPOOLED, then POSTGRES_URL_NON_POOLING, over DATABASE_URL, naming the one used without its password', async () => {
+    const role = await passwordRole(database.url, inject('testPostgres').serverUrl);
+    afterDrop.push(role.drop);
+    // A pooled URL that would fail if used: nothing listens on port 1.
+    const pooled = 'postgres://app:pooled-secret@127.0.0.1:1/db';
+    const unpooled = await runScript(cli, ['migrate'], {
+      env: { DATABASE_URL: pooled, DATABASE_URL_UNPOOLED: role.url },
+    });
+    expect(unpooled.code, unpooled.stderr).toBe(0);
+    expect(unpooled.stdout).toMatch(
+      /Database: postgres:\/\/\w+:\*\*\*@\S+ \(DATABASE_URL_UNPOOLED\)/,
+    );
+    const nonPooling = await runScript(cli, ['status'], {
+      env: { DATABASE_URL: pooled, POSTGRES_URL_NON_POOLING: role.url },
+    });
+    expect(nonPooling.code, nonPooling.stderr).toBe(0);
+    expect(nonPooling.stdout).toMatch(/\(POSTGRES_URL_NON_POOLING\)/);
+    const output = unpooled.stdout + unpooled.stderr + nonPooling.stdout + nonPooling.stderr;
+    expect(output).not.toContain(role.password);
+    expect(output).not.toContain('pooled-secret');
+  });
+
   it('in CI without DATABASE_URL exits 1 saying DATABASE_URL is required', async () => {
     const result = await runScript(cli, ['migrate'], { env: { CI: 'true' } });
     expect(result.code).toBe(1);

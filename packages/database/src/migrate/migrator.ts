@@ -65,23 +65,23 @@ interface AppliedRow {
 type Sql = postgres.Sql;
 
 function connect(url: string): Sql {
-  // One connection: the session advisory lock and the migration transaction must share it.
   return postgres(url, {
     max: 1,
-    // The lock lives as long as this session: it must not be recycled mid-run.
-    max_lifetime: null,
+    // Transaction-mode poolers (PgBouncer, Neon, Supabase) hand each transaction to any
+    // backend, so a named prepared statement may not exist where the next query lands.
+    prepare: false,
     onnotice: () => {},
     connection: { application_name: '@bragdoc/database migrate' },
   });
 }
 
-async function migrationsTableExists(sql: Sql): Promise<boolean> {
+async function migrationsTableExists(sql: Sql | postgres.TransactionSql): Promise<boolean> {
   const [row] = await sql<{ exists: boolean }[]>`
     select to_regclass(${`${MIGRATIONS_SCHEMA}.${MIGRATIONS_TABLE}`}) is not null as exists`;
   return row?.exists ?? false;
 }
 
-async function readApplied(sql: Sql): Promise<AppliedRow[]> {
+async function readApplied(sql: Sql | postgres.TransactionSql): Promise<AppliedRow[]> {
   if (!(await migrationsTableExists(sql))) return [];
   const rows = await sql<{ hash: string; created_at: string | null }[]>`
     select hash, created_at from ${sql(MIGRATIONS_SCHEMA)}.${sql(MIGRATIONS_TABLE)}
@@ -120,16 +120,23 @@ export async function getMigrationStatus(
   }
 }
 
-async function acquireLock(
-  sql: Sql,
+/**
+ * Takes the migration lock inside the transaction `tx`: a transaction-scoped advisory lock,
+ * released by its COMMIT or ROLLBACK on whichever backend ran it. Through a transaction-mode
+ * pooler a session lock would stay on a pooled backend after the run; this one cannot.
+ * The wait is bounded with `SET LOCAL lock_timeout`, in the same transaction, so it applies
+ * to the backend that waits.
+ */
+async function lockInTransaction(
+  tx: postgres.TransactionSql,
   timeoutMs: number,
   log: (line: string) => void,
 ): Promise<number> {
-  const [attempt] = await sql<{ locked: boolean }[]>`
-    select pg_try_advisory_lock(${MIGRATION_LOCK_KEY}) as locked`;
+  const [attempt] = await tx<{ locked: boolean }[]>`
+    select pg_try_advisory_xact_lock(${MIGRATION_LOCK_KEY}) as locked`;
   if (attempt?.locked) return 0;
 
-  const [holder] = await sql<{ pid: number }[]>`
+  const [holder] = await tx<{ pid: number }[]>`
     select pid from pg_locks
     where locktype = 'advisory' and classid = 0 and objid = ${MIGRATION_LOCK_KEY}
       and objsubid = 1 and granted and database = (select oid from pg_database where datname = current_database())`;
@@ -138,18 +145,17 @@ async function acquireLock(
       `waiting up to ${Math.round(timeoutMs / 1000)} s for it to finish…`,
   );
   const started = performance.now();
+  await tx.unsafe(`set local lock_timeout = ${Math.max(1, Math.floor(timeoutMs))}`);
   try {
-    await sql.unsafe(`set lock_timeout = ${Math.max(1, Math.floor(timeoutMs))}`);
-    await sql`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`;
+    await tx`select pg_advisory_xact_lock(${MIGRATION_LOCK_KEY})`;
   } catch (error) {
     // 55P03 lock_not_available: lock_timeout elapsed.
     if ((error as { code?: string }).code === '55P03') {
       throw new MigrationLockTimeoutError(Math.round(performance.now() - started));
     }
     throw error;
-  } finally {
-    await sql`reset lock_timeout`;
   }
+  await tx.unsafe('set local lock_timeout to default');
   const waited = performance.now() - started;
   log(`Got the migration lock after ${Math.round(waited)} ms.`);
   return waited;
@@ -162,7 +168,8 @@ function plural(n: number, word: string): string {
 /**
  * Applies the pending migrations of a drizzle-kit folder, using drizzle's journal and
  * migrations table, but unlike drizzle's `migrate()`:
- * - holds an advisory lock, so concurrent runs apply each migration once;
+ * - holds a transaction-scoped advisory lock, so concurrent runs apply each migration once,
+ *   also through a transaction-mode pooler;
  * - refuses to run when an applied migration's file changed since (hash mismatch);
  * - applies every pending migration in one transaction and names the failing statement;
  * - reports each migration with its duration, never printing the URL's password.
@@ -174,9 +181,14 @@ export async function migrate(url: string, options: MigrateOptions = {}): Promis
   const target = redactUrl(url);
   const sql = connect(url);
   try {
-    const waitedForLockMs = await acquireLock(sql, options.lockTimeoutMs ?? 60_000, log);
-    try {
-      const appliedRows = await readApplied(sql);
+    let waitedForLockMs = 0;
+    let alreadyApplied = 0;
+    const applied: AppliedMigration[] = [];
+    // One transaction holds the lock, reads what is applied, checks it and applies every
+    // pending migration: nothing outlives it, so a pooler may run it on any backend.
+    await sql.begin(async (tx) => {
+      waitedForLockMs = await lockInTransaction(tx, options.lockTimeoutMs ?? 60_000, log);
+      const appliedRows = await readApplied(tx);
       const status = compare(files, appliedRows);
       if (status.unknownApplied.length > 0) {
         throw new UnknownAppliedMigrationError(status.unknownApplied);
@@ -191,57 +203,51 @@ export async function migrate(url: string, options: MigrateOptions = {}): Promis
         status.migrations.filter((m) => m.state === 'pending').map((m) => m.name),
       );
       const pending = files.filter((f) => pendingNames.has(f.name));
-      const alreadyApplied = files.length - pending.length;
-      const applied: AppliedMigration[] = [];
+      alreadyApplied = files.length - pending.length;
+      if (pending.length === 0) return;
 
-      if (pending.length > 0) {
-        log(`Applying ${plural(pending.length, 'migration')} to ${target}`);
-        // The bookkeeping table is created in the same transaction, so a failed run leaves
-        // the database exactly as it was.
-        await sql.begin(async (tx) => {
-          await tx`create schema if not exists ${tx(MIGRATIONS_SCHEMA)}`;
-          await tx`
-            create table if not exists ${tx(MIGRATIONS_SCHEMA)}.${tx(MIGRATIONS_TABLE)} (
-              id serial primary key,
-              hash text not null,
-              created_at bigint
-            )`;
-          for (const migration of pending) {
-            const migrationStarted = performance.now();
-            for (const statement of migration.statements) {
-              try {
-                await tx.unsafe(statement);
-              } catch (error) {
-                throw new MigrationFailedError(
-                  migration.name,
-                  statement,
-                  (error as { code?: string }).code,
-                  error,
-                );
-              }
-            }
-            await tx`
-              insert into ${tx(MIGRATIONS_SCHEMA)}.${tx(MIGRATIONS_TABLE)} (hash, created_at)
-              values (${migration.hash}, ${migration.folderMillis})`;
-            const durationMs = performance.now() - migrationStarted;
-            applied.push({ name: migration.name, durationMs });
-            log(`  ✓ ${migration.name} (${durationMs.toFixed(1)} ms)`);
+      log(`Applying ${plural(pending.length, 'migration')} to ${target}`);
+      // The bookkeeping table is created in the same transaction, so a failed run leaves
+      // the database exactly as it was.
+      await tx`create schema if not exists ${tx(MIGRATIONS_SCHEMA)}`;
+      await tx`
+        create table if not exists ${tx(MIGRATIONS_SCHEMA)}.${tx(MIGRATIONS_TABLE)} (
+          id serial primary key,
+          hash text not null,
+          created_at bigint
+        )`;
+      for (const migration of pending) {
+        const migrationStarted = performance.now();
+        for (const statement of migration.statements) {
+          try {
+            await tx.unsafe(statement);
+          } catch (error) {
+            throw new MigrationFailedError(
+              migration.name,
+              statement,
+              (error as { code?: string }).code,
+              error,
+            );
           }
-        });
+        }
+        await tx`
+          insert into ${tx(MIGRATIONS_SCHEMA)}.${tx(MIGRATIONS_TABLE)} (hash, created_at)
+          values (${migration.hash}, ${migration.folderMillis})`;
+        const durationMs = performance.now() - migrationStarted;
+        applied.push({ name: migration.name, durationMs });
+        log(`  ✓ ${migration.name} (${durationMs.toFixed(1)} ms)`);
       }
+    });
 
-      const durationMs = performance.now() - started;
-      log(
-        applied.length > 0
-          ? `Applied ${plural(applied.length, 'migration')} to ${target} in ${Math.round(durationMs)} ms ` +
-              `(${alreadyApplied} already applied).`
-          : `Nothing to migrate: ${target} has all ${plural(alreadyApplied, 'migration')} ` +
-              `(checked in ${Math.round(durationMs)} ms).`,
-      );
-      return { applied, alreadyApplied, waitedForLockMs, durationMs };
-    } finally {
-      await sql`select pg_advisory_unlock(${MIGRATION_LOCK_KEY})`.catch(() => {});
-    }
+    const durationMs = performance.now() - started;
+    log(
+      applied.length > 0
+        ? `Applied ${plural(applied.length, 'migration')} to ${target} in ${Math.round(durationMs)} ms ` +
+            `(${alreadyApplied} already applied).`
+        : `Nothing to migrate: ${target} has all ${plural(alreadyApplied, 'migration')} ` +
+            `(checked in ${Math.round(durationMs)} ms).`,
+    );
+    return { applied, alreadyApplied, waitedForLockMs, durationMs };
   } finally {
     await sql.end();
   }
