@@ -2,7 +2,10 @@ import { spawn } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { LocalPostgresError } from '@bragdoc/local-postgres';
 import { DatabaseError } from '../src/errors.js';
-import { MigrationFailedError } from '../src/migrate/errors.js';
+import {
+  MigrationFailedError,
+  NonTransactionalMigrationFailedError,
+} from '../src/migrate/errors.js';
 import { defaultMigrationsFolder, getMigrationStatus, migrate } from '../src/migrate/migrator.js';
 import { redactUrl } from '../src/migrate/redact.js';
 import { drizzleKitBin } from './drizzle-kit-bin.js';
@@ -26,6 +29,12 @@ Commands:
 Options:
   --migrations DIR     migrations folder (default: the package's drizzle/)
   --lock-timeout MS    how long migrate waits for another migrator (default 60000)
+  --statement-lock-timeout MS
+                       lock_timeout of each migration statement (default 5000; 0: none)
+  --statement-timeout MS
+                       statement_timeout of each migration statement (default 600000; 0: none)
+  --lock-retries N     retries of a migration whose statement hit the lock timeout, with
+                       a doubling backoff from 1 s (default 3)
   --migrate            studio: apply pending migrations to DATABASE_URL first
   --prepare-only       studio: prepare the database and print the plan, but do not open studio
 
@@ -38,6 +47,9 @@ const log = (line: string) => console.log(line);
 interface Options {
   migrationsFolder: string;
   lockTimeoutMs: number;
+  statementLockTimeoutMs: number;
+  statementTimeoutMs: number;
+  lockRetries: number;
   migrateDatabaseUrl: boolean;
   prepareOnly: boolean;
 }
@@ -146,6 +158,9 @@ async function main(): Promise<number> {
     options: {
       migrations: { type: 'string', default: defaultMigrationsFolder },
       'lock-timeout': { type: 'string', default: '60000' },
+      'statement-lock-timeout': { type: 'string', default: '5000' },
+      'statement-timeout': { type: 'string', default: '600000' },
+      'lock-retries': { type: 'string', default: '3' },
       migrate: { type: 'boolean', default: false },
       'prepare-only': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h' },
@@ -156,16 +171,28 @@ async function main(): Promise<number> {
     console.log(usage);
     return values.help ? 0 : 2;
   }
-  const lockTimeoutMs = Number(values['lock-timeout']);
-  if (!Number.isFinite(lockTimeoutMs) || lockTimeoutMs <= 0) {
-    console.error(
-      `--lock-timeout must be a positive number of milliseconds, got "${values['lock-timeout']}".`,
-    );
-    return 2;
+  const numbers: Record<string, number> = {};
+  for (const [flag, min] of [
+    ['lock-timeout', 1],
+    ['statement-lock-timeout', 0],
+    ['statement-timeout', 0],
+    ['lock-retries', 0],
+  ] as const) {
+    const value = Number(values[flag]);
+    if (!Number.isInteger(value) || value < min) {
+      console.error(
+        `✗ --${flag} must be a whole number ${min === 0 ? '≥ 0' : '> 0'}, got "${values[flag]}".`,
+      );
+      return 2;
+    }
+    numbers[flag] = value;
   }
   return command({
     migrationsFolder: values.migrations,
-    lockTimeoutMs,
+    lockTimeoutMs: numbers['lock-timeout'] ?? 60_000,
+    statementLockTimeoutMs: numbers['statement-lock-timeout'] ?? 5000,
+    statementTimeoutMs: numbers['statement-timeout'] ?? 600_000,
+    lockRetries: numbers['lock-retries'] ?? 3,
     migrateDatabaseUrl: values.migrate,
     prepareOnly: values['prepare-only'],
   });
@@ -175,7 +202,10 @@ async function main(): Promise<number> {
 main().then(
   (code) => process.exit(code),
   (error: unknown) => {
-    if (error instanceof MigrationFailedError) {
+    if (
+      error instanceof MigrationFailedError ||
+      error instanceof NonTransactionalMigrationFailedError
+    ) {
       console.error(`✗ ${error.message}`);
       console.error(`  Failing statement:\n${error.statement.replace(/^/gm, '    ')}`);
     } else if (error instanceof DatabaseError || error instanceof LocalPostgresError) {

@@ -99,4 +99,27 @@ describe.skipIf('missing' in pgbouncer)('db:migrate through a transaction-mode P
     expect(direct.stdout).not.toContain('holds the migration lock');
     expect(direct.stdout).toMatch(/Applied 1 migration to/);
   });
+
+  it('refuses a no-transaction migration through the pooler in one line naming DATABASE_URL_UNPOOLED, after applying the ones before it', async () => {
+    const pooled = bouncer.pooledUrl(database.url);
+    const index = folder.add('user_name_idx', [
+      'CREATE INDEX CONCURRENTLY "user_name_idx" ON "User" ("name")',
+    ]);
+    const result = await runScript(cli, ['migrate', '--migrations', folder.dir], {
+      env: { DATABASE_URL: pooled },
+    });
+    expect(result.code).toBe(1);
+    expect(result.stderr.trim().split('\n')).toEqual([
+      expect.stringMatching(
+        new RegExp(
+          `^✗ Migration ${index} must run outside a transaction \\(CREATE INDEX CONCURRENTLY\\), .* transaction-mode pooler\\. Nothing of it was applied\\. Set DATABASE_URL_UNPOOLED .*\\[MIGRATION_NEEDS_DIRECT_CONNECTION\\]$`,
+        ),
+      ),
+    ]);
+    const direct = await runScript(cli, ['migrate', '--migrations', folder.dir], {
+      env: { DATABASE_URL: pooled, DATABASE_URL_UNPOOLED: database.url },
+    });
+    expect(direct.code, direct.stderr).toBe(0);
+    expect(direct.stdout).toMatch(/Applied 1 migration to/);
+  });
 });

@@ -3,9 +3,16 @@ export {
   MigrationChecksumMismatchError,
   MigrationFailedError,
   MigrationLockTimeoutError,
+  NonTransactionalMigrationFailedError,
+  PoolerRefusesSessionSettingsError,
   UnknownAppliedMigrationError,
 } from './errors.js';
-export { type MigrationFile, readMigrations } from './migrations.js';
+export {
+  type MigrationFile,
+  NO_TRANSACTION_MARKER,
+  readMigrations,
+  type TransactionMode,
+} from './migrations.js';
 export {
   type AppliedMigration,
   defaultMigrationsFolder,

@@ -2,6 +2,25 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { readMigrationFiles } from 'drizzle-orm/migrator';
 
+/**
+ * How a migration runs:
+ * - `transaction`: with the other pending migrations, all in one transaction (the default);
+ * - `own-transaction`: in a transaction of its own, committed before the next migration
+ *   runs: it adds an enum value that a later pending migration uses, and PostgreSQL
+ *   refuses a new enum value before the transaction that added it commits;
+ * - `no-transaction`: each statement on its own, outside any transaction block, after
+ *   everything before it committed (CREATE INDEX CONCURRENTLY, VACUUM, ALTER SYSTEM…).
+ */
+export type TransactionMode = 'transaction' | 'own-transaction' | 'no-transaction';
+
+/** The first-line marker a migration file uses to ask for `no-transaction` explicitly. */
+export const NO_TRANSACTION_MARKER = '-- migrate: no-transaction';
+
+export interface EnumValueAdded {
+  type: string;
+  value: string;
+}
+
 export interface MigrationFile {
   /** The journal's tag, e.g. `0000_init`; the file is `<name>.sql`. */
   name: string;
@@ -11,6 +30,80 @@ export interface MigrationFile {
   /** sha256 of the file, exactly as drizzle's own migrator computes it. */
   hash: string;
   statements: string[];
+  /** `transaction` or `no-transaction`; `own-transaction` is decided per run (planSteps). */
+  mode: 'transaction' | 'no-transaction';
+  /** Why the migration runs outside a transaction: the marker or the statement that needs it. */
+  modeReason?: string;
+  enumValuesAdded: EnumValueAdded[];
+}
+
+/** Leading `--` and block comments removed, so a statement's first keyword can be read. */
+export function stripLeadingComments(statement: string): string {
+  let rest = statement.trimStart();
+  for (;;) {
+    if (rest.startsWith('--')) {
+      const end = rest.indexOf('\n');
+      rest = end === -1 ? '' : rest.slice(end + 1).trimStart();
+    } else if (rest.startsWith('/*')) {
+      const end = rest.indexOf('*/');
+      rest = end === -1 ? '' : rest.slice(end + 2).trimStart();
+    } else {
+      return rest;
+    }
+  }
+}
+
+// Statements PostgreSQL refuses inside a transaction block ("cannot run inside a
+// transaction block"), by their leading keywords.
+const NON_TRANSACTIONAL: [RegExp, string][] = [
+  [/^create\s+(unique\s+)?index\s+concurrently\b/i, 'CREATE INDEX CONCURRENTLY'],
+  [/^drop\s+index\s+concurrently\b/i, 'DROP INDEX CONCURRENTLY'],
+  [/^reindex\b[^;]*\bconcurrently\b/i, 'REINDEX CONCURRENTLY'],
+  [
+    /^alter\s+table\b[^;]*\bdetach\s+partition\b[^;]*\bconcurrently\b/i,
+    'DETACH PARTITION CONCURRENTLY',
+  ],
+  [/^alter\s+system\b/i, 'ALTER SYSTEM'],
+  [/^vacuum\b/i, 'VACUUM'],
+  [/^(create|drop)\s+database\b/i, 'CREATE/DROP DATABASE'],
+  [/^(create|drop)\s+tablespace\b/i, 'CREATE/DROP TABLESPACE'],
+];
+
+/** The kind of statement that cannot run in a transaction block, if it is one. */
+export function nonTransactionalKind(statement: string): string | undefined {
+  const head = stripLeadingComments(statement);
+  return NON_TRANSACTIONAL.find(([pattern]) => pattern.test(head))?.[1];
+}
+
+const ADD_VALUE =
+  /alter\s+type\s+((?:"(?:[^"]|"")+"|[\w$]+)(?:\s*\.\s*(?:"(?:[^"]|"")+"|[\w$]+))?)\s+add\s+value\s+(?:if\s+not\s+exists\s+)?'((?:[^']|'')*)'/gi;
+
+/** `ALTER TYPE … ADD VALUE '…'` of a statement: the type as written and the value. */
+export function enumValuesAddedBy(statement: string): EnumValueAdded[] {
+  return [...stripLeadingComments(statement).matchAll(ADD_VALUE)].map((m) => ({
+    type: m[1] ?? '',
+    value: (m[2] ?? '').replaceAll("''", "'"),
+  }));
+}
+
+/** Whether SQL mentions an enum value as a string literal (a use, as far as text can tell). */
+export function usesEnumValue(sql: string, value: string): boolean {
+  return sql.includes(`'${value.replaceAll("'", "''")}'`);
+}
+
+function transactionMode(
+  file: string,
+  statements: string[],
+): Pick<MigrationFile, 'mode' | 'modeReason'> {
+  const firstLine = readFileSync(file, 'utf8').split('\n', 1)[0]?.trim() ?? '';
+  if (firstLine.toLowerCase().replace(/\s+/g, ' ') === NO_TRANSACTION_MARKER) {
+    return { mode: 'no-transaction', modeReason: `marked "${NO_TRANSACTION_MARKER}"` };
+  }
+  for (const statement of statements) {
+    const kind = nonTransactionalKind(statement);
+    if (kind) return { mode: 'no-transaction', modeReason: kind };
+  }
+  return { mode: 'transaction' };
 }
 
 /** drizzle-kit's `meta/_journal.json`: one entry per migration, in order. */
@@ -37,12 +130,16 @@ export function readMigrations(migrationsFolder: string): MigrationFile[] {
     if (!entry || entry.when !== migration.folderMillis) {
       throw new Error(`The journal in ${folder} changed while it was being read; try again.`);
     }
+    const file = path.join(folder, `${entry.tag}.sql`);
+    const statements = migration.sql.map((s) => s.trim()).filter((s) => s.length > 0);
     return {
       name: entry.tag,
-      file: path.join(folder, `${entry.tag}.sql`),
+      file,
       folderMillis: migration.folderMillis,
       hash: migration.hash,
-      statements: migration.sql.map((s) => s.trim()).filter((s) => s.length > 0),
+      statements,
+      ...transactionMode(file, statements),
+      enumValuesAdded: statements.flatMap(enumValuesAddedBy),
     };
   });
 }
