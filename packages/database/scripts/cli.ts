@@ -35,6 +35,8 @@ Options:
                        statement_timeout of each migration statement (default 600000; 0: none)
   --lock-retries N     retries of a migration whose statement hit the lock timeout, with
                        a doubling backoff from 1 s (default 3)
+  --exit-code          status: exit 1 also when a migration is pending
+  --json               status: print one JSON document (counts, each migration's state)
   --migrate            studio: apply pending migrations to DATABASE_URL first
   --prepare-only       studio: prepare the database and print the plan, but do not open studio
 
@@ -46,6 +48,8 @@ const log = (line: string) => console.log(line);
 
 interface Options {
   migrationsFolder: string;
+  exitCode: boolean;
+  json: boolean;
   lockTimeoutMs: number;
   statementLockTimeoutMs: number;
   statementTimeoutMs: number;
@@ -58,8 +62,9 @@ interface Options {
 async function onTarget(
   target: DatabaseTarget,
   work: (target: DatabaseTarget) => Promise<number>,
+  say: (line: string) => void = log,
 ): Promise<number> {
-  log(`Database: ${redactUrl(target.url)} (${target.source})`);
+  say(`Database: ${redactUrl(target.url)} (${target.source})`);
   try {
     return await work(target);
   } finally {
@@ -74,19 +79,66 @@ async function migrateCommand(options: Options): Promise<number> {
   });
 }
 
+/**
+ * Lists each migration's state. Exits 1 when one changed or the database has unknown ones;
+ * with --exit-code also when one is pending (a deploy gate: "is this database up to date?").
+ * --json prints one JSON document on stdout and everything else on stderr.
+ */
 async function statusCommand(options: Options): Promise<number> {
-  return onTarget(await resolveDatabaseTarget(process.env, log), async ({ url }) => {
-    const status = await getMigrationStatus(url, options);
-    for (const m of status.migrations) log(`  ${m.state.padEnd(8)} ${m.name}`);
-    for (const key of status.unknownApplied)
-      log(`  unknown  created_at=${key} (not in this folder)`);
-    const count = (state: string) => status.migrations.filter((m) => m.state === state).length;
-    log(
-      `${count('applied')} applied, ${count('pending')} pending, ${count('changed')} changed, ` +
-        `${status.unknownApplied.length} unknown.`,
-    );
-    return count('changed') + status.unknownApplied.length > 0 ? 1 : 0;
-  });
+  const say = options.json ? (line: string) => console.error(line) : log;
+  return onTarget(
+    await resolveDatabaseTarget(process.env, say),
+    async ({ url, source }) => {
+      const status = await getMigrationStatus(url, options);
+      const count = (state: string) => status.migrations.filter((m) => m.state === state).length;
+      const counts = {
+        applied: count('applied'),
+        pending: count('pending'),
+        changed: count('changed'),
+        unknown: status.unknownApplied.length,
+      };
+      const failing =
+        counts.changed + counts.unknown > 0 || (options.exitCode && counts.pending > 0);
+      if (options.json) {
+        console.log(
+          JSON.stringify(
+            {
+              database: redactUrl(url),
+              source,
+              ok: !failing,
+              counts,
+              migrations: status.migrations.map(({ name, state }) => ({ name, state })),
+              unknownApplied: status.unknownApplied,
+            },
+            null,
+            2,
+          ),
+        );
+      } else {
+        for (const m of status.migrations) log(`  ${m.state.padEnd(8)} ${m.name}`);
+        for (const key of status.unknownApplied)
+          log(`  unknown  created_at=${key} (not in this folder)`);
+        log(
+          `${counts.applied} applied, ${counts.pending} pending, ${counts.changed} changed, ` +
+            `${counts.unknown} unknown.`,
+        );
+      }
+      if (counts.changed > 0)
+        console.error(
+          '✗ An applied migration was edited since: restore its file and put the change in a new migration.',
+        );
+      if (counts.unknown > 0)
+        console.error(
+          '✗ The database has migrations this folder does not know: migrate from the checkout that created them.',
+        );
+      if (options.exitCode && counts.pending > 0)
+        console.error(
+          `✗ ${counts.pending} migration${counts.pending === 1 ? ' is' : 's are'} pending (--exit-code): run pnpm db:migrate.`,
+        );
+      return failing ? 1 : 0;
+    },
+    say,
+  );
 }
 
 /** Serves the local embedded server only: DATABASE_URL would make "running" a lie. */
@@ -163,6 +215,8 @@ async function main(): Promise<number> {
       'lock-retries': { type: 'string', default: '3' },
       migrate: { type: 'boolean', default: false },
       'prepare-only': { type: 'boolean', default: false },
+      'exit-code': { type: 'boolean', default: false },
+      json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -189,6 +243,8 @@ async function main(): Promise<number> {
   }
   return command({
     migrationsFolder: values.migrations,
+    exitCode: values['exit-code'],
+    json: values.json,
     lockTimeoutMs: numbers['lock-timeout'] ?? 60_000,
     statementLockTimeoutMs: numbers['statement-lock-timeout'] ?? 5000,
     statementTimeoutMs: numbers['statement-timeout'] ?? 600_000,

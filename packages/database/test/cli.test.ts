@@ -234,3 +234,34 @@ describe('pnpm db:status', () => {
     expect(result.stdout).toMatch(/\d+ applied, 1 pending, 0 changed, 0 unknown\./);
   });
 });
+
+describe('pnpm db:status --exit-code / --json', () => {
+  it('--exit-code exits 1 while a migration is pending and 0 once none is', async () => {
+    const env = { DATABASE_URL: database.url };
+    const args = ['status', '--exit-code', '--migrations', folder.dir];
+    const before = await runScript(cli, args, { env });
+    expect(before.code).toBe(1);
+    expect(before.stderr).toMatch(
+      /✗ \d+ migrations are pending \(--exit-code\): run pnpm db:migrate\./,
+    );
+    await runScript(cli, ['migrate', '--migrations', folder.dir], { env });
+    const after = await runScript(cli, args, { env });
+    expect(after.code, after.stderr).toBe(0);
+  });
+
+  it('--json prints one JSON document with each state and the counts, and nothing else on stdout', async () => {
+    const env = { DATABASE_URL: database.url };
+    await runScript(cli, ['migrate', '--migrations', folder.dir], { env });
+    const next = folder.add('next', ['SELECT 1']);
+    folder.edit('0000_init', '\n-- edited');
+    const result = await runScript(cli, ['status', '--json', '--migrations', folder.dir], { env });
+    expect(result.code).toBe(1);
+    const report = JSON.parse(result.stdout);
+    expect(report.source).toBe('DATABASE_URL');
+    expect(report.ok).toBe(false);
+    expect(report.counts).toMatchObject({ pending: 1, changed: 1, unknown: 0 });
+    expect(report.migrations[0]).toEqual({ name: '0000_init', state: 'changed' });
+    expect(report.migrations.at(-1)).toEqual({ name: next, state: 'pending' });
+    expect(result.stderr).toContain('Database: ');
+  });
+});
