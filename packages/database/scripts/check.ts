@@ -1,9 +1,9 @@
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { readJournal } from '../src/migrate/migrations.js';
+import { layoutProblems } from '../src/migrate/journal.js';
 import { drizzleKitBin } from './drizzle-kit-bin.js';
 
 /**
@@ -15,51 +15,6 @@ import { drizzleKitBin } from './drizzle-kit-bin.js';
 const packageDir = fileURLToPath(new URL('..', import.meta.url));
 const migrationsDir = path.join(packageDir, 'drizzle');
 const schemaFile = path.join(packageDir, 'src', 'schema.ts');
-
-interface Snapshot {
-  id: string;
-  prevId: string;
-}
-
-function consistencyProblems(dir: string): string[] {
-  const problems: string[] = [];
-  const journalPath = path.join(dir, 'meta', '_journal.json');
-  if (!existsSync(journalPath)) return [`${journalPath} is missing.`];
-  const journal = readJournal(dir);
-  const tags = new Set(journal.entries.map((e) => e.tag));
-
-  for (const file of readdirSync(dir).filter((f) => f.endsWith('.sql'))) {
-    if (!tags.has(file.slice(0, -4))) problems.push(`${file} is not in meta/_journal.json.`);
-  }
-  let previousId = '00000000-0000-0000-0000-000000000000';
-  journal.entries.forEach((entry, position) => {
-    if (entry.idx !== position)
-      problems.push(`Journal entry ${entry.tag} has idx ${entry.idx}, expected ${position}.`);
-    if (!existsSync(path.join(dir, `${entry.tag}.sql`)))
-      problems.push(`${entry.tag}.sql is in the journal but missing.`);
-    const snapshotPath = path.join(
-      dir,
-      'meta',
-      `${String(entry.idx).padStart(4, '0')}_snapshot.json`,
-    );
-    if (!existsSync(snapshotPath)) {
-      problems.push(`meta/${path.basename(snapshotPath)} (snapshot of ${entry.tag}) is missing.`);
-      return;
-    }
-    const snapshot = JSON.parse(readFileSync(snapshotPath, 'utf8')) as Snapshot;
-    if (snapshot.prevId !== previousId) {
-      problems.push(
-        `meta/${path.basename(snapshotPath)} does not follow the previous snapshot (prevId ${snapshot.prevId}).`,
-      );
-    }
-    previousId = snapshot.id;
-  });
-  const snapshots = readdirSync(path.join(dir, 'meta')).filter((f) => f.endsWith('_snapshot.json'));
-  if (snapshots.length !== journal.entries.length) {
-    problems.push(`${snapshots.length} snapshots for ${journal.entries.length} journal entries.`);
-  }
-  return problems;
-}
 
 // drizzle-kit reads `--out` relative to its working directory, even when it is absolute.
 function drizzleKitRun(cwd: string, args: string[]): { status: number; output: string } {
@@ -96,7 +51,7 @@ function ungeneratedChanges(): string[] {
 
 function main(): number {
   const started = performance.now();
-  const problems = consistencyProblems(migrationsDir);
+  const problems = layoutProblems(migrationsDir);
   const kitCheck = drizzleKitRun(packageDir, ['check', '--dialect=postgresql', '--out=drizzle']);
   if (kitCheck.status !== 0 || !/Everything's fine/.test(kitCheck.output))
     problems.push(`drizzle-kit check failed:\n${kitCheck.output.trim()}`);
