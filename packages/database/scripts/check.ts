@@ -3,8 +3,12 @@ import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { compareCatalogs, describeDifference, readCatalog } from '../src/migrate/catalog.js';
 import { layoutProblems } from '../src/migrate/journal.js';
+import { redactUrl } from '../src/migrate/redact.js';
 import { drizzleKitBin } from './drizzle-kit-bin.js';
+import { referenceCatalog } from './reference-schema.js';
 
 /**
  * `pnpm db:check`: fails when the migrations folder is inconsistent (journal, SQL files
@@ -49,6 +53,33 @@ function ungeneratedChanges(): string[] {
   }
 }
 
+/**
+ * `db:check --against <url>`: builds what the migrations produce in a throwaway database
+ * and compares it with the live one, object by object. Read-only on the live database.
+ */
+async function checkAgainst(url: string, folder: string): Promise<number> {
+  const started = performance.now();
+  console.log(`Comparing ${redactUrl(url)} with what the migrations of ${folder} build.`);
+  const expected = await referenceCatalog(folder, { log: (line) => console.log(line) });
+  const actual = await readCatalog(url);
+  const differences = compareCatalogs(expected, actual);
+  if (differences.length > 0) {
+    console.error(
+      `✗ ${differences.length} difference${differences.length === 1 ? '' : 's'} between the migrations and ${redactUrl(url)}:`,
+    );
+    for (const d of differences) console.error(`  ${describeDifference(d)}`);
+    console.error(
+      'Undo the hand-made changes (or put them in a migration), or, for triggers lost to ' +
+        'drizzle-kit push, build the database with pnpm db:migrate.',
+    );
+    return 1;
+  }
+  console.log(
+    `✓ ${redactUrl(url)} matches the migrations: ${expected.size} objects compared in ${Math.round(performance.now() - started)} ms.`,
+  );
+  return 0;
+}
+
 function main(): number {
   const started = performance.now();
   const problems = layoutProblems(migrationsDir);
@@ -78,4 +109,22 @@ function main(): number {
   return 0;
 }
 
-process.exitCode = main();
+const { values } = parseArgs({
+  options: {
+    against: { type: 'string' },
+    migrations: { type: 'string', default: migrationsDir },
+  },
+});
+if (values.against) {
+  checkAgainst(values.against, path.resolve(values.migrations)).then(
+    (code) => process.exit(code),
+    (error: unknown) => {
+      console.error(
+        `✗ db:check --against failed: ${error instanceof Error ? error.message : String(error)}`,
+      );
+      process.exit(1);
+    },
+  );
+} else {
+  process.exitCode = main();
+}

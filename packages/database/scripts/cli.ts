@@ -2,7 +2,9 @@ import { spawn } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { LocalPostgresError } from '@bragdoc/local-postgres';
 import { DatabaseError } from '../src/errors.js';
+import { baseline } from '../src/migrate/baseline.js';
 import {
+  BaselineRefusedError,
   MigrationFailedError,
   NonTransactionalMigrationFailedError,
 } from '../src/migrate/errors.js';
@@ -15,6 +17,7 @@ import {
   localServer,
   resolveDatabaseTarget,
 } from './local-server.js';
+import { referenceCatalog } from './reference-schema.js';
 
 const usage = `Usage: tsx scripts/cli.ts <command> [options]
 
@@ -23,6 +26,9 @@ Commands:
   status    list applied, pending and changed migrations
   dev       start the local embedded PostgreSQL, migrate it and keep it running (Ctrl-C
             stops it); refuses to run when DATABASE_URL is set
+  baseline  adopt a database built without db:migrate (drizzle-kit push, another tool):
+            when its schema equals what the migrations up to --to build (checked in a
+            throwaway database), record them as applied
   studio    open drizzle-kit studio on the same database as migrate; migrates the local
             embedded PostgreSQL first, never DATABASE_URL unless --migrate is given
 
@@ -35,6 +41,7 @@ Options:
                        statement_timeout of each migration statement (default 600000; 0: none)
   --lock-retries N     retries of a migration whose statement hit the lock timeout, with
                        a doubling backoff from 1 s (default 3)
+  --to NAME            baseline: the last migration the database has (default: the last)
   --exit-code          status: exit 1 also when a migration is pending
   --json               status: print one JSON document (counts, each migration's state)
   --migrate            studio: apply pending migrations to DATABASE_URL first
@@ -48,6 +55,7 @@ const log = (line: string) => console.log(line);
 
 interface Options {
   migrationsFolder: string;
+  to: string | undefined;
   exitCode: boolean;
   json: boolean;
   lockTimeoutMs: number;
@@ -197,7 +205,28 @@ async function studioCommand(options: Options): Promise<number> {
   });
 }
 
+/**
+ * Adopts a database built without db:migrate: builds the migrations up to --to in a
+ * throwaway database, compares, and records them as applied only when the schemas match.
+ */
+async function baselineCommand(options: Options): Promise<number> {
+  return onTarget(await resolveDatabaseTarget(process.env, log), async ({ url }) => {
+    const expected = await referenceCatalog(options.migrationsFolder, {
+      ...(options.to ? { upTo: options.to } : {}),
+      log,
+    });
+    await baseline(url, {
+      migrationsFolder: options.migrationsFolder,
+      ...(options.to ? { to: options.to } : {}),
+      expected,
+      log,
+    });
+    return 0;
+  });
+}
+
 const commands: Record<string, (options: Options) => Promise<number>> = {
+  baseline: baselineCommand,
   migrate: migrateCommand,
   status: statusCommand,
   dev: devCommand,
@@ -217,6 +246,7 @@ async function main(): Promise<number> {
       'prepare-only': { type: 'boolean', default: false },
       'exit-code': { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
+      to: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -243,6 +273,7 @@ async function main(): Promise<number> {
   }
   return command({
     migrationsFolder: values.migrations,
+    to: values.to,
     exitCode: values['exit-code'],
     json: values.json,
     lockTimeoutMs: numbers['lock-timeout'] ?? 60_000,
@@ -264,6 +295,9 @@ main().then(
     ) {
       console.error(`✗ ${error.message}`);
       console.error(`  Failing statement:\n${error.statement.replace(/^/gm, '    ')}`);
+    } else if (error instanceof BaselineRefusedError) {
+      for (const line of error.differences) console.error(`  ${line}`);
+      console.error(`✗ ${error.message} [${error.code}]`);
     } else if (error instanceof DatabaseError || error instanceof LocalPostgresError) {
       console.error(`✗ ${error.message} [${error.code}]`);
     } else {

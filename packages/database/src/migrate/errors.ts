@@ -142,3 +142,16 @@ export class DatabaseUrlRequiredError extends DatabaseError {
     );
   }
 }
+
+/** db:baseline found a reason not to record migrations as applied; it recorded nothing. */
+export class BaselineRefusedError extends DatabaseError {
+  readonly code = 'BASELINE_REFUSED';
+
+  constructor(
+    message: string,
+    /** One line per difference, when the schema does not match the migrations. */
+    readonly differences: string[] = [],
+  ) {
+    super(`${message} Nothing was recorded.`);
+  }
+}

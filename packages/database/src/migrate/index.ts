@@ -1,4 +1,13 @@
+export { type BaselineOptions, type BaselineResult, baseline } from './baseline.js';
 export {
+  type Catalog,
+  type CatalogDifference,
+  compareCatalogs,
+  describeDifference,
+  readCatalog,
+} from './catalog.js';
+export {
+  BaselineRefusedError,
   DatabaseUrlRequiredError,
   MigrationChecksumMismatchError,
   MigrationFailedError,

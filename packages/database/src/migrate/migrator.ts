@@ -84,7 +84,7 @@ interface AppliedRow {
 
 type Sql = postgres.Sql;
 
-function connect(url: string, settings: Record<string, string> = {}): Sql {
+export function connect(url: string, settings: Record<string, string> = {}): Sql {
   return postgres(url, {
     max: 1,
     // Transaction-mode poolers (PgBouncer, Neon, Supabase) hand each transaction to any
@@ -101,7 +101,7 @@ async function migrationsTableExists(sql: Sql | postgres.TransactionSql): Promis
   return row?.exists ?? false;
 }
 
-async function readApplied(sql: Sql | postgres.TransactionSql): Promise<AppliedRow[]> {
+export async function readApplied(sql: Sql | postgres.TransactionSql): Promise<AppliedRow[]> {
   if (!(await migrationsTableExists(sql))) return [];
   const rows = await sql<{ hash: string; created_at: string | null }[]>`
     select hash, created_at from ${sql(MIGRATIONS_SCHEMA)}.${sql(MIGRATIONS_TABLE)}
@@ -109,7 +109,7 @@ async function readApplied(sql: Sql | postgres.TransactionSql): Promise<AppliedR
   return rows.map((r) => ({ hash: r.hash, createdAt: Number(r.created_at) }));
 }
 
-function compare(files: MigrationFile[], applied: AppliedRow[]): MigrationStatus {
+export function compare(files: MigrationFile[], applied: AppliedRow[]): MigrationStatus {
   const byKey = new Map(applied.map((row) => [row.createdAt, row]));
   const known = new Set(files.map((f) => f.folderMillis));
   return {
@@ -147,7 +147,7 @@ export async function getMigrationStatus(
  * The wait is bounded with `SET LOCAL lock_timeout`, in the same transaction, so it applies
  * to the backend that waits.
  */
-async function lockInTransaction(
+export async function lockInTransaction(
   tx: postgres.TransactionSql,
   timeoutMs: number,
   log: (line: string) => void,
@@ -217,7 +217,7 @@ export function nextStep(pending: MigrationFile[]): Step | undefined {
 
 const sqlStateOf = (error: unknown) => (error as { code?: string }).code;
 
-async function ensureBookkeeping(tx: postgres.TransactionSql): Promise<void> {
+export async function ensureBookkeeping(tx: postgres.TransactionSql): Promise<void> {
   await tx`create schema if not exists ${tx(MIGRATIONS_SCHEMA)}`;
   await tx`
     create table if not exists ${tx(MIGRATIONS_SCHEMA)}.${tx(MIGRATIONS_TABLE)} (
@@ -227,7 +227,7 @@ async function ensureBookkeeping(tx: postgres.TransactionSql): Promise<void> {
     )`;
 }
 
-async function record(tx: postgres.TransactionSql, migration: MigrationFile): Promise<void> {
+export async function record(tx: postgres.TransactionSql, migration: MigrationFile): Promise<void> {
   await tx`
     insert into ${tx(MIGRATIONS_SCHEMA)}.${tx(MIGRATIONS_TABLE)} (hash, created_at)
     values (${migration.hash}, ${migration.folderMillis})`;
