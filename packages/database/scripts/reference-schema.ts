@@ -13,7 +13,7 @@ import { migrate } from '../src/migrate/migrator.js';
  */
 export async function referenceCatalog(
   migrationsFolder: string,
-  options: { upTo?: string; log: (line: string) => void },
+  options: { upTo?: string; log: (line: string) => void; env?: NodeJS.ProcessEnv },
 ): Promise<Catalog> {
   const started = performance.now();
   const scratch = mkdtempSync(path.join(tmpdir(), 'bragdoc-reference-'));
@@ -25,6 +25,7 @@ export async function referenceCatalog(
       migrate: (url) => migrate(url, { migrationsFolder: folder }),
       migrationsFolder: folder,
       prefix: 'bragdoc_reference',
+      ...(options.env ? { env: options.env } : {}),
       log: options.log,
     });
     try {

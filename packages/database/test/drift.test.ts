@@ -1,6 +1,17 @@
 import { createTestDatabase, type TestDatabase, withSql } from '@bragdoc/test-postgres';
-import { afterEach, beforeEach, describe, expect, inject, it } from 'vitest';
-import { migrate, readMigrations } from '../src/migrate/index.js';
+import { afterEach, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
+import { referenceCatalog } from '../scripts/reference-schema.js';
+import {
+  BaselineRefusedError,
+  baseline,
+  type Catalog,
+  compareCatalogs,
+  defaultMigrationsFolder,
+  describeDifference,
+  migrate,
+  readCatalog,
+  readMigrations,
+} from '../src/migrate/index.js';
 import { MigrationsFolder } from './migrations-folder.js';
 import { runScript } from './run-script.js';
 
@@ -9,6 +20,15 @@ const env = () => ({ TEST_DATABASE_URL: inject('testPostgres').serverUrl });
 
 let database: TestDatabase;
 let folder: MigrationsFolder;
+// What the package's migrations build, read once for the tests that call the library.
+let expected: Catalog;
+
+beforeAll(async () => {
+  expected = await referenceCatalog(defaultMigrationsFolder, {
+    log: () => {},
+    env: { ...process.env, ...env(), TEST_POSTGRES_PROVIDER: 'url' },
+  });
+});
 
 beforeEach(async () => {
   database = await createTestDatabase({ empty: true });
@@ -29,6 +49,10 @@ const baselineCommand = (...args: string[]) =>
     env: { ...env(), DATABASE_URL: database.url },
   });
 
+/** The differences db:check --against prints for the test's database, one line each. */
+const differences = async () =>
+  compareCatalogs(expected, await readCatalog(database.url)).map(describeDifference);
+
 /** A database with the schema but no migration rows, as drizzle-kit push or another tool leaves it. */
 async function builtWithoutRows(migrationsFolder = folder.dir) {
   await migrate(database.url, { migrationsFolder });
@@ -44,7 +68,7 @@ describe('pnpm db:check --against <url>', () => {
     expect(result.stdout).toMatch(/✓ .* matches the migrations: \d+ objects compared/);
   });
 
-  it('catches a dropped trigger', async () => {
+  it('catches a dropped trigger, printing it and exiting 1', async () => {
     await migrate(database.url, { migrationsFolder: folder.dir });
     await exec('drop trigger "user_ledger_open" on "User"');
     const result = await checkAgainst();
@@ -52,6 +76,7 @@ describe('pnpm db:check --against <url>', () => {
     expect(result.stderr).toContain(
       '- trigger user_ledger_open on public."User": built by the migrations, missing from the live database',
     );
+    expect(result.stderr).toMatch(/✗ 1 difference between the migrations and /);
   });
 
   it('catches a disabled trigger', async () => {
@@ -85,11 +110,11 @@ describe('pnpm db:check --against <url>', () => {
         >`select pg_get_functiondef('public.credit_tx_append_only'::regproc) as def`,
     );
     await exec((fn?.def ?? '').replace(/BEGIN/i, 'BEGIN\n  -- hotfix\n'));
-    const result = await checkAgainst();
-    expect(result.code).toBe(1);
-    expect(result.stderr).toMatch(
-      /~ function public\.credit_tx_append_only\(\): defined differently \(line \d+: expected .*, found "-- hotfix"\)/,
-    );
+    expect(await differences()).toEqual([
+      expect.stringMatching(
+        /^~ function public\.credit_tx_append_only\(\): defined differently \(line \d+: expected .*, found "-- hotfix"\)$/,
+      ),
+    ]);
   });
 
   it('catches enum values in another order', async () => {
@@ -152,9 +177,12 @@ describe('pnpm db:baseline', () => {
     await exec(`create schema drizzle;
       create table drizzle.__drizzle_migrations (id serial primary key, hash text not null, created_at bigint);
       insert into drizzle.__drizzle_migrations (hash, created_at) values ('other-tool', 42)`);
-    const result = await baselineCommand();
-    expect(result.code).toBe(1);
-    expect(result.stderr).toContain(
+    const error = await baseline(database.url, { migrationsFolder: folder.dir, expected }).catch(
+      (e) => e,
+    );
+    expect(error).toBeInstanceOf(BaselineRefusedError);
+    expect(error.code).toBe('BASELINE_REFUSED');
+    expect(error.message).toContain(
       'delete from drizzle.__drizzle_migrations where created_at in (42)',
     );
     expect(await rows()).toBe(1);
