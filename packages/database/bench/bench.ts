@@ -12,6 +12,7 @@ import { createDatabase } from '../src/client.js';
 import { rangeQuery, userHistoryQuery } from '../src/credits/history.js';
 import { verifyLedger } from '../src/credits/verify.js';
 import { defaultMigrationsFolder, migrate } from '../src/migrate/index.js';
+import { measureIndexBuild } from './index-build.js';
 import { measureMigration } from './migration.js';
 import { planSummary } from './plans.js';
 import { measureReads, readTargets } from './reads.js';
@@ -26,8 +27,14 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '5' },
     ops: { type: 'string', default: '250' },
     'migration-runs': { type: 'string', default: '10' },
+    // Runs only the seeding and the index-build benchmark.
+    only: { type: 'string' },
   },
 });
+if (values.only !== undefined && values.only !== 'index-build') {
+  throw new Error(`--only takes index-build, got ${values.only}`);
+}
+const onlyIndexBuild = values.only === 'index-build';
 const int = (name: keyof typeof values) => {
   const n = Number(String(values[name]).replaceAll('_', ''));
   if (!Number.isSafeInteger(n) || n <= 0)
@@ -77,6 +84,30 @@ try {
     `"CreditTransaction": table ${mib(seed.tableBytes)}, indexes ${mib(seed.indexBytes)}, ` +
       `${Math.round((seed.tableBytes + seed.indexBytes) / rows)} bytes per row`,
   );
+
+  log(
+    `deductions of 16 clients while db:migrate adds an index to the ${rows.toLocaleString('en')}-row "CreditTransaction":`,
+  );
+  const indexBuild = await measureIndexBuild(data.url, log);
+  const noMigration = indexBuild.find((r) => r.name === 'none');
+  for (const r of indexBuild) {
+    log(
+      `  ${r.name.padEnd(12)} window ${Math.round(r.windowMs)} ms, ${r.deductions} deductions: ` +
+        `p50 ${r.p50Ms.toFixed(1)} ms, p99 ${r.p99Ms.toFixed(1)} ms, max ${r.maxMs.toFixed(1)} ms`,
+    );
+    // Against the same figure with no migration running.
+    if (r.name !== 'none' && noMigration) {
+      figures.push(figure(`deduct_p99_during_index_${r.name}`, r.p99Ms, 'ms', noMigration.p99Ms));
+      figures.push(figure(`deduct_max_during_index_${r.name}`, r.maxMs, 'ms', noMigration.maxMs));
+    }
+  }
+  if (onlyIndexBuild) {
+    await handle.close();
+    await sql.end();
+    await data.close();
+    await pg.teardown();
+    process.exit(0);
+  }
 
   // Halfway through a heavy user's history (each holds 2% of the rows), at most page 200.
   const targets = await readTargets(
