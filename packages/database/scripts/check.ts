@@ -60,8 +60,9 @@ function ungeneratedChanges(): string[] {
 async function checkAgainst(url: string, folder: string): Promise<number> {
   const started = performance.now();
   console.log(`Comparing ${redactUrl(url)} with what the migrations of ${folder} build.`);
-  const expected = await referenceCatalog(folder, { log: (line) => console.log(line) });
+  // The live database first: a wrong URL fails before anything is built.
   const actual = await readCatalog(url);
+  const expected = await referenceCatalog(folder, { log: (line) => console.log(line) });
   const differences = compareCatalogs(expected, actual);
   if (differences.length > 0) {
     console.error(
@@ -120,7 +121,10 @@ if (values.against) {
     (code) => process.exit(code),
     (error: unknown) => {
       console.error(
-        `✗ db:check --against failed: ${error instanceof Error ? error.message : String(error)}`,
+        `✗ db:check --against could not compare ${redactUrl(values.against ?? '')}: ` +
+          `${error instanceof Error ? error.message : String(error)}. Check that the URL is right ` +
+          'and the server accepts connections from here (and, for the throwaway build, that ' +
+          'TEST_DATABASE_URL, if set, points at a server where databases can be created).',
       );
       process.exit(1);
     },

@@ -468,10 +468,12 @@ export async function migrate(url: string, options: MigrateOptions = {}): Promis
         if (!lockTimedOut(error) || attempt >= retries) throw error;
         attempt++;
         const delay = retryDelayMs * 2 ** (attempt - 1);
-        const failed = error as MigrationFailedError;
+        const failed = error as MigrationFailedError | NonTransactionalMigrationFailedError;
+        const undone =
+          failed instanceof NonTransactionalMigrationFailedError ? 'stopped' : 'rolled back';
         log(
           `  ↻ ${failed.migration}: lock_timeout (${context.timeouts.lockMs} ms) waiting for a lock; ` +
-            `rolled back, retry ${attempt} of ${retries} in ${(delay / 1000).toFixed(1)} s`,
+            `${undone}, retry ${attempt} of ${retries} in ${(delay / 1000).toFixed(1)} s`,
         );
         await new Promise((resolve) => setTimeout(resolve, delay));
         continue;
