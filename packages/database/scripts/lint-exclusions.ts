@@ -25,6 +25,8 @@ export const excludedRules: Record<string, string> = {
     'db:migrate sets statement_timeout for every migration statement (--statement-timeout)',
   'prefer-robust-stmts':
     'migrations run in one transaction, all or nothing, so a partly applied migration cannot exist; no-transaction ones are documented to be repeatable',
+  'require-enum-value-ordering':
+    'drizzle-kit writes ADD VALUE without BEFORE/AFTER when a value is appended in schema.ts, the intended order; db:check --against compares enum order',
   'prefer-bigint-over-int':
     'amounts and balances are int4 on purpose (1 to 2,147,483,647, checked by the ledger)',
 };

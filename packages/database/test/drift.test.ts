@@ -155,9 +155,12 @@ describe('pnpm db:baseline', () => {
     }
     const result = await baselineCommand('--to', '0002_credit_ledger_triggers');
     expect(result.code, result.stderr).toBe(0);
-    expect(result.stdout).toContain('1 pending for pnpm db:migrate');
+    const later = readMigrations(folder.dir)
+      .map((m) => m.name)
+      .slice(3);
+    expect(result.stdout).toContain(`${later.length} pending for pnpm db:migrate`);
     const migrated = await migrate(database.url, { migrationsFolder: folder.dir });
-    expect(migrated.applied.map((m) => m.name)).toEqual(['0003_credit_ledger_integrity']);
+    expect(migrated.applied.map((m) => m.name)).toEqual(later);
   });
 
   it('refuses a database whose schema differs, printing each difference and recording nothing', async () => {

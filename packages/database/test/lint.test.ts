@@ -97,6 +97,17 @@ describe('pnpm db:lint', () => {
     expect(result.stdout).toContain('edited-migration check skipped: no origin/main or main');
   });
 
+  it('passes an enum value used only inside a function body of the migration that adds it', async () => {
+    folder.add('feature_summary', [
+      `ALTER TYPE "public"."feature_type" ADD VALUE 'summary';`,
+      `CREATE FUNCTION "public"."is_summary"(f "public"."feature_type") RETURNS boolean
+LANGUAGE sql AS $$ SELECT f = 'summary' $$;`,
+    ]);
+    const result = await run();
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+  });
+
   it('fails a package script that runs drizzle-kit push', async () => {
     writeFileSync(
       path.join(root, 'package.json'),

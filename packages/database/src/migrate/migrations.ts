@@ -79,6 +79,17 @@ export function enumValuesAddedBy(statement: string): EnumValueAdded[] {
   }));
 }
 
+/**
+ * SQL with its comments and dollar-quoted bodies (function and DO bodies) blanked out:
+ * what runs when the statement runs, not when a function it defines is later called.
+ */
+export function withoutBodiesAndComments(sql: string): string {
+  return sql
+    .replace(/\$([A-Za-z_][A-Za-z0-9_]*)?\$[\s\S]*?\$\1\$/g, ' ')
+    .replace(/\/\*[\s\S]*?\*\//g, ' ')
+    .replace(/--[^\n]*/g, ' ');
+}
+
 /** Whether SQL mentions an enum value as a string literal (a use, as far as text can tell). */
 export function usesEnumValue(sql: string, value: string): boolean {
   return sql.includes(`'${value.replaceAll("'", "''")}'`);
