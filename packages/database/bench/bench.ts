@@ -12,7 +12,7 @@ import { createDatabase } from '../src/client.js';
 import { rangeQuery, userHistoryQuery } from '../src/credits/history.js';
 import { verifyLedger } from '../src/credits/verify.js';
 import { defaultMigrationsFolder, migrate } from '../src/migrate/index.js';
-import { measureIndexBuild } from './index-build.js';
+import { indexBuildFigures } from './index-build.js';
 import { measureMigration } from './migration.js';
 import { planSummary } from './plans.js';
 import { measureReads, readTargets } from './reads.js';
@@ -85,22 +85,7 @@ try {
       `${Math.round((seed.tableBytes + seed.indexBytes) / rows)} bytes per row`,
   );
 
-  log(
-    `deductions of 16 clients while db:migrate adds an index to the ${rows.toLocaleString('en')}-row "CreditTransaction":`,
-  );
-  const indexBuild = await measureIndexBuild(data.url, log);
-  const noMigration = indexBuild.find((r) => r.name === 'none');
-  for (const r of indexBuild) {
-    log(
-      `  ${r.name.padEnd(12)} window ${Math.round(r.windowMs)} ms, ${r.deductions} deductions: ` +
-        `p50 ${r.p50Ms.toFixed(1)} ms, p99 ${r.p99Ms.toFixed(1)} ms, max ${r.maxMs.toFixed(1)} ms`,
-    );
-    // Against the same figure with no migration running.
-    if (r.name !== 'none' && noMigration) {
-      figures.push(figure(`deduct_p99_during_index_${r.name}`, r.p99Ms, 'ms', noMigration.p99Ms));
-      figures.push(figure(`deduct_max_during_index_${r.name}`, r.maxMs, 'ms', noMigration.maxMs));
-    }
-  }
+  figures.push(...(await indexBuildFigures(data.url, rows, log)));
   if (onlyIndexBuild) {
     await handle.close();
     await sql.end();

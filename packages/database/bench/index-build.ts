@@ -6,7 +6,7 @@ import { createDatabase } from '../src/client.js';
 import { deductCredits } from '../src/credits/index.js';
 import { defaultMigrationsFolder, migrate } from '../src/migrate/index.js';
 import { appendMigration } from '../src/migrate/journal.js';
-import { percentile } from './stats.js';
+import { type Figure, figure, percentile } from './stats.js';
 
 const CLIENTS = 16;
 
@@ -104,4 +104,29 @@ export async function measureIndexBuild(
     await close();
     await admin.end();
   }
+}
+
+/** Runs measureIndexBuild, prints each scenario, and returns its figures (beside no migration). */
+export async function indexBuildFigures(
+  url: string,
+  rows: number,
+  log: (line: string) => void,
+): Promise<Figure[]> {
+  log(
+    `deductions of ${CLIENTS} clients while db:migrate adds an index to the ${rows.toLocaleString('en')}-row "CreditTransaction":`,
+  );
+  const scenarios = await measureIndexBuild(url, log);
+  const none = scenarios.find((r) => r.name === 'none');
+  const figures: Figure[] = [];
+  for (const r of scenarios) {
+    log(
+      `  ${r.name.padEnd(12)} window ${Math.round(r.windowMs)} ms, ${r.deductions} deductions: ` +
+        `p50 ${r.p50Ms.toFixed(1)} ms, p99 ${r.p99Ms.toFixed(1)} ms, max ${r.maxMs.toFixed(1)} ms`,
+    );
+    if (r.name !== 'none' && none) {
+      figures.push(figure(`deduct_p99_during_index_${r.name}`, r.p99Ms, 'ms', none.p99Ms));
+      figures.push(figure(`deduct_max_during_index_${r.name}`, r.maxMs, 'ms', none.maxMs));
+    }
+  }
+  return figures;
 }
