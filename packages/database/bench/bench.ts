@@ -14,6 +14,7 @@ import { rangeQuery, userHistoryQuery } from '../src/credits/history.js';
 import { verifyLedger } from '../src/credits/verify.js';
 import { defaultMigrationsFolder, migrate } from '../src/migrate/index.js';
 import { createUsers, measureExpiry, measureHeldBalance, measureHoldWrites } from './holds.js';
+import { indexBuildFigures } from './index-build.js';
 import { measureMigration } from './migration.js';
 import { planSummary } from './plans.js';
 import { measureReads, readTargets } from './reads.js';
@@ -33,9 +34,15 @@ const { values } = parseArgs({
     'expired-holds': { type: 'string', default: '100000' },
     'holds-per-user': { type: 'string', default: '10' },
     'expire-batch': { type: 'string', default: '10000' },
+    // Runs only the seeding and the index-build benchmark.
+    only: { type: 'string' },
   },
 });
-const int = (name: Exclude<keyof typeof values, 'holds'>) => {
+if (values.only !== undefined && values.only !== 'index-build') {
+  throw new Error(`--only takes index-build, got ${values.only}`);
+}
+const onlyIndexBuild = values.only === 'index-build';
+const int = (name: Exclude<keyof typeof values, 'holds' | 'only'>) => {
   const n = Number(String(values[name]).replaceAll('_', ''));
   if (!Number.isSafeInteger(n) || n <= 0)
     throw new Error(`--${name} must be a positive integer, got ${values[name]}`);
@@ -65,8 +72,8 @@ log(
 
 const figures: Figure[] = [];
 if (!holdsOnly) await measureTrail();
-await measureHolds();
-if (!holdsOnly)
+if (!onlyIndexBuild) await measureHolds();
+if (!holdsOnly && !onlyIndexBuild)
   figures.push(
     await measureMigration(() => pg.createDatabase({ empty: true }), int('migration-runs')),
   );
@@ -98,6 +105,9 @@ async function measureTrail(): Promise<void> {
       `"CreditTransaction": table ${mib(seed.tableBytes)}, indexes ${mib(seed.indexBytes)}, ` +
         `${Math.round((seed.tableBytes + seed.indexBytes) / rows)} bytes per row`,
     );
+
+    figures.push(...(await indexBuildFigures(data.url, rows, log)));
+    if (onlyIndexBuild) return;
 
     // Halfway through a heavy user's history (each holds 2% of the rows), at most page 200.
     const targets = await readTargets(

@@ -1,10 +1,14 @@
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { readJournal } from '../src/migrate/migrations.js';
+import { parseArgs } from 'node:util';
+import { compareCatalogs, describeDifference, readCatalog } from '../src/migrate/catalog.js';
+import { layoutProblems } from '../src/migrate/journal.js';
+import { redactUrl } from '../src/migrate/redact.js';
 import { drizzleKitBin } from './drizzle-kit-bin.js';
+import { referenceCatalog } from './reference-schema.js';
 
 /**
  * `pnpm db:check`: fails when the migrations folder is inconsistent (journal, SQL files
@@ -15,51 +19,6 @@ import { drizzleKitBin } from './drizzle-kit-bin.js';
 const packageDir = fileURLToPath(new URL('..', import.meta.url));
 const migrationsDir = path.join(packageDir, 'drizzle');
 const schemaFile = path.join(packageDir, 'src', 'schema.ts');
-
-interface Snapshot {
-  id: string;
-  prevId: string;
-}
-
-function consistencyProblems(dir: string): string[] {
-  const problems: string[] = [];
-  const journalPath = path.join(dir, 'meta', '_journal.json');
-  if (!existsSync(journalPath)) return [`${journalPath} is missing.`];
-  const journal = readJournal(dir);
-  const tags = new Set(journal.entries.map((e) => e.tag));
-
-  for (const file of readdirSync(dir).filter((f) => f.endsWith('.sql'))) {
-    if (!tags.has(file.slice(0, -4))) problems.push(`${file} is not in meta/_journal.json.`);
-  }
-  let previousId = '00000000-0000-0000-0000-000000000000';
-  journal.entries.forEach((entry, position) => {
-    if (entry.idx !== position)
-      problems.push(`Journal entry ${entry.tag} has idx ${entry.idx}, expected ${position}.`);
-    if (!existsSync(path.join(dir, `${entry.tag}.sql`)))
-      problems.push(`${entry.tag}.sql is in the journal but missing.`);
-    const snapshotPath = path.join(
-      dir,
-      'meta',
-      `${String(entry.idx).padStart(4, '0')}_snapshot.json`,
-    );
-    if (!existsSync(snapshotPath)) {
-      problems.push(`meta/${path.basename(snapshotPath)} (snapshot of ${entry.tag}) is missing.`);
-      return;
-    }
-    const snapshot = JSON.parse(readFileSync(snapshotPath, 'utf8')) as Snapshot;
-    if (snapshot.prevId !== previousId) {
-      problems.push(
-        `meta/${path.basename(snapshotPath)} does not follow the previous snapshot (prevId ${snapshot.prevId}).`,
-      );
-    }
-    previousId = snapshot.id;
-  });
-  const snapshots = readdirSync(path.join(dir, 'meta')).filter((f) => f.endsWith('_snapshot.json'));
-  if (snapshots.length !== journal.entries.length) {
-    problems.push(`${snapshots.length} snapshots for ${journal.entries.length} journal entries.`);
-  }
-  return problems;
-}
 
 // drizzle-kit reads `--out` relative to its working directory, even when it is absolute.
 function drizzleKitRun(cwd: string, args: string[]): { status: number; output: string } {
@@ -94,9 +53,37 @@ function ungeneratedChanges(): string[] {
   }
 }
 
+/**
+ * `db:check --against <url>`: builds what the migrations produce in a throwaway database
+ * and compares it with the live one, object by object. Read-only on the live database.
+ */
+async function checkAgainst(url: string, folder: string): Promise<number> {
+  const started = performance.now();
+  console.log(`Comparing ${redactUrl(url)} with what the migrations of ${folder} build.`);
+  // The live database first: a wrong URL fails before anything is built.
+  const actual = await readCatalog(url);
+  const expected = await referenceCatalog(folder, { log: (line) => console.log(line) });
+  const differences = compareCatalogs(expected, actual);
+  if (differences.length > 0) {
+    console.error(
+      `✗ ${differences.length} difference${differences.length === 1 ? '' : 's'} between the migrations and ${redactUrl(url)}:`,
+    );
+    for (const d of differences) console.error(`  ${describeDifference(d)}`);
+    console.error(
+      'Undo the hand-made changes (or put them in a migration), or, for triggers lost to ' +
+        'drizzle-kit push, build the database with pnpm db:migrate.',
+    );
+    return 1;
+  }
+  console.log(
+    `✓ ${redactUrl(url)} matches the migrations: ${expected.size} objects compared in ${Math.round(performance.now() - started)} ms.`,
+  );
+  return 0;
+}
+
 function main(): number {
   const started = performance.now();
-  const problems = consistencyProblems(migrationsDir);
+  const problems = layoutProblems(migrationsDir);
   const kitCheck = drizzleKitRun(packageDir, ['check', '--dialect=postgresql', '--out=drizzle']);
   if (kitCheck.status !== 0 || !/Everything's fine/.test(kitCheck.output))
     problems.push(`drizzle-kit check failed:\n${kitCheck.output.trim()}`);
@@ -123,4 +110,25 @@ function main(): number {
   return 0;
 }
 
-process.exitCode = main();
+const { values } = parseArgs({
+  options: {
+    against: { type: 'string' },
+    migrations: { type: 'string', default: migrationsDir },
+  },
+});
+if (values.against) {
+  checkAgainst(values.against, path.resolve(values.migrations)).then(
+    (code) => process.exit(code),
+    (error: unknown) => {
+      console.error(
+        `✗ db:check --against could not compare ${redactUrl(values.against ?? '')}: ` +
+          `${error instanceof Error ? error.message : String(error)}. Check that the URL is right ` +
+          'and the server accepts connections from here (and, for the throwaway build, that ' +
+          'TEST_DATABASE_URL, if set, points at a server where databases can be created).',
+      );
+      process.exit(1);
+    },
+  );
+} else {
+  process.exitCode = main();
+}

@@ -18,7 +18,7 @@ import { LOCAL_DATABASE_NAME, LOCAL_POSTGRES_PORT, localDatabaseUrl } from './lo
 export interface DatabaseTarget {
   url: string;
   /** Where the URL came from, for the log. */
-  source: 'DATABASE_URL' | 'local server (already running)' | 'local server (started)';
+  source: DatabaseUrlVariable | 'local server (already running)' | 'local server (started)';
   /** Stops the embedded server if this call started it. */
   stop: () => Promise<void>;
 }
@@ -107,15 +107,40 @@ export async function localServer(
 }
 
 /**
- * The database to work on: DATABASE_URL when set; else, outside CI, the local embedded
- * PostgreSQL. In CI a missing DATABASE_URL is an error, never a silent local server.
+ * The variables that name the database, in the order they are preferred. Hosts that pool
+ * connections (Neon's Vercel integration, Supabase) put a transaction-mode pooler's URL in
+ * DATABASE_URL and the direct one in these: migrations want the direct one.
+ */
+export const DATABASE_URL_VARIABLES = [
+  'DATABASE_URL_UNPOOLED',
+  'POSTGRES_URL_NON_POOLING',
+  'DATABASE_URL',
+] as const;
+export type DatabaseUrlVariable = (typeof DATABASE_URL_VARIABLES)[number];
+
+/** The first of DATABASE_URL_VARIABLES that is set, with its name. */
+export function databaseUrlFromEnv(
+  env: NodeJS.ProcessEnv,
+): { url: string; variable: DatabaseUrlVariable } | undefined {
+  for (const variable of DATABASE_URL_VARIABLES) {
+    const url = env[variable];
+    if (url) return { url, variable };
+  }
+  return undefined;
+}
+
+/**
+ * The database to work on: the first of DATABASE_URL_UNPOOLED, POSTGRES_URL_NON_POOLING and
+ * DATABASE_URL that is set; else, outside CI, the local embedded PostgreSQL. In CI a
+ * missing URL is an error, never a silent local server.
  */
 export async function resolveDatabaseTarget(
   env: NodeJS.ProcessEnv,
   log: (line: string) => void,
 ): Promise<DatabaseTarget> {
-  if (env.DATABASE_URL) {
-    return { url: env.DATABASE_URL, source: 'DATABASE_URL', stop: async () => {} };
+  const configured = databaseUrlFromEnv(env);
+  if (configured) {
+    return { url: configured.url, source: configured.variable, stop: async () => {} };
   }
   if (isCi(env)) throw new DatabaseUrlRequiredError();
   return localServer(env, log);

@@ -82,6 +82,28 @@ describe('pnpm db:migrate', () => {
     );
   });
 
+  it('prefers DATABASE_URL_UNPOOLED, then POSTGRES_URL_NON_POOLING, over DATABASE_URL, naming the one used without its password', async () => {
+    const role = await passwordRole(database.url, inject('testPostgres').serverUrl);
+    afterDrop.push(role.drop);
+    // A pooled URL that would fail if used: nothing listens on port 1.
+    const pooled = 'postgres://app:pooled-secret@127.0.0.1:1/db';
+    const unpooled = await runScript(cli, ['migrate'], {
+      env: { DATABASE_URL: pooled, DATABASE_URL_UNPOOLED: role.url },
+    });
+    expect(unpooled.code, unpooled.stderr).toBe(0);
+    expect(unpooled.stdout).toMatch(
+      /Database: postgres:\/\/\w+:\*\*\*@\S+ \(DATABASE_URL_UNPOOLED\)/,
+    );
+    const nonPooling = await runScript(cli, ['status'], {
+      env: { DATABASE_URL: pooled, POSTGRES_URL_NON_POOLING: role.url },
+    });
+    expect(nonPooling.code, nonPooling.stderr).toBe(0);
+    expect(nonPooling.stdout).toMatch(/\(POSTGRES_URL_NON_POOLING\)/);
+    const output = unpooled.stdout + unpooled.stderr + nonPooling.stdout + nonPooling.stderr;
+    expect(output).not.toContain(role.password);
+    expect(output).not.toContain('pooled-secret');
+  });
+
   it('in CI without DATABASE_URL exits 1 saying DATABASE_URL is required', async () => {
     const result = await runScript(cli, ['migrate'], { env: { CI: 'true' } });
     expect(result.code).toBe(1);
@@ -210,5 +232,36 @@ describe('pnpm db:status', () => {
     expect(result.stdout).toMatch(/applied +0000_init/);
     expect(result.stdout).toMatch(new RegExp(`pending +${next}`));
     expect(result.stdout).toMatch(/\d+ applied, 1 pending, 0 changed, 0 unknown\./);
+  });
+});
+
+describe('pnpm db:status --exit-code / --json', () => {
+  it('--exit-code exits 1 while a migration is pending and 0 once none is', async () => {
+    const env = { DATABASE_URL: database.url };
+    const args = ['status', '--exit-code', '--migrations', folder.dir];
+    const before = await runScript(cli, args, { env });
+    expect(before.code).toBe(1);
+    expect(before.stderr).toMatch(
+      /✗ \d+ migrations are pending \(--exit-code\): run pnpm db:migrate\./,
+    );
+    await runScript(cli, ['migrate', '--migrations', folder.dir], { env });
+    const after = await runScript(cli, args, { env });
+    expect(after.code, after.stderr).toBe(0);
+  });
+
+  it('--json prints one JSON document with each state and the counts, and nothing else on stdout', async () => {
+    const env = { DATABASE_URL: database.url };
+    await runScript(cli, ['migrate', '--migrations', folder.dir], { env });
+    const next = folder.add('next', ['SELECT 1']);
+    folder.edit('0000_init', '\n-- edited');
+    const result = await runScript(cli, ['status', '--json', '--migrations', folder.dir], { env });
+    expect(result.code).toBe(1);
+    const report = JSON.parse(result.stdout);
+    expect(report.source).toBe('DATABASE_URL');
+    expect(report.ok).toBe(false);
+    expect(report.counts).toMatchObject({ pending: 1, changed: 1, unknown: 0 });
+    expect(report.migrations[0]).toEqual({ name: '0000_init', state: 'changed' });
+    expect(report.migrations.at(-1)).toEqual({ name: next, state: 'pending' });
+    expect(result.stderr).toContain('Database: ');
   });
 });

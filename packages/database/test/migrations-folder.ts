@@ -1,8 +1,8 @@
-import { appendFileSync, cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { defaultMigrationsFolder } from '../src/migrate/index.js';
-import { readJournal } from '../src/migrate/migrations.js';
+import { appendMigration, truncateJournal } from '../src/migrate/journal.js';
 
 /**
  * A temporary copy of the package's migrations folder that a test may extend or edit,
@@ -15,29 +15,14 @@ export class MigrationsFolder {
     cpSync(defaultMigrationsFolder, this.dir, { recursive: true });
   }
 
-  private get journalPath() {
-    return path.join(this.dir, 'meta', '_journal.json');
-  }
-
   /** Appends a migration after the existing ones; `statements` are split by breakpoints. */
   add(name: string, statements: string[]): string {
-    const journal = readJournal(this.dir);
-    const last = journal.entries.at(-1);
-    const idx = journal.entries.length;
-    const tag = `${String(idx).padStart(4, '0')}_${name}`;
-    journal.entries.push({
-      idx,
-      version: last?.version ?? '7',
-      when: (last?.when ?? Date.now()) + 1000,
-      tag,
-      breakpoints: true,
-    });
-    writeFileSync(this.journalPath, JSON.stringify(journal, null, 2));
-    writeFileSync(
-      path.join(this.dir, `${tag}.sql`),
-      statements.join('\n--> statement-breakpoint\n'),
-    );
-    return tag;
+    return appendMigration(this.dir, name, statements);
+  }
+
+  /** Drops every migration after `name` from the journal (a checkout of an older commit). */
+  truncateAfter(name: string): void {
+    truncateJournal(this.dir, name);
   }
 
   /** Changes an existing migration's file, as an edit after it was applied would. */

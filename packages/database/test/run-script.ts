@@ -17,7 +17,14 @@ interface ScriptOptions {
 /** This process's environment without the variables that pick a database, plus `extra`. */
 function scriptEnv(extra: ScriptOptions['env'] = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const name of ['DATABASE_URL', 'CI', 'LOCAL_POSTGRES_PORT', 'LOCAL_POSTGRES_DIR'])
+  for (const name of [
+    'DATABASE_URL',
+    'DATABASE_URL_UNPOOLED',
+    'POSTGRES_URL_NON_POOLING',
+    'CI',
+    'LOCAL_POSTGRES_PORT',
+    'LOCAL_POSTGRES_DIR',
+  ])
     delete env[name];
   for (const [name, value] of Object.entries(extra)) {
     if (value === undefined) delete env[name];

@@ -18,6 +18,12 @@ export {
 } from './database.js';
 export { startTestPostgres, type TestPostgres, type TestPostgresOptions } from './harness.js';
 export { removeLeftoverDatabases } from './leftovers.js';
+export {
+  findPgBouncer,
+  type PgBouncer,
+  type PgBouncerOptions,
+  startPgBouncer,
+} from './pgbouncer.js';
 export { PROVIDERS, type ProviderName, startTestServer, type TestServer } from './server.js';
 export { setupTestPostgres, type TestPostgresSetupOptions } from './setup.js';
 export { acquireTemplate, hashFolder, releaseTemplate, templateName } from './template.js';

@@ -1,4 +1,5 @@
 import { DatabaseError } from '../errors.js';
+import { redactUrl } from './redact.js';
 
 /** Another migrator held the migration lock for longer than the wait allowed. */
 export class MigrationLockTimeoutError extends DatabaseError {
@@ -43,7 +44,7 @@ export class UnknownAppliedMigrationError extends DatabaseError {
   }
 }
 
-/** A statement of a pending migration failed; the whole run was rolled back. */
+/** A statement of a pending migration failed; its transaction was rolled back. */
 export class MigrationFailedError extends DatabaseError {
   readonly code = 'MIGRATION_FAILED';
 
@@ -52,12 +53,79 @@ export class MigrationFailedError extends DatabaseError {
     readonly statement: string,
     readonly sqlState: string | undefined,
     cause: unknown,
+    /** Migrations this run committed before the failing transaction (earlier steps). */
+    readonly appliedBefore: string[] = [],
   ) {
     const reason = cause instanceof Error ? cause.message : String(cause);
+    const state =
+      appliedBefore.length === 0
+        ? 'Every pending migration of this run was rolled back; the database is as it was.'
+        : `Its transaction was rolled back; ${appliedBefore.join(', ')} had been committed ` +
+          'before it (they needed a transaction of their own) and stay applied.';
+    const next =
+      sqlState === '55P03'
+        ? ' A lock was not granted within the statement lock timeout, even after the retries: ' +
+          'find the long transaction holding it (pg_stat_activity, pg_locks), then run again, or ' +
+          'raise --statement-lock-timeout.'
+        : ' Fix the migration and run again.';
     super(
-      `Migration ${migration} failed: ${reason}${sqlState ? ` (SQLSTATE ${sqlState})` : ''}. ` +
-        'Every pending migration of this run was rolled back; the database is as it was.',
+      `Migration ${migration} failed: ${reason}${sqlState ? ` (SQLSTATE ${sqlState})` : ''}. ${state}${next}`,
       { cause },
+    );
+  }
+}
+
+/**
+ * A statement of a migration that runs outside a transaction failed: the statements
+ * before it stay committed, and a concurrent index build may have left an INVALID index.
+ */
+export class NonTransactionalMigrationFailedError extends DatabaseError {
+  readonly code = 'MIGRATION_FAILED';
+
+  constructor(
+    readonly migration: string,
+    readonly statement: string,
+    readonly sqlState: string | undefined,
+    readonly completedStatements: number,
+    readonly totalStatements: number,
+    /** An INVALID index the failed `CREATE INDEX CONCURRENTLY` left, if any. */
+    readonly invalidIndex: string | undefined,
+    cause: unknown,
+  ) {
+    const reason = cause instanceof Error ? cause.message : String(cause);
+    const left =
+      completedStatements === 0
+        ? 'No statement of it had completed'
+        : `${completedStatements} of its ${totalStatements} statements had completed and stay committed`;
+    const index = invalidIndex
+      ? ` The build left the INVALID index ${invalidIndex} (it slows writes and serves no query); ` +
+        'the next run drops it before building it again, or drop it now with ' +
+        `DROP INDEX CONCURRENTLY ${invalidIndex}.`
+      : '';
+    super(
+      `Migration ${migration} (outside a transaction) failed: ${reason}` +
+        `${sqlState ? ` (SQLSTATE ${sqlState})` : ''}. ${left}; it is not recorded as applied.` +
+        `${index} Fix the cause and run again: the whole migration runs again, so its ` +
+        'statements must be safe to repeat (IF NOT EXISTS / IF EXISTS).',
+      { cause },
+    );
+  }
+}
+
+/** A transaction-mode pooler refused the session settings a no-transaction migration needs. */
+export class PoolerRefusesSessionSettingsError extends DatabaseError {
+  readonly code = 'MIGRATION_NEEDS_DIRECT_CONNECTION';
+
+  constructor(
+    readonly migration: string,
+    reason: string,
+    url: string,
+  ) {
+    super(
+      `Migration ${migration} must run outside a transaction (${reason}), which needs a direct ` +
+        `session, but ${redactUrl(url)} refuses session settings: it is a transaction-mode ` +
+        'pooler. Nothing of it was applied. Set DATABASE_URL_UNPOOLED to the direct (unpooled) ' +
+        'URL and run again.',
     );
   }
 }
@@ -72,5 +140,18 @@ export class DatabaseUrlRequiredError extends DatabaseError {
         'e.g. DATABASE_URL=postgres://user:password@host:5432/db. (Outside CI, an embedded ' +
         'PostgreSQL is started instead.)',
     );
+  }
+}
+
+/** db:baseline found a reason not to record migrations as applied; it recorded nothing. */
+export class BaselineRefusedError extends DatabaseError {
+  readonly code = 'BASELINE_REFUSED';
+
+  constructor(
+    message: string,
+    /** One line per difference, when the schema does not match the migrations. */
+    readonly differences: string[] = [],
+  ) {
+    super(`${message} Nothing was recorded.`);
   }
 }

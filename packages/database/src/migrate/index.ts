@@ -1,11 +1,27 @@
+export { type BaselineOptions, type BaselineResult, baseline } from './baseline.js';
 export {
+  type Catalog,
+  type CatalogDifference,
+  compareCatalogs,
+  describeDifference,
+  readCatalog,
+} from './catalog.js';
+export {
+  BaselineRefusedError,
   DatabaseUrlRequiredError,
   MigrationChecksumMismatchError,
   MigrationFailedError,
   MigrationLockTimeoutError,
+  NonTransactionalMigrationFailedError,
+  PoolerRefusesSessionSettingsError,
   UnknownAppliedMigrationError,
 } from './errors.js';
-export { type MigrationFile, readMigrations } from './migrations.js';
+export {
+  type MigrationFile,
+  NO_TRANSACTION_MARKER,
+  readMigrations,
+  type TransactionMode,
+} from './migrations.js';
 export {
   type AppliedMigration,
   defaultMigrationsFolder,
