@@ -85,7 +85,6 @@ export async function holdCredits(
   return holdResult(await apply(db, { operation: 'hold', ...parseChange(holdInput, input) }));
 }
 
-
 /** The hold a holdId names, for an error that says why none was closed. */
 async function missingHold(
   db: Database | Transaction,
