@@ -286,6 +286,25 @@ export class HoldNotDueError extends CreditsError {
 
 // postgres.js names the fields table_name, column_name, constraint_name; node-postgres and
 // PGlite (pg-protocol's DatabaseError) table, column, constraint.
+/**
+ * A statement prepared on one server connection was missing on the next: a transaction-mode
+ * pooler without prepared-statement support (PgBouncer before 1.21, Neon's and Supabase's
+ * pooled URLs) between the app and the server, with prepared statements on. Nothing was
+ * written by the failed statement.
+ */
+export class PreparedStatementsUnsupportedError extends CreditsError {
+  readonly code = 'PREPARED_STATEMENTS_UNSUPPORTED';
+
+  constructor(cause: unknown) {
+    super(
+      'The server lost a prepared statement between transactions: a transaction-mode pooler ' +
+        'without prepared-statement support is in the way. Add ?pgbouncer=true to the pooled ' +
+        'URL (or createDatabase(url, { prepare: false })), or use the direct URL.',
+      { cause },
+    );
+  }
+}
+
 interface PgError {
   code?: string;
   detail?: string;
@@ -373,6 +392,8 @@ export function toCreditsError(error: unknown, userId: string): unknown {
         : error;
     case '22003':
       return new BalanceOutOfRangeError(userId);
+    case '26000':
+      return new PreparedStatementsUnsupportedError(error);
     case 'BC012':
       return new HoldNotFoundError(String(detail.holdId), detail.reason as HoldNotFoundReason);
     case 'BC013': {

@@ -19,6 +19,7 @@ export {
   type InvalidRefundReason,
   InvalidRefundTargetError,
   LedgerNotInstalledError,
+  PreparedStatementsUnsupportedError,
   RefundExceedsDeductionError,
   ReservationRefundError,
   UnsupportedIsolationError,

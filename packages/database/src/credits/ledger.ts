@@ -6,7 +6,13 @@ import {
   type FeatureType,
   type OperationType,
 } from '../schema.js';
-import { constraintOf, IdempotencyConflictError, sqlStateOf, toCreditsError } from './errors.js';
+import {
+  constraintOf,
+  IdempotencyConflictError,
+  PreparedStatementsUnsupportedError,
+  sqlStateOf,
+  toCreditsError,
+} from './errors.js';
 import { isTransaction, prepared } from './prepared.js';
 import { deductInput, grantInput, parseChange, refundInput } from './validation.js';
 
@@ -168,6 +174,17 @@ export async function apply(
     const rows = await runStatement(db, (target) => insertStatement(target).execute(values));
     const [row] = rows;
     if (!row) throw new Error('INSERT … RETURNING returned no row');
+    // Behind a transaction-mode pooler with prepared statements on, the server can run a
+    // statement another client connection prepared under the same name: never report that
+    // as this change.
+    if (
+      row.userId !== change.userId ||
+      row.operation !== change.operation ||
+      row.amount !== change.amount
+    )
+      throw new PreparedStatementsUnsupportedError(
+        new Error(`the INSERT returned another row (${row.operation} of ${row.amount})`),
+      );
     return result(row, false);
   } catch (error) {
     const constraint = constraintOf(error);
