@@ -1,7 +1,8 @@
 /**
- * `pnpm bench [--rows N] [--holds]`: the package beside its baselines (hand-written SQL
- * through postgres.js, drizzle's own migrate(), the package's own deduction for holds), in
- * one run, on the same data, interleaved. `--holds` runs the credit holds section alone.
+ * `pnpm bench [--rows N] [--holds] [--drivers]`: the package beside its baselines
+ * (hand-written SQL through postgres.js, drizzle's own migrate(), the package's own deduction
+ * for holds, a direct connection for a pooler, postgres.js for node-postgres), in one run, on
+ * the same data, interleaved. `--holds` and `--drivers` run those sections alone (both: both).
  * A benchmark, not a test: it prints figures and never fails on them.
  */
 import { cpus, totalmem } from 'node:os';
@@ -13,6 +14,7 @@ import { createDatabase } from '../src/client.js';
 import { rangeQuery, userHistoryQuery } from '../src/credits/history.js';
 import { verifyLedger } from '../src/credits/verify.js';
 import { defaultMigrationsFolder, migrate } from '../src/migrate/index.js';
+import { measureHistoryDrivers, measurePooledDeductions } from './drivers.js';
 import { createUsers, measureExpiry, measureHeldBalance, measureHoldWrites } from './holds.js';
 import { indexBuildFigures } from './index-build.js';
 import { measureMigration } from './migration.js';
@@ -30,6 +32,9 @@ const { values } = parseArgs({
     ops: { type: 'string', default: '250' },
     'migration-runs': { type: 'string', default: '10' },
     holds: { type: 'boolean', default: false },
+    drivers: { type: 'boolean', default: false },
+    // Rows of the drivers section's own seeded trail (its heavy users get 2% each).
+    'driver-rows': { type: 'string', default: '200000' },
     'open-holds': { type: 'string', default: '1000' },
     'expired-holds': { type: 'string', default: '100000' },
     'holds-per-user': { type: 'string', default: '10' },
@@ -42,14 +47,17 @@ if (values.only !== undefined && values.only !== 'index-build') {
   throw new Error(`--only takes index-build, got ${values.only}`);
 }
 const onlyIndexBuild = values.only === 'index-build';
-const int = (name: Exclude<keyof typeof values, 'holds' | 'only'>) => {
+const int = (name: Exclude<keyof typeof values, 'holds' | 'drivers' | 'only'>) => {
   const n = Number(String(values[name]).replaceAll('_', ''));
   if (!Number.isSafeInteger(n) || n <= 0)
     throw new Error(`--${name} must be a positive integer, got ${values[name]}`);
   return n;
 };
 const rows = int('rows');
-const holdsOnly = values.holds === true;
+// --holds and --drivers pick sections; without either, every section runs.
+const picked = values.holds === true || values.drivers === true;
+const runHolds = !onlyIndexBuild && (!picked || values.holds === true);
+const runDrivers = !onlyIndexBuild && (!picked || values.drivers === true);
 const log = (line: string) => console.log(line);
 const started = performance.now();
 
@@ -67,13 +75,18 @@ const pg = await startTestPostgres({
 log(
   `bench: PostgreSQL ${pg.server.version} (${pg.server.provider}), Node ${process.version}, ` +
     `${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB; ` +
-    (holdsOnly ? 'credit holds only' : `${rows.toLocaleString('en')} rows`),
+    (picked
+      ? [runHolds && 'credit holds', runDrivers && 'drivers and poolers']
+          .filter(Boolean)
+          .join(' and ')
+      : `${rows.toLocaleString('en')} rows`),
 );
 
 const figures: Figure[] = [];
-if (!holdsOnly) await measureTrail();
-if (!onlyIndexBuild) await measureHolds();
-if (!holdsOnly && !onlyIndexBuild)
+if (!picked) await measureTrail();
+if (runHolds) await measureHolds();
+if (runDrivers) await measureDrivers();
+if (!picked && !onlyIndexBuild)
   figures.push(
     await measureMigration(() => pg.createDatabase({ empty: true }), int('migration-runs')),
   );
@@ -214,6 +227,51 @@ async function measureHolds(): Promise<void> {
     await sql.end();
     await sweeper.close();
     await expiry.close();
+  }
+}
+
+/**
+ * Drivers and poolers, each part in a database of its own: deductions through a
+ * transaction-mode PgBouncer against direct, then one user's history through node-postgres
+ * against postgres.js on a seeded trail.
+ */
+async function measureDrivers(): Promise<void> {
+  log('drivers and poolers:');
+  const writes = await pg.createDatabase();
+  const admin = postgres(writes.url, { max: 1, onnotice: () => {} });
+  try {
+    const users = await createUsers(admin, 'driver', 16);
+    figures.push(
+      ...(await measurePooledDeductions(
+        writes.url,
+        pg.server.url,
+        users,
+        int('rounds'),
+        int('ops'),
+        log,
+      )),
+    );
+  } finally {
+    await admin.end();
+    await writes.close();
+  }
+  const reads = await pg.createDatabase();
+  const sql = postgres(reads.url, { max: 1, onnotice: () => {} });
+  try {
+    const seed = await seedTrail(sql, { rows: int('driver-rows'), onProgress: () => {} });
+    const targets = await readTargets(sql, 1);
+    const [count] = await sql<{ n: number }[]>`
+      select count(*)::int as n from "CreditTransaction" where user_id = ${targets.heavyUser}`;
+    log(
+      `  seeded ${seed.rows.toLocaleString('en')} rows in ${((seed.insertMs + seed.indexMs) / 1000).toFixed(1)} s; ` +
+        `the user read has ${count?.n.toLocaleString('en')}`,
+    );
+    figures.push(
+      ...(await measureHistoryDrivers(reads.url, targets.heavyUser, int('iterations'), log)),
+    );
+  } finally {
+    await sql.end();
+    await reads.close();
   }
 }
 

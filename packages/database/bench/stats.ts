@@ -40,6 +40,19 @@ export async function alternate(
   }
 }
 
+/**
+ * Runs every function once per round, `rounds` times, the order rotated by one each round:
+ * with three or more contenders, none always runs first (on the coldest cache) or last.
+ */
+export async function rotate(
+  rounds: number,
+  fns: ((round: number) => Promise<unknown>)[],
+): Promise<void> {
+  for (let round = 0; round < rounds; round++) {
+    for (let i = 0; i < fns.length; i++) await fns[(round + i) % fns.length]?.(round);
+  }
+}
+
 /** The package's call and its baseline, alternated and timed: both samples. */
 export async function interleave(
   iterations: number,
