@@ -2,6 +2,7 @@ import type { ExtractTablesWithRelations } from 'drizzle-orm';
 import type { PgDatabase, PgQueryResultHKT, PgTransaction } from 'drizzle-orm/pg-core';
 import { drizzle, type PostgresJsDatabase } from 'drizzle-orm/postgres-js';
 import postgres from 'postgres';
+import { setOperationTimeout } from './credits/timeout.js';
 import * as schema from './schema.js';
 
 export type Schema = typeof schema;
@@ -34,6 +35,11 @@ export interface DatabaseOptions {
   prepare?: boolean;
   /** Seconds to wait for a connection before the call fails. Default 10. */
   connectTimeout?: number;
+  /**
+   * Milliseconds a credit operation called on this database may take before it throws
+   * OperationTimeoutError (OPERATION_TIMEOUT, retryable). Default: none.
+   */
+  operationTimeoutMs?: number;
 }
 
 export interface DatabaseHandle {
@@ -69,6 +75,7 @@ export function createDatabase(url: string, options: DatabaseOptions = {}): Data
     connection: { application_name: options.applicationName ?? '@bragdoc/database' },
   });
   const db = drizzle(client, { schema });
+  setOperationTimeout(db, options.operationTimeoutMs);
   return {
     db,
     close: (timeoutSeconds = 5) => client.end({ timeout: timeoutSeconds }),

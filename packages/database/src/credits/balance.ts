@@ -4,6 +4,7 @@ import { creditHold, user } from '../schema.js';
 import { sqlStateOf, UserNotFoundError } from './errors.js';
 import { expireCreditHolds } from './holds.js';
 import { prepared } from './prepared.js';
+import { withinBudget } from './timeout.js';
 import { parse, userIdInput } from './validation.js';
 
 export interface CreditBalance {
@@ -44,11 +45,15 @@ function balanceQuery(db: Database | Transaction) {
  * hold that is over; on a read-only connection (a replica) that cannot be written, it is
  * reported as held.
  */
-export async function getCreditBalance(
+export function getCreditBalance(
   db: Database | Transaction,
   userId: string,
 ): Promise<CreditBalance> {
   const id = parse(userIdInput, userId, 'userId');
+  return withinBudget(db, 'getCreditBalance', () => readBalance(db, id));
+}
+
+async function readBalance(db: Database | Transaction, id: string): Promise<CreditBalance> {
   const read = () => balanceQuery(db).execute({ userId: id });
   let [row] = await read();
   if (row?.due) {

@@ -305,6 +305,26 @@ export class PreparedStatementsUnsupportedError extends CreditsError {
   }
 }
 
+/**
+ * A credit operation got no answer within the database's `operationTimeoutMs`. The caller has
+ * control back; the statement may still be applied by the server. Retrying a write is safe
+ * with the same idempotency key (it applies once); without one, read the trail first.
+ */
+export class OperationTimeoutError extends CreditsError {
+  readonly code = 'OPERATION_TIMEOUT';
+  readonly retryable = true;
+
+  constructor(
+    readonly operation: string,
+    readonly timeoutMs: number,
+  ) {
+    super(
+      `${operation} got no answer within ${timeoutMs} ms. It may still be applied: retry it with the same ` +
+        'idempotency key (it applies once), or read the trail before retrying a write without one.',
+    );
+  }
+}
+
 interface PgError {
   code?: string;
   detail?: string;

@@ -15,6 +15,7 @@ import {
 } from './cursor.js';
 import { prepared } from './prepared.js';
 import { runRows } from './rows.js';
+import { withinBudget } from './timeout.js';
 import { historyInput, parse, rangeInput } from './validation.js';
 
 export interface CreditTransactionPage {
@@ -142,13 +143,15 @@ export async function listCreditTransactions(
   const query = prepared(db, `credit_history:${variantKey(variant)}`, () =>
     userHistoryQuery(db, variant),
   );
-  const rows = await runRows(query, {
-    userId: parsed.userId,
-    limit: parsed.limit + 1,
-    ...(parsed.operation ? { operation: parsed.operation } : {}),
-    ...(parsed.featureType ? { featureType: parsed.featureType } : {}),
-    ...(position ? { seq: position.seq } : {}),
-  });
+  const rows = await withinBudget(db, 'listCreditTransactions', () =>
+    runRows(query, {
+      userId: parsed.userId,
+      limit: parsed.limit + 1,
+      ...(parsed.operation ? { operation: parsed.operation } : {}),
+      ...(parsed.featureType ? { featureType: parsed.featureType } : {}),
+      ...(position ? { seq: position.seq } : {}),
+    }),
+  );
   return page(rows, parsed.limit, (last) => encodeSeqCursor({ seq: last.seq }, scope));
 }
 
@@ -162,12 +165,14 @@ export async function listCreditTransactionsInRange(
   const position = parsed.cursor ? decodeTimeCursor(parsed.cursor, scope) : undefined;
   const variant = { cursor: position !== undefined };
   const query = prepared(db, `credit_range:${variantKey(variant)}`, () => rangeQuery(db, variant));
-  const rows = await runRows(query, {
-    from: parsed.from.toISOString(),
-    to: parsed.to.toISOString(),
-    limit: parsed.limit + 1,
-    ...timeCursorValues(position),
-  });
+  const rows = await withinBudget(db, 'listCreditTransactionsInRange', () =>
+    runRows(query, {
+      from: parsed.from.toISOString(),
+      to: parsed.to.toISOString(),
+      limit: parsed.limit + 1,
+      ...timeCursorValues(position),
+    }),
+  );
   return page(rows, parsed.limit, (last) =>
     encodeTimeCursor({ createdAt: last.createdAt, id: last.id }, scope),
   );

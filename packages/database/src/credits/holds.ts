@@ -10,6 +10,7 @@ import {
 import { apply, type CreditChangeInput, type CreditChangeResult, runStatement } from './ledger.js';
 import { prepared, rowsOf } from './prepared.js';
 import { toCreditTransaction } from './rows.js';
+import { withinBudget } from './timeout.js';
 import {
   expireInput,
   holdInput,
@@ -163,11 +164,23 @@ async function close(
  * a hold settled for another amount, voided or expired throws HoldAlreadySettledError,
  * HoldAlreadyVoidedError or HoldExpiredError, and writes nothing.
  */
-export async function settleCreditHold(
+export function settleCreditHold(
   db: Database | Transaction,
   input: SettleInput,
 ): Promise<CreditChangeResult> {
   const parsed = parseChange(settleInput, input);
+  return withinBudget(db, 'settleCreditHold', () => settle(db, parsed));
+}
+
+async function settle(
+  db: Database | Transaction,
+  parsed: {
+    holdId: string;
+    userId?: string | undefined;
+    amount?: number | undefined;
+    metadata?: Record<string, unknown> | undefined;
+  },
+): Promise<CreditChangeResult> {
   try {
     const row = await close(
       db,
@@ -199,15 +212,17 @@ export async function settleCreditHold(
  * A hold settled, voided or expired already throws (HOLD_ALREADY_SETTLED, …) and writes
  * nothing.
  */
-export async function voidCreditHold(
+export function voidCreditHold(
   db: Database | Transaction,
   input: VoidInput,
 ): Promise<CreditChangeResult> {
   const parsed = parseChange(voidInput, input);
   const metadata =
     parsed.reason === undefined ? parsed.metadata : { ...parsed.metadata, reason: parsed.reason };
-  const row = await close(db, 'void', parsed.holdId, parsed.userId, undefined, metadata);
-  return { transaction: row, balance: row.balanceAfter, replayed: false };
+  return withinBudget(db, 'voidCreditHold', async () => {
+    const row = await close(db, 'void', parsed.holdId, parsed.userId, undefined, metadata);
+    return { transaction: row, balance: row.balanceAfter, replayed: false };
+  });
 }
 
 /**
@@ -226,10 +241,12 @@ export async function expireCreditHolds(
     target.execute(
       sql`select * from public.credit_holds_expire(${parsed.limit}::int4, ${parsed.userId ?? null}::uuid)`,
     );
-  try {
-    const rows = rowsOf(await runStatement(db, statement));
-    return { expired: rows.map(toCreditTransaction) };
-  } catch (error) {
-    throw toCreditsError(error, parsed.userId ?? '');
-  }
+  return withinBudget(db, 'expireCreditHolds', async () => {
+    try {
+      const rows = rowsOf(await runStatement(db, statement));
+      return { expired: rows.map(toCreditTransaction) };
+    } catch (error) {
+      throw toCreditsError(error, parsed.userId ?? '');
+    }
+  });
 }

@@ -19,6 +19,7 @@ export {
   type InvalidRefundReason,
   InvalidRefundTargetError,
   LedgerNotInstalledError,
+  OperationTimeoutError,
   PreparedStatementsUnsupportedError,
   RefundExceedsDeductionError,
   ReservationRefundError,
@@ -59,6 +60,7 @@ export {
   type ReservationOptions,
   withCreditReservation,
 } from './reservation.js';
+export { setOperationTimeout } from './timeout.js';
 export {
   DEFAULT_HOLD_EXPIRY_MS,
   DEFAULT_PAGE_SIZE,

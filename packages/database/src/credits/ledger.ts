@@ -14,6 +14,7 @@ import {
   toCreditsError,
 } from './errors.js';
 import { isTransaction, prepared } from './prepared.js';
+import { withinBudget } from './timeout.js';
 import { deductInput, grantInput, parseChange, refundInput } from './validation.js';
 
 export interface CreditChangeInput {
@@ -156,10 +157,11 @@ export function runStatement<T>(
  * record balance_after, and apply it to "User", all in this statement, so the balance and
  * its audit row are written together or not at all.
  */
-export async function apply(
-  db: Database | Transaction,
-  change: Change,
-): Promise<CreditChangeResult> {
+export function apply(db: Database | Transaction, change: Change): Promise<CreditChangeResult> {
+  return withinBudget(db, `${change.operation}Credits`, () => applyNow(db, change));
+}
+
+async function applyNow(db: Database | Transaction, change: Change): Promise<CreditChangeResult> {
   const values = {
     userId: change.userId,
     amount: change.amount,

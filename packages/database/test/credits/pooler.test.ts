@@ -13,9 +13,13 @@ import {
   grantCredits,
   holdCredits,
   listCreditTransactions,
+  listCreditTransactionsInRange,
+  OperationTimeoutError,
   PreparedStatementsUnsupportedError,
+  refundCredits,
   settleCreditHold,
   verifyLedger,
+  voidCreditHold,
 } from '../../src/credits/index.js';
 import { createUser, ledgerMismatches } from './fixtures.js';
 
@@ -54,6 +58,19 @@ describe.skipIf('missing' in pgbouncer)(
           const hold = await holdCredits(db, { userId, amount: 1, featureType: 'chat_tool_call' });
           return settleCreditHold(db, { holdId: hold.holdId, userId });
         }
+        if (i % 10 === 2) {
+          // A hold given back, then a capped refund of a deduction: nothing spent in all.
+          const hold = await holdCredits(db, { userId, amount: 1, featureType: 'chat_tool_call' });
+          await voidCreditHold(db, { holdId: hold.holdId, userId });
+          const d = await deductCredits(db, { userId, amount: 1, featureType: 'chat_tool_call' });
+          await refundCredits(db, {
+            userId,
+            amount: 1,
+            featureType: 'chat_tool_call',
+            refundOf: d.transaction.id,
+          });
+          return listCreditTransactions(db, { userId, limit: 5 });
+        }
         return deductCredits(db, {
           userId,
           amount: 1,
@@ -63,11 +80,18 @@ describe.skipIf('missing' in pgbouncer)(
       });
       const results = await Promise.allSettled(calls);
       expect(results.filter((r) => r.status === 'rejected')).toEqual([]);
-      // Each started with 10, got 4, spent 8.
+      // Each started with 10, got 4, spent 7: 2 settled holds and 5 deductions (the sixth
+      // call deducted, refunded and voided a hold: nothing spent).
       for (const u of users)
-        expect(await getCreditBalance(db, u.id)).toMatchObject({ freeCredits: 6, heldCredits: 0 });
+        expect(await getCreditBalance(db, u.id)).toMatchObject({ freeCredits: 7, heldCredits: 0 });
       const { items } = await listCreditTransactions(db, { userId: users[0]?.id ?? '' });
-      expect(items).toHaveLength(2 + 2 + 2 * 2 + 6);
+      expect(items).toHaveLength(2 + 2 + 2 * 2 + 5 + 4);
+      const range = await listCreditTransactionsInRange(db, {
+        from: new Date(Date.now() - 60_000),
+        to: new Date(Date.now() + 60_000),
+        limit: 500,
+      });
+      expect(range.items).toHaveLength(5 * items.length);
       expect(await ledgerMismatches(db)).toEqual([]);
       expect((await verifyLedger(db)).violations).toEqual([]);
     }, 60_000);
@@ -113,6 +137,42 @@ describe.skipIf('missing' in pgbouncer)(
       expect(charged).toBeLessThanOrEqual(outcomes.resolved);
       expect(await ledgerMismatches(pooled.db)).toEqual([]);
       expect((await verifyLedger(pooled.db, { userId: u.id })).violations).toEqual([]);
+    }, 60_000);
+
+    it('without the setting but with operationTimeoutMs, 50 concurrent calls all come back within it, charged or with a typed error', async () => {
+      const url = new URL(bouncer.pooledUrl(database.url));
+      const bounded = createDatabase(url.toString(), { max: 10, operationTimeoutMs: 2000 });
+      const u = await createUser(pooled.db, { freeCredits: 100 });
+      const started = performance.now();
+      const codes = new Map<string, number>();
+      try {
+        const results = await Promise.allSettled(
+          Array.from({ length: 50 }, (_, i) =>
+            deductCredits(bounded.db, {
+              userId: u.id,
+              amount: 1,
+              featureType: 'chat_tool_call',
+              idempotencyKey: `bounded-${i}`,
+            }),
+          ),
+        );
+        for (const r of results) {
+          const code =
+            r.status === 'fulfilled' ? 'ok' : String((r.reason as { code?: unknown }).code);
+          codes.set(code, (codes.get(code) ?? 0) + 1);
+          if (r.status === 'rejected')
+            expect([OperationTimeoutError, PreparedStatementsUnsupportedError]).toContain(
+              (r.reason as object).constructor,
+            );
+        }
+      } finally {
+        await bounded.close(0).catch(() => {});
+      }
+      const took = performance.now() - started;
+      console.log(
+        `pooler.test.ts: bounded to 2 s without the setting, 50 calls came back in ${Math.round(took)} ms: ${JSON.stringify(Object.fromEntries(codes))}`,
+      );
+      expect(took).toBeLessThan(2000 + 1500);
     }, 60_000);
   },
 );

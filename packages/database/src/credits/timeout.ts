@@ -1,0 +1,43 @@
+import type { Database, Transaction } from '../client.js';
+import { OperationTimeoutError } from './errors.js';
+
+const budgets = new WeakMap<object, number>();
+
+/**
+ * Bounds every credit operation called on `db` to `ms`: past it, the call throws
+ * OperationTimeoutError instead of waiting on (a pooler that lost a statement, a server that
+ * stopped answering). createDatabase sets it from `operationTimeoutMs`; any other drizzle
+ * database can be given one with this. Calls inside a transaction are not bounded: the
+ * transaction they belong to is the caller's to bound.
+ */
+export function setOperationTimeout(db: Database | Transaction, ms: number | undefined): void {
+  if (ms === undefined) budgets.delete(db);
+  else budgets.set(db, ms);
+}
+
+const budgetOf = (db: Database | Transaction): number | undefined => budgets.get(db);
+
+/**
+ * Runs `operation` within the budget of `db`, if it has one. The statement itself is not
+ * cancelled (the driver offers no way through drizzle): a write may still be applied after
+ * the timeout, which is why the error says a retry must carry the same idempotency key.
+ */
+export async function withinBudget<T>(
+  db: Database | Transaction,
+  name: string,
+  operation: () => Promise<T>,
+): Promise<T> {
+  const ms = budgetOf(db);
+  if (ms === undefined) return operation();
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      operation(),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new OperationTimeoutError(name, ms)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
