@@ -45,7 +45,7 @@ function balanceQuery(db: Database | Transaction) {
  * hold that is over; on a read-only connection (a replica) that cannot be written, it is
  * reported as held.
  */
-export function getCreditBalance(
+export async function getCreditBalance(
   db: Database | Transaction,
   userId: string,
 ): Promise<CreditBalance> {

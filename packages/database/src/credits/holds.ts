@@ -164,7 +164,7 @@ async function close(
  * a hold settled for another amount, voided or expired throws HoldAlreadySettledError,
  * HoldAlreadyVoidedError or HoldExpiredError, and writes nothing.
  */
-export function settleCreditHold(
+export async function settleCreditHold(
   db: Database | Transaction,
   input: SettleInput,
 ): Promise<CreditChangeResult> {
@@ -212,7 +212,7 @@ async function settle(
  * A hold settled, voided or expired already throws (HOLD_ALREADY_SETTLED, …) and writes
  * nothing.
  */
-export function voidCreditHold(
+export async function voidCreditHold(
   db: Database | Transaction,
   input: VoidInput,
 ): Promise<CreditChangeResult> {
