@@ -40,6 +40,13 @@ export interface DatabaseOptions {
    * OperationTimeoutError (OPERATION_TIMEOUT, retryable). Default: none.
    */
   operationTimeoutMs?: number;
+  /**
+   * Let postgres.js read the server's array types on each new connection, so that raw
+   * `db.execute()` results parse array columns (drizzle's own columns parse them either way).
+   * Default false: postgres.js awaits that query nowhere, so a connection terminated while it
+   * runs becomes an unhandled rejection, which ends a Node.js process.
+   */
+  fetchTypes?: boolean;
 }
 
 export interface DatabaseHandle {
@@ -71,6 +78,11 @@ export function createDatabase(url: string, options: DatabaseOptions = {}): Data
     idle_timeout: options.idleTimeout ?? 20,
     connect_timeout: options.connectTimeout ?? 10,
     prepare: options.prepare ?? !pooled,
+    // postgres.js reads the server's array types on each new connection and awaits that
+    // query nowhere: a connection terminated then (a restart, pg_terminate_backend, Neon
+    // suspending) becomes an unhandled rejection, which ends a Node.js process. The schema
+    // has no array column, and drizzle parses arrays itself, so the query is not needed.
+    fetch_types: options.fetchTypes ?? false,
     onnotice: () => {},
     connection: { application_name: options.applicationName ?? '@bragdoc/database' },
   });

@@ -4,7 +4,8 @@ import type { Database } from '../src/client.js';
 import { creditTransaction, user } from '../src/schema.js';
 import { useMigratedDatabase } from './support.js';
 
-const database = useMigratedDatabase();
+// Raw catalog queries with array columns: let postgres.js parse them (see fetchTypes).
+const database = useMigratedDatabase({ fetchTypes: true });
 let db: Database;
 
 beforeAll(async () => {

@@ -8,8 +8,8 @@ import { createDatabase } from '../src/client.js';
  * A migrated database of this file's own, with a drizzle client, dropped after the file
  * (kept, with its URL printed, when a test failed and TEST_POSTGRES_KEEP_FAILED is set).
  */
-export function useMigratedDatabase() {
-  return useTestDatabase({ connect: (url) => createDatabase(url, { max: 4 }) });
+export function useMigratedDatabase(options: { fetchTypes?: boolean } = {}) {
+  return useTestDatabase({ connect: (url) => createDatabase(url, { max: 4, ...options }) });
 }
 
 /**

@@ -325,6 +325,61 @@ export class OperationTimeoutError extends CreditsError {
   }
 }
 
+/**
+ * The connection to the database was lost while the call ran (a backend terminated, a server
+ * restarting or down, a network reset). The change may or may not have been applied: a
+ * retry with the same idempotency key is safe (it applies once); reads are always safe to
+ * retry; a write without a key is not, read the trail first.
+ */
+export class ConnectionLostError extends CreditsError {
+  readonly code = 'CONNECTION_LOST';
+  readonly retryable = true;
+
+  constructor(
+    readonly operation: string,
+    cause: unknown,
+  ) {
+    const reason = cause instanceof Error ? cause.message : String(cause);
+    super(
+      `${operation} lost its connection to the database (${reason}). A retry with the same idempotency ` +
+        'key is safe (it applies once); reads are safe to retry; read the trail before retrying a write without a key.',
+      { cause },
+    );
+  }
+}
+
+// PostgreSQL's connection exceptions (class 08) and shutdowns (57P01–57P03); Node's socket
+// errors; postgres.js's own.
+const CONNECTION_CODES = new Set([
+  '57P01',
+  '57P02',
+  '57P03',
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'CONNECTION_CLOSED',
+  'CONNECTION_ENDED',
+  'CONNECTION_DESTROYED',
+  'CONNECT_TIMEOUT',
+]);
+
+/** Whether `error` (or its cause) is a lost connection rather than an answer of the server. */
+export function isConnectionLost(error: unknown): boolean {
+  for (
+    let e: unknown = error, depth = 0;
+    e && depth < 4;
+    e = (e as { cause?: unknown }).cause, depth++
+  ) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && (CONNECTION_CODES.has(code) || /^08[0-9A-Z]{3}$/.test(code)))
+      return true;
+  }
+  return false;
+}
+
 interface PgError {
   code?: string;
   detail?: string;

@@ -2,6 +2,7 @@ export { type CreditBalance, getCreditBalance } from './balance.js';
 export {
   type BalanceName,
   BalanceOutOfRangeError,
+  ConnectionLostError,
   CreditsError,
   HoldAlreadySettledError,
   HoldAlreadyVoidedError,

@@ -1,5 +1,5 @@
 import type { Database, Transaction } from '../client.js';
-import { OperationTimeoutError } from './errors.js';
+import { ConnectionLostError, isConnectionLost, OperationTimeoutError } from './errors.js';
 
 const budgets = new WeakMap<object, number>();
 
@@ -18,11 +18,25 @@ export function setOperationTimeout(db: Database | Transaction, ms: number | und
 const budgetOf = (db: Database | Transaction): number | undefined => budgets.get(db);
 
 /**
- * Runs `operation` within the budget of `db`, if it has one. The statement itself is not
- * cancelled (the driver offers no way through drizzle): a write may still be applied after
- * the timeout, which is why the error says a retry must carry the same idempotency key.
+ * Runs `operation` within the budget of `db`, if it has one, and turns a lost connection into
+ * ConnectionLostError. The statement itself is not cancelled (the driver offers no way through
+ * drizzle): a write may still be applied after the timeout, which is why the error says a
+ * retry must carry the same idempotency key.
  */
 export async function withinBudget<T>(
+  db: Database | Transaction,
+  name: string,
+  operation: () => Promise<T>,
+): Promise<T> {
+  try {
+    return await bounded(db, name, operation);
+  } catch (error) {
+    if (isConnectionLost(error)) throw new ConnectionLostError(name, error);
+    throw error;
+  }
+}
+
+async function bounded<T>(
   db: Database | Transaction,
   name: string,
   operation: () => Promise<T>,

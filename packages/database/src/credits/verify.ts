@@ -130,7 +130,9 @@ async function installationViolations(
   const functions = rowsOf(
     await tx.execute(sql`
       select p.proname as name, p.prosrc as body, p.prosecdef as security_definer,
-             coalesce(p.proconfig, '{}') as config,
+             -- As text, not an array: not every driver (postgres.js without fetched types)
+             -- parses a text[] result.
+             pg_catalog.array_to_string(coalesce(p.proconfig, '{}'), E'\n') as config,
              p.proowner = (select relowner from pg_catalog.pg_class
                             where oid = 'public."CreditTransaction"'::pg_catalog.regclass) as owned,
              pg_catalog.has_function_privilege('public', p.oid, 'EXECUTE') as public_execute,
@@ -149,7 +151,7 @@ async function installationViolations(
       continue;
     }
     for (const f of have) {
-      const config = Array.isArray(f.config) ? f.config.map(String) : [];
+      const config = typeof f.config === 'string' && f.config !== '' ? f.config.split('\n') : [];
       if (
         f.body !== want.body ||
         f.security_definer !== want.securityDefiner ||
