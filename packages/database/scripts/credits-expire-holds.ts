@@ -2,8 +2,8 @@ import { parseArgs } from 'node:util';
 import { createDatabase } from '../src/client.js';
 import { expireCreditHolds } from '../src/credits/holds.js';
 import { MAX_EXPIRE_BATCH } from '../src/credits/validation.js';
-import { DatabaseError } from '../src/errors.js';
 import { redactUrl } from '../src/migrate/redact.js';
+import { runCommand } from './run-command.js';
 
 const usage = `Usage: pnpm credits:expire-holds [--limit N] [--batch N] [--quiet]
 
@@ -82,16 +82,4 @@ async function run(): Promise<number> {
   }
 }
 
-run().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (error: unknown) => {
-    console.error(
-      error instanceof DatabaseError || error instanceof RangeError
-        ? `credits:expire-holds: ${error.message}`
-        : error,
-    );
-    process.exitCode = 1;
-  },
-);
+runCommand('credits:expire-holds', run, (error) => error instanceof RangeError);

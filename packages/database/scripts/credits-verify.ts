@@ -2,8 +2,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { createDatabase } from '../src/client.js';
 import { type LedgerAnchor, verifyLedger } from '../src/credits/verify.js';
-import { DatabaseError } from '../src/errors.js';
 import { redactUrl } from '../src/migrate/redact.js';
+import { runCommand } from './run-command.js';
 
 const usage = `Usage: pnpm credits:verify [--user ID] [--limit N] [--heads FILE] [--write-heads FILE]
 
@@ -118,17 +118,4 @@ async function run(): Promise<number> {
   }
 }
 
-run().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (error: unknown) => {
-    // Our own errors and bad files are one line; anything else keeps its stack.
-    console.error(
-      error instanceof DatabaseError || error instanceof SyntaxError
-        ? `credits:verify: ${error.message}`
-        : error,
-    );
-    process.exitCode = 1;
-  },
-);
+runCommand('credits:verify', run, (error) => error instanceof SyntaxError);

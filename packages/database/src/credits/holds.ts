@@ -1,4 +1,5 @@
 import { sql } from 'drizzle-orm';
+import type { z } from 'zod';
 import type { Database, Transaction } from '../client.js';
 import { type CreditTransaction, creditTransaction } from '../schema.js';
 import {
@@ -174,12 +175,7 @@ export async function settleCreditHold(
 
 async function settle(
   db: Database | Transaction,
-  parsed: {
-    holdId: string;
-    userId?: string | undefined;
-    amount?: number | undefined;
-    metadata?: Record<string, unknown> | undefined;
-  },
+  parsed: z.output<typeof settleInput>,
 ): Promise<CreditChangeResult> {
   try {
     const row = await close(

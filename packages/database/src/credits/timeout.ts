@@ -15,8 +15,6 @@ export function setOperationTimeout(db: Database | Transaction, ms: number | und
   else budgets.set(db, ms);
 }
 
-const budgetOf = (db: Database | Transaction): number | undefined => budgets.get(db);
-
 /**
  * Runs `operation` within the budget of `db`, if it has one, and turns a lost connection into
  * ConnectionLostError. The statement itself is not cancelled (the driver offers no way through
@@ -41,7 +39,7 @@ async function bounded<T>(
   name: string,
   operation: () => Promise<T>,
 ): Promise<T> {
-  const ms = budgetOf(db);
+  const ms = budgets.get(db);
   if (ms === undefined) return operation();
   let timer: NodeJS.Timeout | undefined;
   try {

@@ -19,7 +19,6 @@ afterAll(async () => {
 });
 
 interface LoadReport {
-  unhandled: number;
   unhandledMessages: string[];
   retries: number;
   failures: string[];
@@ -71,7 +70,7 @@ describe('connections terminated under load', () => {
     const report = JSON.parse(out.trim().split('\n').at(-1) ?? '{}') as LoadReport;
     console.log(
       `faults.test.ts: ${terminated} connections terminated; ${report.retries} retries; ` +
-        `${report.unhandled} unhandled rejections; ${report.failures.length} failures`,
+        `${report.unhandledMessages.length} unhandled rejections; ${report.failures.length} failures`,
     );
     expect(terminated).toBeGreaterThan(0);
     expect(report.unhandledMessages).toEqual([]);

@@ -21,6 +21,7 @@ import {
   voidCreditHold,
   withCreditReservation,
 } from '../../src/credits/index.js';
+import type { FeatureType } from '../../src/schema.js';
 import { packageDir, runScript } from '../run-script.js';
 import { useMigratedDatabase } from '../support.js';
 import { balances, createUser, ledgerMismatches, trailSize } from './fixtures.js';
@@ -33,6 +34,10 @@ beforeAll(async () => {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const doc = 'document_generation' as const;
+
+/** A hold of the shortest expiry (1 s): `sleep(1100)` after it, and it is due. */
+const shortHold = (userId: string, amount: number, featureType: FeatureType = doc) =>
+  holdCredits(db, { userId, amount, featureType, expiresInMs: 1000 });
 
 interface TrailRow {
   id: string;
@@ -224,12 +229,7 @@ describe('settleCreditHold', () => {
 
   it('refuses a hold past its expiry (HOLD_EXPIRED) and writes nothing, not even the expiry', async () => {
     const u = await createUser(db);
-    const hold = await holdCredits(db, {
-      userId: u.id,
-      amount: 2,
-      featureType: doc,
-      expiresInMs: 1000,
-    });
+    const hold = await shortHold(u.id, 2);
     await sleep(1100);
     const error = await settleCreditHold(db, { holdId: hold.holdId }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(HoldExpiredError);
@@ -282,12 +282,7 @@ describe('voidCreditHold', () => {
 describe('expiry, exactly once', () => {
   it('a balance read gives a due hold back, with one expire row linked to it', async () => {
     const u = await createUser(db);
-    const hold = await holdCredits(db, {
-      userId: u.id,
-      amount: 3,
-      featureType: doc,
-      expiresInMs: 1000,
-    });
+    const hold = await shortHold(u.id, 3);
     await sleep(1100);
     expect(await storedCredits(u.id)).toBe(7);
     expect(await getCreditBalance(db, u.id)).toMatchObject({ freeCredits: 10, heldCredits: 0 });
@@ -302,12 +297,7 @@ describe('expiry, exactly once', () => {
 
   it('any ledger write of the user gives due holds back first, before its own row', async () => {
     const u = await createUser(db);
-    const hold = await holdCredits(db, {
-      userId: u.id,
-      amount: 9,
-      featureType: doc,
-      expiresInMs: 1000,
-    });
+    const hold = await shortHold(u.id, 9);
     await sleep(1100);
     // 1 credit left before the expiry: the deduction of 5 is covered only by the hold's return.
     const deduction = await deductCredits(db, { userId: u.id, amount: 5, featureType: doc });
@@ -324,14 +314,9 @@ describe('expiry, exactly once', () => {
     const a = await createUser(db);
     const b = await createUser(db);
     const due = [
-      await holdCredits(db, { userId: a.id, amount: 1, featureType: doc, expiresInMs: 1000 }),
-      await holdCredits(db, { userId: a.id, amount: 2, featureType: doc, expiresInMs: 1000 }),
-      await holdCredits(db, {
-        userId: b.id,
-        amount: 3,
-        featureType: 'chat_message',
-        expiresInMs: 1000,
-      }),
+      await shortHold(a.id, 1),
+      await shortHold(a.id, 2),
+      await shortHold(b.id, 3, 'chat_message'),
     ];
     const open = await holdCredits(db, { userId: b.id, amount: 4, featureType: doc });
     await sleep(1100);
@@ -350,7 +335,7 @@ describe('expiry, exactly once', () => {
 
   it('a balance read in a read-only transaction (a replica) reports a due hold as held, writing nothing', async () => {
     const u = await createUser(db);
-    await holdCredits(db, { userId: u.id, amount: 3, featureType: doc, expiresInMs: 1000 });
+    await shortHold(u.id, 3);
     await sleep(1100);
     const balance = await db.transaction((tx) => getCreditBalance(tx, u.id), {
       accessMode: 'read only',
@@ -361,8 +346,7 @@ describe('expiry, exactly once', () => {
 
   it('expireCreditHolds stops at its limit', async () => {
     const u = await createUser(db);
-    for (let i = 0; i < 3; i++)
-      await holdCredits(db, { userId: u.id, amount: 1, featureType: doc, expiresInMs: 1000 });
+    for (let i = 0; i < 3; i++) await shortHold(u.id, 1);
     await sleep(1100);
     expect((await expireCreditHolds(db, { limit: 2, userId: u.id })).expired).toHaveLength(2);
     expect((await expireCreditHolds(db, { limit: 2, userId: u.id })).expired).toHaveLength(1);
@@ -370,12 +354,7 @@ describe('expiry, exactly once', () => {
 
   it('pnpm credits:expire-holds prints each hold it gave back and a summary', async () => {
     const u = await createUser(db);
-    const hold = await holdCredits(db, {
-      userId: u.id,
-      amount: 2,
-      featureType: doc,
-      expiresInMs: 1000,
-    });
+    const hold = await shortHold(u.id, 2);
     await sleep(1100);
     const result = await runScript('scripts/credits-expire-holds.ts', [], {
       env: { DATABASE_URL: database().url },
