@@ -53,7 +53,7 @@ describe('pnpm db:lint', () => {
     const result = await run();
     expect(result.code).toBe(1);
     expect(result.stderr).toContain(`${tag}.sql:3 require-concurrent-index-creation:`);
-    expect(result.stderr).toMatch(/✗ 1 problem; 1 migration linted with squawk/);
+    expect(result.stderr).toMatch(/✗ 1 problem; \d+ migrations? linted with squawk/);
   });
 
   it('passes the same index built CONCURRENTLY', async () => {

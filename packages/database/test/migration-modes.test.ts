@@ -95,6 +95,36 @@ describe('per-migration transaction mode', () => {
     expect(row?.value).toBe('summary');
   });
 
+  it('keeps an enum value in the batch when a later migration names it only inside a PL/pgSQL function body', async () => {
+    const adds = folder.add('feature_digest', [
+      `ALTER TYPE "public"."feature_type" ADD VALUE 'digest'`,
+    ]);
+    const names = folder.add('feature_is_digest', [
+      `CREATE FUNCTION public.is_digest(f "feature_type") RETURNS boolean LANGUAGE plpgsql AS $$
+       BEGIN RETURN f = 'digest'; END $$`,
+    ]);
+    const result = await run();
+    expect(result.applied.slice(-2).map((m) => [m.name, m.mode])).toEqual([
+      [adds, 'transaction'],
+      [names, 'transaction'],
+    ]);
+    const [row] = await sql`select public.is_digest('digest') as yes`;
+    expect(row?.yes).toBe(true);
+  });
+
+  it('still commits an enum value first when a later DO block runs code that uses it', async () => {
+    const adds = folder.add('feature_brief', [
+      `ALTER TYPE "public"."feature_type" ADD VALUE 'brief'`,
+    ]);
+    const uses = folder.add('feature_brief_check', [
+      `DO $$ BEGIN PERFORM 'brief'::"feature_type"; END $$`,
+    ]);
+    const result = await run();
+    expect(result.applied.slice(-2).map((m) => [m.name, m.mode])).toEqual([
+      [adds, 'own-transaction'],
+      [uses, 'transaction'],
+    ]);
+  });
   it('a failed CREATE INDEX CONCURRENTLY names the INVALID index it left; the rerun after the fix drops and rebuilds it', async () => {
     await run();
     await sql`create table "Dup" ("k" integer)`;

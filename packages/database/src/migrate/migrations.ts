@@ -90,6 +90,23 @@ export function withoutBodiesAndComments(sql: string): string {
     .replace(/--[^\n]*/g, ' ');
 }
 
+const PLPGSQL_ROUTINE = /^create\s+(or\s+replace\s+)?(function|procedure)\b/i;
+
+/**
+ * The part of a statement that can use an enum value when the statement runs: all of it,
+ * except the body of a PL/pgSQL function or procedure, which PostgreSQL stores without
+ * evaluating (a new value in it is only read when the function is called, after the
+ * migration that added it committed). A DO block runs its body, and a SQL-language
+ * function's body is parsed when it is created: both keep theirs.
+ */
+export function enumUsingText(statement: string): string {
+  const head = stripLeadingComments(statement);
+  return PLPGSQL_ROUTINE.test(head) &&
+    /\blanguage\s+plpgsql\b/i.test(withoutBodiesAndComments(head))
+    ? withoutBodiesAndComments(head)
+    : statement;
+}
+
 /** Whether SQL mentions an enum value as a string literal (a use, as far as text can tell). */
 export function usesEnumValue(sql: string, value: string): boolean {
   return sql.includes(`'${value.replaceAll("'", "''")}'`);

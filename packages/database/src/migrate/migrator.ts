@@ -9,6 +9,7 @@ import {
   UnknownAppliedMigrationError,
 } from './errors.js';
 import {
+  enumUsingText,
   type MigrationFile,
   readMigrations,
   type TransactionMode,
@@ -200,7 +201,7 @@ export function nextStep(pending: MigrationFile[]): Step | undefined {
     const migration = pending[index];
     if (!migration) return 'transaction';
     if (migration.mode === 'no-transaction') return 'no-transaction';
-    const later = pending.slice(index + 1).map((m) => m.statements.join('\n'));
+    const later = pending.slice(index + 1).map((m) => m.statements.map(enumUsingText).join('\n'));
     const valueUsedLater = migration.enumValuesAdded.some(({ value }) =>
       later.some((sql) => usesEnumValue(sql, value)),
     );

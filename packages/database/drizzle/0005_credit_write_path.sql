@@ -1,0 +1,269 @@
+-- The write path of the ledger, cheaper with every rule intact (issue: benchmarks against
+-- hand-written baselines). credit_tx_prepare as 0004 left it, except:
+--  * the user's lock, the check that every ledger trigger is installed, and the lookup of the
+--    user's next due hold are one statement (they were three, one of them a cursor);
+--  * the scan that expires due holds runs only when a hold may be due;
+--  * the name of the balance is computed only for the error messages that print it.
+-- The rules, SQLSTATEs and messages are 0004's; only the order of two refusals changed: a
+-- write for a user that does not exist says so (BC002) even where the ledger is not installed.
+-- docs/BENCHMARKS.md ("Where a write's time goes") has the profile this was chosen from.
+CREATE OR REPLACE FUNCTION "public"."credit_tx_prepare"() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET row_security = off
+AS $$
+DECLARE
+  chat boolean := NEW.feature_type = 'chat_message';
+  closes boolean := NEW.operation IN ('settle', 'void', 'expire');
+  u record;
+  h record;
+  available integer;
+  next_balance bigint;
+  target "public"."CreditTransaction"%ROWTYPE;
+  closing "public"."CreditTransaction"%ROWTYPE;
+  refunded bigint;
+  at timestamptz;
+  now_ts timestamptz;
+BEGIN
+  -- Only as the trail's own trigger: the owner could attach this function to a table of its own.
+  IF TG_WHEN <> 'BEFORE' OR TG_OP <> 'INSERT' OR TG_LEVEL <> 'ROW' OR NOT "public"."credit_tx_is_trail"(TG_RELID) THEN
+    RAISE EXCEPTION 'credit_tx_prepare() runs only as the BEFORE INSERT trigger of "CreditTransaction"'
+      USING ERRCODE = 'BC010';
+  END IF;
+
+  -- Every write of one user takes this lock first, so they apply one at a time, in seq order.
+  -- One statement also reads what the checks below need, one round of the executor instead
+  -- of three: whether the ledger is installed, and when this user's next open hold is due.
+  -- Its subqueries read the statement's snapshot, which may be older than the row the lock
+  -- returns (a write of this user that committed while this one waited); `seen_seq` is the
+  -- head in that snapshot, so a difference says the hold figure may be stale.
+  SELECT free_credits, free_chat_messages, ledger_seq, ledger_hash,
+         -- A row is only written when the rest of the ledger will apply and guard it: every ledger
+         -- trigger present, enabled, on its own table, with its own function and events, and plain
+         -- (no WHEN clause, column list or deferral that could make it skip a row). With
+         -- credit_tx_apply disabled, say, a row would be recorded but never applied; with
+         -- credit_hold_guard disabled, an open hold could be deleted and never expire.
+         (SELECT count(*) FROM pg_trigger t
+            JOIN (VALUES (TG_RELID, 'credit_tx_prepare', '"public"."credit_tx_prepare"()'::regprocedure, 7),
+                         (TG_RELID, 'credit_tx_apply', '"public"."credit_tx_apply"()'::regprocedure, 5),
+                         (TG_RELID, 'credit_tx_append_only', '"public"."credit_tx_append_only"()'::regprocedure, 27),
+                         (TG_RELID, 'credit_tx_no_truncate', '"public"."credit_tx_append_only"()'::regprocedure, 34),
+                         ('"public"."User"'::regclass, 'user_ledger_guard', '"public"."user_ledger_guard"()'::regprocedure, 19),
+                         ('"public"."User"'::regclass, 'user_ledger_open', '"public"."user_ledger_open"()'::regprocedure, 7),
+                         ('"public"."User"'::regclass, 'user_ledger_opening', '"public"."user_ledger_opening"()'::regprocedure, 5),
+                         ('"public"."User"'::regclass, 'user_ledger_delete', '"public"."user_ledger_delete"()'::regprocedure, 11),
+                         ('"public"."CreditHold"'::regclass, 'credit_hold_guard', '"public"."credit_hold_guard"()'::regprocedure, 31),
+                         ('"public"."CreditHold"'::regclass, 'credit_hold_no_truncate', '"public"."credit_hold_guard"()'::regprocedure, 34))
+                 AS want(relid, name, fn, type)
+              ON t.tgrelid = want.relid AND t.tgname = want.name
+           WHERE t.tgfoid = want.fn AND t.tgtype = want.type AND t.tgenabled IN ('O', 'A')
+             AND t.tgqual IS NULL AND t.tgattr::text = '' AND NOT t.tgdeferrable AND t.tgnargs = 0) AS installed,
+         (SELECT min(expires_at) FROM "public"."CreditHold" WHERE user_id = NEW.user_id) AS next_expiry,
+         (SELECT ledger_seq FROM "public"."User" WHERE id = NEW.user_id) AS seen_seq
+    INTO u FROM "public"."User" WHERE id = NEW.user_id FOR NO KEY UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'user % does not exist', NEW.user_id
+      USING ERRCODE = 'BC002', DETAIL = json_build_object('userId', NEW.user_id)::text;
+  END IF;
+  IF u.installed <> 10 THEN
+    RAISE EXCEPTION 'the credits ledger is not installed: a ledger trigger is missing, disabled or changed'
+      USING ERRCODE = 'BC009', HINT = 'Run the migrations (pnpm db:migrate) and re-enable the triggers; pnpm credits:verify lists what is wrong.';
+  END IF;
+
+  -- The hold columns belong to hold rows and to the rows that close one.
+  IF (NEW.hold_expires_at IS NOT NULL) <> (NEW.operation = 'hold') OR (NEW.hold_id IS NOT NULL) <> closes THEN
+    RAISE EXCEPTION 'hold_expires_at is set on hold rows only, and hold_id on settle, void and expire rows only'
+      USING ERRCODE = 'BC016', DETAIL = json_build_object('field', CASE WHEN closes OR NEW.hold_id IS NOT NULL THEN 'holdId' ELSE 'expiresInMs' END,
+                                                          'reason', 'is set on hold rows (expiry) or closing rows (hold id) only')::text;
+  END IF;
+
+  -- Holds of this user past their expiry are given back first, each with an expire row of its
+  -- own (a statement of its own, applied before this row is numbered): so no write or read
+  -- of a user ever sees a hold past its expiry, and none needs a background job to. An expire
+  -- row expires nothing itself. With the user's lock held, a hold is expired exactly once.
+  -- A settlement or void of a due hold leaves that one hold alone: it is refused below
+  -- (HOLD_EXPIRED), with the whole statement, so an expire row written here would vanish.
+  -- Open holds change only with a write of their user, which moves its head: with the head
+  -- the same in the snapshot as under the lock, `next_expiry` is exact, and when it is not
+  -- due (the common case: no open hold at all) the scan below is skipped.
+  -- The time as a value, not clock_timestamp() in the condition: a volatile call there
+  -- cannot bound the index scan, which would read every open hold of the user.
+  now_ts := clock_timestamp();
+  IF u.ledger_seq >= 0 AND NEW.operation <> 'expire'
+     AND (u.seen_seq <> u.ledger_seq OR u.next_expiry <= now_ts) THEN
+    FOR h IN SELECT id, amount, feature_type FROM "public"."CreditHold"
+              WHERE user_id = NEW.user_id AND expires_at <= now_ts
+                AND id IS DISTINCT FROM NEW.hold_id
+              ORDER BY expires_at, id LOOP
+      INSERT INTO "public"."CreditTransaction" (user_id, amount, operation, feature_type, hold_id)
+        VALUES (NEW.user_id, h.amount, 'expire', h.feature_type, h.id);
+    END LOOP;
+    IF FOUND THEN
+      SELECT free_credits, free_chat_messages, ledger_seq, ledger_hash INTO u
+        FROM "public"."User" WHERE id = NEW.user_id;
+    END IF;
+  END IF;
+  available := CASE WHEN chat THEN u.free_chat_messages ELSE u.free_credits END;
+  -- This row's time, taken once the rows before it are written: every check of an expiry
+  -- below compares with the time the row is dated with.
+  at := date_trunc('milliseconds', clock_timestamp());
+
+  IF u.ledger_seq < 0 THEN
+    -- The user was inserted by this very statement and its opening rows (written by
+    -- user_ledger_opening at the statement's end) are not there yet: only they may come,
+    -- free_credits first, each stating exactly the balance the user was created with, with
+    -- the opening rows' own feature type and label.
+    IF NEW.operation <> 'grant' OR chat <> (u.ledger_seq = -1 AND u.free_chat_messages > 0)
+       OR NEW.feature_type NOT IN ('document_generation', 'chat_message')
+       OR NEW.metadata IS DISTINCT FROM '{"reason": "opening_balance"}'::jsonb
+       OR NEW.amount <> available OR NEW.idempotency_key IS NOT NULL OR NEW.refund_of IS NOT NULL THEN
+      RAISE EXCEPTION 'user % was created by this statement and its opening balance is not recorded yet', NEW.user_id
+        USING ERRCODE = 'BC008', HINT = 'Change the credits of a new user in a later statement.';
+    END IF;
+    NEW.seq := CASE WHEN u.ledger_seq = -1 AND u.free_credits > 0 AND u.free_chat_messages > 0 THEN 2 ELSE 1 END;
+    NEW.balance_after := NEW.amount;
+  ELSE
+    -- The label support reads as "the balance the user was created with" is the opening
+    -- rows' alone.
+    IF NEW.metadata @> '{"reason": "opening_balance"}' THEN
+      RAISE EXCEPTION 'only the rows written when user % was created are opening rows', NEW.user_id
+        USING ERRCODE = 'BC008', HINT = 'Give a grant another reason.';
+    END IF;
+    NEW.seq := u.ledger_seq + 1;
+    IF NEW.operation = 'refund' AND NEW.refund_of IS NOT NULL THEN
+      -- The cap reads the committed refunds; a REPEATABLE READ snapshot would not see one
+      -- committed after it was taken, so two refunds could both pass.
+      IF current_setting('transaction_isolation') = 'repeatable read' THEN
+        RAISE EXCEPTION 'a refund of a deduction cannot run under REPEATABLE READ'
+          USING ERRCODE = 'BC007', HINT = 'Use READ COMMITTED (the default) or SERIALIZABLE.';
+      END IF;
+      -- The user's lock, taken above, serialises the refunds of this deduction (it is the
+      -- same user's): each one here sees those committed before it. Only trail rows count,
+      -- not rows of a table that inherits from it.
+      SELECT * INTO target FROM "public"."CreditTransaction"
+        WHERE id = NEW.refund_of AND user_id = NEW.user_id AND "public"."credit_tx_is_trail"(tableoid);
+      IF NOT FOUND OR target.operation <> 'deduct' OR target.feature_type <> NEW.feature_type THEN
+        RAISE EXCEPTION 'refund_of % is not a % deduction of user %', NEW.refund_of, NEW.feature_type, NEW.user_id
+          USING ERRCODE = 'BC004',
+                DETAIL = json_build_object('refundOf', NEW.refund_of,
+                  'reason', CASE WHEN NOT FOUND THEN
+                                   CASE WHEN EXISTS (SELECT 1 FROM "public"."CreditTransaction" WHERE id = NEW.refund_of)
+                                        THEN 'other_user' ELSE 'not_found' END
+                                 WHEN target.operation <> 'deduct' THEN 'not_a_deduction'
+                                 ELSE 'other_feature' END)::text;
+      END IF;
+      SELECT coalesce(sum(amount), 0) INTO refunded FROM "public"."CreditTransaction"
+        WHERE refund_of = NEW.refund_of AND user_id = NEW.user_id AND "public"."credit_tx_is_trail"(tableoid);
+      IF refunded + NEW.amount > target.amount THEN
+        -- A retry of the refund that used the deduction up is a replay, not an excess.
+        IF NEW.idempotency_key IS NOT NULL AND EXISTS (
+             SELECT 1 FROM "public"."CreditTransaction"
+              WHERE user_id = NEW.user_id AND idempotency_key = NEW.idempotency_key) THEN
+          RAISE EXCEPTION 'idempotency key "%" of user % was already used', NEW.idempotency_key, NEW.user_id
+            USING ERRCODE = 'unique_violation', CONSTRAINT = 'credit_tx_user_idempotency_key_idx';
+        END IF;
+        RAISE EXCEPTION 'refund of % would exceed deduction % (% deducted, % refunded already)',
+            NEW.amount, NEW.refund_of, target.amount, refunded
+          USING ERRCODE = 'BC003',
+                DETAIL = json_build_object('refundOf', NEW.refund_of, 'deducted', target.amount,
+                  'refunded', refunded, 'requested', NEW.amount)::text;
+      END IF;
+    END IF;
+
+    IF closes THEN
+      -- The hold this row closes: a hold row of this user and balance, open, and (for a
+      -- settlement or a void) not past its expiry, or (for an expiry) past it. The user's
+      -- lock serialises every closing of the hold (the hold is this user's); under REPEATABLE
+      -- READ a closing committed after this snapshot moved the user's head, so the lock above
+      -- already failed with a serialization error. credit_tx_hold_close_idx is the last word.
+      SELECT * INTO target FROM "public"."CreditTransaction"
+        WHERE id = NEW.hold_id AND user_id = NEW.user_id AND "public"."credit_tx_is_trail"(tableoid);
+      IF NOT FOUND OR target.operation <> 'hold' OR target.feature_type <> NEW.feature_type THEN
+        RAISE EXCEPTION 'hold % is not a % hold of user %', NEW.hold_id, NEW.feature_type, NEW.user_id
+          USING ERRCODE = 'BC012',
+                DETAIL = json_build_object('holdId', NEW.hold_id,
+                  'reason', CASE WHEN NOT FOUND THEN
+                                   CASE WHEN EXISTS (SELECT 1 FROM "public"."CreditTransaction" WHERE id = NEW.hold_id)
+                                        THEN 'other_user' ELSE 'not_found' END
+                                 WHEN target.operation <> 'hold' THEN 'not_a_hold'
+                                 ELSE 'other_feature' END)::text;
+      END IF;
+      SELECT * INTO closing FROM "public"."CreditTransaction"
+        WHERE hold_id = NEW.hold_id AND "public"."credit_tx_is_trail"(tableoid);
+      IF FOUND OR (NEW.operation <> 'expire' AND at >= target.hold_expires_at) THEN
+        RAISE EXCEPTION 'hold % of user % is % already', NEW.hold_id, NEW.user_id,
+            CASE coalesce(closing.operation, 'expire') WHEN 'settle' THEN 'settled' WHEN 'void' THEN 'voided' ELSE 'expired' END
+          USING ERRCODE = 'BC013',
+                DETAIL = json_build_object('holdId', NEW.hold_id,
+                  'outcome', CASE coalesce(closing.operation, 'expire') WHEN 'settle' THEN 'settled' WHEN 'void' THEN 'voided' ELSE 'expired' END,
+                  'closedBy', closing.id, 'amount', closing.amount, 'held', target.amount,
+                  'expiresAt', target.hold_expires_at)::text;
+      END IF;
+      IF NEW.operation = 'expire' AND at < target.hold_expires_at THEN
+        RAISE EXCEPTION 'hold % of user % expires at %, not yet', NEW.hold_id, NEW.user_id, target.hold_expires_at
+          USING ERRCODE = 'BC015',
+                DETAIL = json_build_object('holdId', NEW.hold_id, 'expiresAt', target.hold_expires_at)::text;
+      END IF;
+      IF NEW.amount > target.amount OR (NEW.operation <> 'settle' AND NEW.amount <> target.amount) THEN
+        RAISE EXCEPTION '% of % does not fit hold % of %', NEW.operation, NEW.amount, NEW.hold_id, target.amount
+          USING ERRCODE = 'BC014',
+                DETAIL = json_build_object('holdId', NEW.hold_id, 'held', target.amount,
+                  'requested', NEW.amount)::text;
+      END IF;
+      -- A settlement charges its amount and gives the rest back; a void or an expiry gives
+      -- the whole hold back.
+      next_balance := available::bigint + CASE WHEN NEW.operation = 'settle' THEN target.amount - NEW.amount ELSE NEW.amount END;
+      IF next_balance > 2147483647 THEN
+        RAISE EXCEPTION 'the % of user % would exceed 2147483647', CASE WHEN chat THEN 'free_chat_messages' ELSE 'free_credits' END, NEW.user_id
+          USING ERRCODE = 'numeric_value_out_of_range';
+      END IF;
+      NEW.balance_after := next_balance;
+    ELSIF NEW.operation IN ('deduct', 'hold') THEN
+      IF NEW.operation = 'hold' AND NEW.hold_expires_at <= at THEN
+        -- The expiry was computed when the INSERT started: it waited for the user's lock
+        -- longer than the hold was to last.
+        RAISE EXCEPTION 'the hold would have expired at % before it was taken at %', NEW.hold_expires_at, at
+          USING ERRCODE = 'BC016', DETAIL = json_build_object('field', 'expiresInMs',
+            'reason', 'had passed before the hold was taken (the write waited longer than that for the user''s lock); use a longer one')::text;
+      END IF;
+      IF NEW.operation = 'hold' AND NEW.hold_expires_at > at + interval '1 day 1 minute' THEN
+        RAISE EXCEPTION 'a hold expires within a day of being taken, not at %', NEW.hold_expires_at
+          USING ERRCODE = 'BC016', DETAIL = json_build_object('field', 'expiresInMs', 'reason', 'must be within a day')::text;
+      END IF;
+      IF available < NEW.amount THEN
+        -- A retry of a request that already spent the balance is a replay, not
+        -- "insufficient credits": report the used key as the unique index would.
+        IF NEW.idempotency_key IS NOT NULL AND EXISTS (
+             SELECT 1 FROM "public"."CreditTransaction"
+              WHERE user_id = NEW.user_id AND idempotency_key = NEW.idempotency_key) THEN
+          RAISE EXCEPTION 'idempotency key "%" of user % was already used', NEW.idempotency_key, NEW.user_id
+            USING ERRCODE = 'unique_violation', CONSTRAINT = 'credit_tx_user_idempotency_key_idx';
+        END IF;
+        RAISE EXCEPTION 'user % has % % but % is required', NEW.user_id, available, CASE WHEN chat THEN 'free_chat_messages' ELSE 'free_credits' END, NEW.amount
+          USING ERRCODE = 'BC001',
+                DETAIL = json_build_object('userId', NEW.user_id, 'balance', CASE WHEN chat THEN 'free_chat_messages' ELSE 'free_credits' END,
+                  'available', available, 'required', NEW.amount)::text;
+      END IF;
+      NEW.balance_after := available - NEW.amount;
+    ELSE
+      -- A grant or refund leaves room for the open holds of its balance to come back: the
+      -- balance plus what is held never passes the largest int4, so every hold can always be
+      -- voided or expire.
+      next_balance := available::bigint + NEW.amount;
+      IF next_balance + (SELECT coalesce(sum(amount), 0) FROM "public"."CreditHold"
+                          WHERE user_id = NEW.user_id AND (feature_type = 'chat_message') = chat) > 2147483647 THEN
+        RAISE EXCEPTION 'the % of user % would exceed 2147483647 (with its open holds)', CASE WHEN chat THEN 'free_chat_messages' ELSE 'free_credits' END, NEW.user_id
+          USING ERRCODE = 'numeric_value_out_of_range';
+      END IF;
+      NEW.balance_after := next_balance;
+    END IF;
+  END IF;
+
+  -- Server-set, under the user's lock: the inserter chooses none of these.
+  NEW.created_at := at;
+  NEW.hash := "public"."credit_tx_hash"(u.ledger_hash, NEW.id, NEW.user_id, NEW.seq, NEW.operation,
+    NEW.feature_type, NEW.amount, NEW.balance_after, NEW.created_at, NEW.idempotency_key,
+    NEW.refund_of, NEW.metadata, NEW.hold_id, NEW.hold_expires_at);
+  RETURN NEW;
+END;
+$$;--> statement-breakpoint
