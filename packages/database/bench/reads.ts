@@ -7,9 +7,9 @@ import {
   figure,
   formatSpread,
   interleave,
+  median,
   percentile,
   spreadOf,
-  timed,
 } from './stats.js';
 
 export interface ReadTargets {
@@ -170,9 +170,11 @@ export async function measureReads(
   const figures: Figure[] = [];
   const p50s: Record<string, { pooled: number; rounds: number[] }> = {};
   for (const [name, c] of Object.entries(cases)) {
-    // A first probe sizes the case: slow worst cases get fewer calls.
-    const probeMs = (await timed(c.pkg)) + (await timed(c.baseline));
-    const perPair = Math.max(probeMs, 0.01);
+    // A probe sizes the case (the median of 5 pairs after a first that prepares the
+    // statements): slow worst cases get fewer calls.
+    await interleave(1, c.pkg, c.baseline);
+    const probe = await interleave(5, c.pkg, c.baseline);
+    const perPair = Math.max(median(probe.pkg) + median(probe.baseline), 0.01);
     const iterations = Math.max(
       options.rounds * 10,
       Math.min(options.iterations, Math.floor(CASE_BUDGET_MS / 1.1 / perPair)),
