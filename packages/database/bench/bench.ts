@@ -81,6 +81,7 @@ const jsonPath =
     ? undefined
     : path.resolve(process.env.INIT_CWD ?? process.cwd(), values.json);
 const loadAtStart = loadavg();
+const commit = gitCommit();
 
 const env: NodeJS.ProcessEnv = process.env.BENCH_DATABASE_URL
   ? { TEST_DATABASE_URL: process.env.BENCH_DATABASE_URL, TEST_POSTGRES_PROVIDER: 'url' }
@@ -363,7 +364,7 @@ if (jsonPath) {
     version: BENCH_RESULTS_VERSION,
     meta: {
       date: new Date().toISOString(),
-      commit: gitCommit(),
+      commit,
       node: process.version,
       postgres: pg.server.version,
       provider: pg.server.provider,
@@ -406,13 +407,18 @@ for (const f of figures) {
   );
 }
 
-/** The commit the run measured (with "+changes" when the work tree differs), or null. */
+/**
+ * The commit the run measures, read when it starts (with "+changes" when tracked files other
+ * than Markdown differ from it), or null outside git.
+ */
 function gitCommit(): string | null {
   try {
     const head = execFileSync('git', ['rev-parse', 'HEAD'], { encoding: 'utf8' }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], {
-      encoding: 'utf8',
-    }).trim();
+    const dirty = execFileSync(
+      'git',
+      ['status', '--porcelain', '--untracked-files=no', '--', ':/', ':(top,exclude,glob)**/*.md'],
+      { encoding: 'utf8' },
+    ).trim();
     return dirty ? `${head}+changes` : head;
   } catch {
     return null;
