@@ -1,11 +1,18 @@
 /**
- * `pnpm bench [--rows N] [--holds] [--drivers]`: the package beside its baselines
- * (hand-written SQL through postgres.js, drizzle's own migrate(), the package's own deduction
- * for holds, a direct connection for a pooler, postgres.js for node-postgres), in one run, on
- * the same data, interleaved. `--holds` and `--drivers` run those sections alone (both: both).
- * A benchmark, not a test: it prints figures and never fails on them.
+ * `pnpm bench [--rows N] [--holds] [--drivers] [--json FILE] [--no-pin]`: the package beside
+ * its baselines (hand-written SQL through postgres.js: the same query, one data-modifying
+ * statement, a transaction; drizzle's own migrate(), the package's own deduction for holds, a
+ * direct connection for a pooler, postgres.js for node-postgres), in one run, on the same
+ * data, interleaved. `--holds` and `--drivers` run those sections alone (both: both). The
+ * server and the client are pinned to different cores where the machine allows it
+ * (bench/pinning.ts). `--json FILE` writes every figure with its spread over the rounds, for
+ * `pnpm bench:compare A.json B.json`. A benchmark, not a test: it prints figures and never
+ * fails on them.
  */
-import { cpus, totalmem } from 'node:os';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, totalmem } from 'node:os';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { startTestPostgres } from '@bragdoc/test-postgres';
 import { SingleBar } from 'cli-progress';
@@ -18,10 +25,12 @@ import { measureHistoryDrivers, measurePooledDeductions } from './drivers.js';
 import { createUsers, measureExpiry, measureHeldBalance, measureHoldWrites } from './holds.js';
 import { indexBuildFigures } from './index-build.js';
 import { measureMigration } from './migration.js';
+import { pinServerAndClient } from './pinning.js';
 import { planSummary } from './plans.js';
 import { measureReads, readTargets } from './reads.js';
+import { BENCH_RESULTS_VERSION, type BenchResults } from './results.js';
 import { seedTrail } from './seed.js';
-import { type Figure, figure, timed } from './stats.js';
+import { type Figure, figure, formatSpread, timed } from './stats.js';
 import { createBaselineTables, measureWrites } from './writes.js';
 
 const { values } = parseArgs({
@@ -41,13 +50,19 @@ const { values } = parseArgs({
     'expire-batch': { type: 'string', default: '10000' },
     // Runs only the seeding and the index-build benchmark.
     only: { type: 'string' },
+    // Writes the run's figures and what it ran on to this file (for bench:compare).
+    json: { type: 'string' },
+    // Leaves the server and the client on whatever cores the OS gives them.
+    'no-pin': { type: 'boolean', default: false },
   },
 });
 if (values.only !== undefined && values.only !== 'index-build') {
   throw new Error(`--only takes index-build, got ${values.only}`);
 }
 const onlyIndexBuild = values.only === 'index-build';
-const int = (name: Exclude<keyof typeof values, 'holds' | 'drivers' | 'only'>) => {
+const int = (
+  name: Exclude<keyof typeof values, 'holds' | 'drivers' | 'only' | 'json' | 'no-pin'>,
+) => {
   const n = Number(String(values[name]).replaceAll('_', ''));
   if (!Number.isSafeInteger(n) || n <= 0)
     throw new Error(`--${name} must be a positive integer, got ${values[name]}`);
@@ -60,17 +75,34 @@ const runHolds = !onlyIndexBuild && (!picked || values.holds === true);
 const runDrivers = !onlyIndexBuild && (!picked || values.drivers === true);
 const log = (line: string) => console.log(line);
 const started = performance.now();
+// pnpm runs the script in the package's folder; a relative --json path is the caller's.
+const jsonPath =
+  values.json === undefined
+    ? undefined
+    : path.resolve(process.env.INIT_CWD ?? process.cwd(), values.json);
+const loadAtStart = loadavg();
+const commit = gitCommit();
 
 const env: NodeJS.ProcessEnv = process.env.BENCH_DATABASE_URL
   ? { TEST_DATABASE_URL: process.env.BENCH_DATABASE_URL, TEST_POSTGRES_PROVIDER: 'url' }
   : { ...process.env, TEST_DATABASE_URL: undefined };
+const prefix = process.env.BENCH_DATABASE_PREFIX ?? 'bragdoc_bench';
 const pg = await startTestPostgres({
   migrate: (url) => migrate(url),
   migrationsFolder: defaultMigrationsFolder,
   // BENCH_DATABASE_PREFIX names this run's databases on a shared server.
-  prefix: process.env.BENCH_DATABASE_PREFIX ?? 'bragdoc_bench',
+  prefix,
   env,
   log,
+});
+// Kept open for the whole run: pinning finds the server through it, and on a shared server
+// lists this run's backends with it.
+const serverSql = postgres(pg.server.url, { max: 1, onnotice: () => {} });
+const pinning = await pinServerAndClient({
+  sql: serverSql,
+  ownServer: pg.server.provider === 'embedded',
+  databasePrefix: prefix,
+  enabled: !values['no-pin'],
 });
 log(
   `bench: PostgreSQL ${pg.server.version} (${pg.server.provider}), Node ${process.version}, ` +
@@ -81,6 +113,7 @@ log(
           .join(' and ')
       : `${rows.toLocaleString('en')} rows`),
 );
+log(pinning.summary);
 
 const figures: Figure[] = [];
 if (!picked) await measureTrail();
@@ -90,6 +123,7 @@ if (!picked && !onlyIndexBuild)
   figures.push(
     await measureMigration(() => pg.createDatabase({ empty: true }), int('migration-runs')),
   );
+await serverSql.end();
 await pg.teardown();
 
 /** The audit trail at `rows` rows: plans, reads, credits:verify, then deductions. */
@@ -142,10 +176,35 @@ async function measureTrail(): Promise<void> {
       `  history of a heavy user, page ${targets.deepPage}: ${await planSummary(sql, history(true), { ...base, seq: targets.deep.seq })}`,
     );
     log(
-      `  range, one hour: ${await planSummary(sql, rangeQuery(handle.db, { cursor: false }), { ...targets.window, limit: 51 })}`,
+      `  history of a heavy user, last page: ${await planSummary(sql, history(true), { ...base, seq: targets.lastPage.seq })}`,
+    );
+    log(
+      `  history of a heavy user, operation 'grant' (only its opening rows): ${await planSummary(sql, userHistoryQuery(handle.db, { operation: true, featureType: false, cursor: false }), { ...base, operation: 'grant' })}`,
+    );
+    log(
+      `  history of a heavy user, feature 'document_generation' (only its opening row): ${await planSummary(sql, userHistoryQuery(handle.db, { operation: false, featureType: true, cursor: false }), { ...base, featureType: 'document_generation' })}`,
+    );
+    const iso = (d: Date) => d.toISOString();
+    const rangeBounds = (w: { from: Date; to: Date }) => ({ from: iso(w.from), to: iso(w.to) });
+    log(
+      `  range, one hour: ${await planSummary(sql, rangeQuery(handle.db, { cursor: false }), { ...rangeBounds(targets.window), limit: 51 })}`,
+    );
+    log(
+      `  range, the hour of ${targets.tiedWindow.rows.toLocaleString('en')} rows sharing one created_at: ${await planSummary(sql, rangeQuery(handle.db, { cursor: false }), { ...rangeBounds(targets.tiedWindow), limit: 51 })}`,
+    );
+    log(
+      `  range, the same hour from a cursor in the middle of them: ${await planSummary(sql, rangeQuery(handle.db, { cursor: true }), { ...rangeBounds(targets.tiedWindow), at: iso(targets.tiedMiddle.createdAt), id: targets.tiedMiddle.id, limit: 51 })}`,
     );
 
-    figures.push(...(await measureReads(handle.db, sql, targets, int('iterations'))));
+    log('reads (package / the same SQL by hand):');
+    figures.push(
+      ...(await measureReads(handle.db, sql, targets, {
+        iterations: int('iterations'),
+        rounds: int('rounds'),
+        log,
+        beforeRounds: pinning.pin,
+      })),
+    );
 
     // credits:verify over the whole trail, beside the cheapest query that reads every row
     // once (a per-user sum), on the same connection.
@@ -183,7 +242,13 @@ async function measureTrail(): Promise<void> {
     ).map((r) => r.id);
     await createBaselineTables(admin, users);
     await admin.end();
-    figures.push(...(await measureWrites(writer.db, writes.url, users, int('rounds'), int('ops'))));
+    log('writes (package / one-statement CTE, and / a transaction of one statement per step):');
+    figures.push(
+      ...(await measureWrites(writer.db, writes.url, users, int('rounds'), int('ops'), {
+        log,
+        beforeRounds: pinning.pin,
+      })),
+    );
   } finally {
     await writer.close();
     await writes.close();
@@ -193,6 +258,7 @@ async function measureTrail(): Promise<void> {
 /** Credit holds, each database of its own: hold + settle, held balances, the sweeper. */
 async function measureHolds(): Promise<void> {
   log('credit holds:');
+  await pinning.pin();
   const holds = await pg.createDatabase();
   const handle = createDatabase(holds.url, { max: 16 });
   const admin = postgres(holds.url, { max: 1, onnotice: () => {} });
@@ -237,6 +303,7 @@ async function measureHolds(): Promise<void> {
  */
 async function measureDrivers(): Promise<void> {
   log('drivers and poolers:');
+  await pinning.pin();
   const writes = await pg.createDatabase();
   const admin = postgres(writes.url, { max: 1, onnotice: () => {} });
   try {
@@ -279,13 +346,81 @@ console.table(
   Object.fromEntries(
     figures.map((f) => [
       f.name,
-      { package: f.value, baseline: f.baseline, unit: f.unit, ratio: f.ratio },
+      {
+        package: f.value,
+        rounds: formatSpread(f.spread),
+        baseline: f.baseline,
+        'baseline rounds': formatSpread(f.baselineSpread),
+        unit: f.unit,
+        ratio: f.ratio,
+        'ratio rounds': formatSpread(f.ratioSpread),
+      },
     ]),
   ),
 );
-log(`bench: done in ${((performance.now() - started) / 1000).toFixed(0)} s`);
+const durationS = Math.round((performance.now() - started) / 1000);
+if (jsonPath) {
+  const results: BenchResults = {
+    version: BENCH_RESULTS_VERSION,
+    meta: {
+      date: new Date().toISOString(),
+      commit,
+      node: process.version,
+      postgres: pg.server.version,
+      provider: pg.server.provider,
+      cores: cpus().length,
+      cpu: cpus()[0]?.model ?? 'unknown',
+      memoryGiB: Math.round(totalmem() / 2 ** 30),
+      pinned: pinning.pinned,
+      serverCores: pinning.serverCores,
+      clientCores: pinning.clientCores,
+      pinning: pinning.summary,
+      loadAverage: {
+        start: loadAtStart.map((n) => Number(n.toFixed(2))),
+        end: loadavg().map((n) => Number(n.toFixed(2))),
+      },
+      rows,
+      rounds: int('rounds'),
+      opsPerCaller: int('ops'),
+      iterations: int('iterations'),
+      sections: onlyIndexBuild
+        ? ['index-build']
+        : picked
+          ? [runHolds && 'holds', runDrivers && 'drivers'].filter((s): s is string => !!s)
+          : ['trail', 'index-build', 'holds', 'drivers', 'migration'],
+      durationS,
+    },
+    figures,
+  };
+  mkdirSync(path.dirname(jsonPath), { recursive: true });
+  writeFileSync(jsonPath, `${JSON.stringify(results, null, 2)}\n`);
+  log(`bench: figures written to ${jsonPath}`);
+}
+log(`bench: done in ${durationS} s`);
 for (const f of figures) {
+  const spread = (label: string, s: Figure['spread']) =>
+    s ? ` ${label}_min=${s.min} ${label}_max=${s.max}` : '';
   console.log(
-    `bench: ${f.name} value=${f.value} unit=${f.unit} baseline=${f.baseline} ratio=${f.ratio}`,
+    `bench: ${f.name} value=${f.value} unit=${f.unit} baseline=${f.baseline} ratio=${f.ratio}` +
+      spread('value', f.spread) +
+      spread('ratio', f.ratioSpread),
   );
+}
+
+/**
+ * The commit the run measures, read when it starts (with "+changes" when tracked files other
+ * than Markdown differ from it), or null outside git.
+ */
+function gitCommit(): string | null {
+  try {
+    const head = execFileSync('git', ['rev-parse', 'HEAD'], { encoding: 'utf8' }).trim();
+    const dirty = execFileSync(
+      'git',
+      ['status', '--porcelain', '--untracked-files=no', '--', ':/', ':(top,exclude,glob)**/*.md'],
+      { encoding: 'utf8' },
+    ).trim();
+    return dirty ? `${head}+changes` : head;
+  } catch {
+    return null;
+  }
 }

@@ -4,7 +4,7 @@ import pg from 'pg';
 import { createDatabase, type Database, type DatabaseHandle } from '../src/client.js';
 import { deductCredits, listCreditTransactions } from '../src/credits/index.js';
 import * as schema from '../src/schema.js';
-import { type Figure, figure, median, percentile, rotate, timed } from './stats.js';
+import { type Figure, figure, median, percentile, rotate, roundsFigure, timed } from './stats.js';
 import { run } from './writes.js';
 
 const CALLERS = 16;
@@ -84,19 +84,20 @@ export async function measurePooledDeductions(
       log(
         `  deductCredits, ${CALLERS} callers, ${h.name}: median ${Math.round(median(h.sample)).toLocaleString('en')} ops/s (${spread(h.sample)} over ${rounds} rounds)`,
       );
-    const [direct, unprepared, pooled] = handles.map((h) => median(h.sample));
+    const [direct, unprepared, pooled] = handles.map((h) => h.sample);
     const figures = [
-      figure(
-        'deduct_unprepared_16_callers',
-        unprepared ?? Number.NaN,
-        'ops/s',
-        direct ?? Number.NaN,
-      ),
+      roundsFigure('deduct_unprepared_16_callers', unprepared ?? [], 'ops/s', direct ?? [], {
+        baselineName: 'direct, prepared',
+      }),
     ];
     if (pooled !== undefined)
       figures.push(
-        figure('deduct_pgbouncer_16_callers', pooled, 'ops/s', direct ?? Number.NaN),
-        figure('deduct_pgbouncer_vs_unprepared', pooled, 'ops/s', unprepared ?? Number.NaN),
+        roundsFigure('deduct_pgbouncer_16_callers', pooled, 'ops/s', direct ?? [], {
+          baselineName: 'direct, prepared',
+        }),
+        roundsFigure('deduct_pgbouncer_vs_unprepared', pooled, 'ops/s', unprepared ?? [], {
+          baselineName: 'direct, prepare: false',
+        }),
       );
     return figures;
   } finally {

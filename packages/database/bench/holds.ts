@@ -9,7 +9,16 @@ import {
   settleCreditHold,
 } from '../src/credits/index.js';
 import { verifyLedger } from '../src/credits/verify.js';
-import { alternate, type Figure, figure, interleave, median, percentile, timed } from './stats.js';
+import {
+  alternate,
+  type Figure,
+  figure,
+  interleave,
+  median,
+  percentile,
+  roundsFigure,
+  timed,
+} from './stats.js';
 import { createBaselineTables, run } from './writes.js';
 
 const CALLERS = 16;
@@ -68,7 +77,7 @@ export async function measureHoldWrites(
     log(
       `  ${name}: hold + settle ${spread(pkg)} pairs/s, deduct ${spread(baseline)} ops/s over ${rounds} rounds`,
     );
-    figures.push(figure(name, median(pkg), 'ops/s', median(baseline)));
+    figures.push(roundsFigure(name, pkg, 'ops/s', baseline, { baselineName: 'deductCredits' }));
   }
   return figures;
 }

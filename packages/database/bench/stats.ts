@@ -68,6 +68,12 @@ export async function interleave(
   return result;
 }
 
+/** The smallest and largest of a figure over the rounds of a run: its noise. */
+export interface Spread {
+  min: number;
+  max: number;
+}
+
 export interface Figure {
   name: string;
   value: number;
@@ -76,6 +82,18 @@ export interface Figure {
   /** value / baseline */
   ratio: number;
   note?: string;
+  /** What the baseline is (e.g. "one-statement CTE"); the figure's own name says what the value is. */
+  baselineName?: string;
+  /** value over the rounds (min–max); absent for a figure measured once. */
+  spread?: Spread;
+  /** baseline over the rounds (min–max). */
+  baselineSpread?: Spread;
+  /** value / baseline round by round (min–max): what tells a real change from noise. */
+  ratioSpread?: Spread;
+}
+
+export function spreadOf(sample: number[]): Spread {
+  return { min: round(Math.min(...sample)), max: round(Math.max(...sample)) };
 }
 
 export function figure(
@@ -93,4 +111,34 @@ export function figure(
     ratio: round(value / baseline),
     ...(note ? { note } : {}),
   };
+}
+
+/**
+ * A figure from paired rounds (round i of the package beside round i of the baseline):
+ * value and baseline are `combine` of the rounds (the median round by default), with each
+ * one's min–max over the rounds and the min–max of the round-by-round ratio.
+ */
+export function roundsFigure(
+  name: string,
+  pkg: number[],
+  unit: string,
+  baseline: number[],
+  options: { baselineName?: string; value?: number; baselineValue?: number } = {},
+): Figure {
+  const ratios = pkg.map((v, i) => v / (baseline[i] ?? Number.NaN));
+  return {
+    ...figure(name, options.value ?? median(pkg), unit, options.baselineValue ?? median(baseline)),
+    ...(options.baselineName ? { baselineName: options.baselineName } : {}),
+    spread: spreadOf(pkg),
+    baselineSpread: spreadOf(baseline),
+    ratioSpread: { min: round(Math.min(...ratios)), max: round(Math.max(...ratios)) },
+  };
+}
+
+/** "1,234–1,456" or "0.41–0.52": a spread for the output. */
+export function formatSpread(spread: Spread | undefined): string {
+  if (!spread) return '';
+  const f = (n: number) =>
+    Math.abs(n) >= 100 ? Math.round(n).toLocaleString('en') : String(Number(n.toPrecision(3)));
+  return `${f(spread.min)}–${f(spread.max)}`;
 }
