@@ -3,7 +3,9 @@
 --  * the user's lock, the check that every ledger trigger is installed, and the lookup of the
 --    user's next due hold are one statement (they were three, one of them a cursor);
 --  * the scan that expires due holds runs only when a hold may be due;
---  * the name of the balance is computed only for the error messages that print it.
+--  * the name of the balance is computed only for the error messages that print it;
+--  * and one rule more: no trigger but the ledger's may run inside a ledger write with a
+--    function the tables' owner does not own (BC017, below).
 -- The rules, SQLSTATEs and messages are 0004's; only the order of two refusals changed: a
 -- write for a user that does not exist says so (BC002) even where the ledger is not installed.
 -- docs/BENCHMARKS.md ("Where a write's time goes") has the profile this was chosen from.
@@ -24,6 +26,7 @@ DECLARE
   refunded bigint;
   at timestamptz;
   now_ts timestamptz;
+  foreign_list text;
 BEGIN
   -- Only as the trail's own trigger: the owner could attach this function to a table of its own.
   IF TG_WHEN <> 'BEFORE' OR TG_OP <> 'INSERT' OR TG_LEVEL <> 'ROW' OR NOT "public"."credit_tx_is_trail"(TG_RELID) THEN
@@ -58,6 +61,27 @@ BEGIN
               ON t.tgrelid = want.relid AND t.tgname = want.name
            WHERE t.tgfoid = want.fn AND t.tgtype = want.type AND t.tgenabled IN ('O', 'A')
              AND t.tgqual IS NULL AND t.tgattr::text = '' AND NOT t.tgdeferrable AND t.tgnargs = 0) AS installed,
+         -- Any other trigger that runs inside a ledger write, with a function the tables' owner
+         -- does not own: on the trail or "CreditHold" (any), or on "User" (one that fires on
+         -- UPDATE). A role with the TRIGGER privilege (GRANT ALL grants it) could otherwise run
+         -- code of its own in the middle of the write, after the rules were checked: set the
+         -- balance that credit_tx_apply's UPDATE writes, or change a row after this trigger
+         -- hashed it. The owner's own triggers are the owner's to answer for (credits:verify
+         -- lists every trigger that is not the ledger's); a built-in function (pg_catalog) is
+         -- nobody's, and counts as foreign.
+         (SELECT count(*) FROM pg_trigger t
+           WHERE t.tgrelid IN (TG_RELID, '"public"."User"'::regclass, '"public"."CreditHold"'::regclass)
+             AND NOT t.tgisinternal
+             AND (t.tgrelid <> '"public"."User"'::regclass OR t.tgtype & 16 <> 0)
+             AND (t.tgrelid, t.tgname) NOT IN ((TG_RELID, 'credit_tx_prepare'), (TG_RELID, 'credit_tx_apply'),
+                   (TG_RELID, 'credit_tx_append_only'), (TG_RELID, 'credit_tx_no_truncate'),
+                   ('"public"."User"'::regclass, 'user_ledger_guard'),
+                   ('"public"."CreditHold"'::regclass, 'credit_hold_guard'),
+                   ('"public"."CreditHold"'::regclass, 'credit_hold_no_truncate'))
+             AND NOT EXISTS (SELECT 1 FROM pg_proc p
+                              WHERE p.oid = t.tgfoid AND p.pronamespace <> 'pg_catalog'::regnamespace
+                                AND p.proowner = (SELECT c.relowner FROM pg_class c
+                                                   WHERE c.oid = '"public"."CreditTransaction"'::regclass))) AS foreign_triggers,
          (SELECT min(expires_at) FROM "public"."CreditHold" WHERE user_id = NEW.user_id) AS next_expiry,
          (SELECT ledger_seq FROM "public"."User" WHERE id = NEW.user_id) AS seen_seq
     INTO u FROM "public"."User" WHERE id = NEW.user_id FOR NO KEY UPDATE;
@@ -68,6 +92,20 @@ BEGIN
   IF u.installed <> 10 THEN
     RAISE EXCEPTION 'the credits ledger is not installed: a ledger trigger is missing, disabled or changed'
       USING ERRCODE = 'BC009', HINT = 'Run the migrations (pnpm db:migrate) and re-enable the triggers; pnpm credits:verify lists what is wrong.';
+  END IF;
+  IF u.foreign_triggers > 0 THEN
+    SELECT string_agg(format('%I on %s (function %s)', t.tgname, t.tgrelid::regclass, t.tgfoid::regproc), ', ' ORDER BY t.tgname)
+      INTO foreign_list
+      FROM pg_trigger t
+     WHERE t.tgrelid IN (TG_RELID, '"public"."User"'::regclass, '"public"."CreditHold"'::regclass)
+       AND NOT t.tgisinternal AND (t.tgrelid <> '"public"."User"'::regclass OR t.tgtype & 16 <> 0)
+       AND NOT EXISTS (SELECT 1 FROM pg_proc p
+                        WHERE p.oid = t.tgfoid AND p.pronamespace <> 'pg_catalog'::regnamespace
+                          AND p.proowner = (SELECT c.relowner FROM pg_class c
+                                             WHERE c.oid = '"public"."CreditTransaction"'::regclass));
+    RAISE EXCEPTION 'a trigger that is not the ledger''s runs inside ledger writes: %', foreign_list
+      USING ERRCODE = 'BC017', DETAIL = json_build_object('triggers', foreign_list)::text,
+            HINT = 'Its function could change a balance or a row after the ledger checked it. Drop the trigger, or have the owner of the ledger tables own its function.';
   END IF;
 
   -- The hold columns belong to hold rows and to the rows that close one.

@@ -136,6 +136,24 @@ export class LedgerNotInstalledError extends CreditsError {
 }
 
 /**
+ * A trigger that is not the ledger's runs inside ledger writes, with a function the owner of
+ * the ledger tables does not own (one a role with the TRIGGER privilege created): it could
+ * change a balance or a row after the ledger checked it, so nothing was written.
+ */
+export class ForeignLedgerTriggerError extends CreditsError {
+  readonly code = 'FOREIGN_LEDGER_TRIGGER';
+
+  /** The triggers, as `name on table (function f)`. */
+  constructor(readonly triggers: string) {
+    super(
+      `A trigger that is not the credits ledger's runs inside its writes (${triggers}), so nothing was written: ` +
+        'its function could change a balance or a row after the ledger checked it. ' +
+        'Drop the trigger (as the owner of the table), or have the owner of the ledger tables own its function.',
+    );
+  }
+}
+
+/**
  * The server's messages are translated (lc_messages), and the ledger's guard reads the call
  * stack in English: every write is refused until the setting is English.
  */
@@ -460,6 +478,8 @@ export function toCreditsError(error: unknown, userId: string): unknown {
       return new LedgerNotInstalledError();
     case 'BC011':
       return new UnsupportedServerLocaleError();
+    case 'BC017':
+      return new ForeignLedgerTriggerError(String(detail.triggers));
     case '23502':
       return (pg.table_name ?? pg.table) === 'CreditTransaction' &&
         TRIGGER_SET_COLUMNS.has(pg.column_name ?? pg.column ?? '')

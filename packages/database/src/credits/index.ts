@@ -4,6 +4,7 @@ export {
   BalanceOutOfRangeError,
   ConnectionLostError,
   CreditsError,
+  ForeignLedgerTriggerError,
   HoldAlreadySettledError,
   HoldAlreadyVoidedError,
   HoldAmountError,
