@@ -31,6 +31,7 @@ import { measureReads, readTargets } from './reads.js';
 import { BENCH_RESULTS_VERSION, type BenchResults } from './results.js';
 import { seedTrail } from './seed.js';
 import { type Figure, figure, formatSpread, timed } from './stats.js';
+import { measureWriteProfile } from './write-profile.js';
 import { createBaselineTables, measureWrites } from './writes.js';
 
 const { values } = parseArgs({
@@ -42,6 +43,8 @@ const { values } = parseArgs({
     'migration-runs': { type: 'string', default: '10' },
     holds: { type: 'boolean', default: false },
     drivers: { type: 'boolean', default: false },
+    // Where a ledger write's time goes (bench/write-profile.ts).
+    'profile-writes': { type: 'boolean', default: false },
     // Rows of the drivers section's own seeded trail (its heavy users get 2% each).
     'driver-rows': { type: 'string', default: '200000' },
     'open-holds': { type: 'string', default: '1000' },
@@ -61,7 +64,10 @@ if (values.only !== undefined && values.only !== 'index-build') {
 }
 const onlyIndexBuild = values.only === 'index-build';
 const int = (
-  name: Exclude<keyof typeof values, 'holds' | 'drivers' | 'only' | 'json' | 'no-pin'>,
+  name: Exclude<
+    keyof typeof values,
+    'holds' | 'drivers' | 'profile-writes' | 'only' | 'json' | 'no-pin'
+  >,
 ) => {
   const n = Number(String(values[name]).replaceAll('_', ''));
   if (!Number.isSafeInteger(n) || n <= 0)
@@ -69,10 +75,12 @@ const int = (
   return n;
 };
 const rows = int('rows');
-// --holds and --drivers pick sections; without either, every section runs.
-const picked = values.holds === true || values.drivers === true;
+// --holds, --drivers and --profile-writes pick sections; without any, every section runs.
+const picked =
+  values.holds === true || values.drivers === true || values['profile-writes'] === true;
 const runHolds = !onlyIndexBuild && (!picked || values.holds === true);
 const runDrivers = !onlyIndexBuild && (!picked || values.drivers === true);
+const runWriteProfile = !onlyIndexBuild && (!picked || values['profile-writes'] === true);
 const log = (line: string) => console.log(line);
 const started = performance.now();
 // pnpm runs the script in the package's folder; a relative --json path is the caller's.
@@ -108,7 +116,11 @@ log(
   `bench: PostgreSQL ${pg.server.version} (${pg.server.provider}), Node ${process.version}, ` +
     `${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB; ` +
     (picked
-      ? [runHolds && 'credit holds', runDrivers && 'drivers and poolers']
+      ? [
+          runHolds && 'credit holds',
+          runDrivers && 'drivers and poolers',
+          runWriteProfile && 'the write profile',
+        ]
           .filter(Boolean)
           .join(' and ')
       : `${rows.toLocaleString('en')} rows`),
@@ -119,6 +131,17 @@ const figures: Figure[] = [];
 if (!picked) await measureTrail();
 if (runHolds) await measureHolds();
 if (runDrivers) await measureDrivers();
+if (runWriteProfile) {
+  log("where a ledger write's time goes:");
+  const profile = await pg.createDatabase();
+  try {
+    figures.push(
+      ...(await measureWriteProfile(profile.url, { rounds: int('rounds'), perRound: 1000 }, log)),
+    );
+  } finally {
+    await profile.close();
+  }
+}
 if (!picked && !onlyIndexBuild)
   figures.push(
     await measureMigration(() => pg.createDatabase({ empty: true }), int('migration-runs')),
