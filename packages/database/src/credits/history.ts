@@ -14,8 +14,8 @@ import {
   type TimePosition,
 } from './cursor.js';
 import { prepared } from './prepared.js';
-import { runRows } from './rows.js';
 import { withRetry } from './retry.js';
+import { runRows } from './rows.js';
 import { withinBudget } from './timeout.js';
 import { historyInput, parse, rangeInput } from './validation.js';
 

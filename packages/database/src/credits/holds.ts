@@ -11,8 +11,8 @@ import {
 } from './errors.js';
 import { apply, type CreditChangeInput, type CreditChangeResult, runStatement } from './ledger.js';
 import { prepared, rowsOf } from './prepared.js';
-import { toCreditTransaction } from './rows.js';
 import { withRetry } from './retry.js';
+import { toCreditTransaction } from './rows.js';
 import { withinBudget } from './timeout.js';
 import {
   expireInput,
