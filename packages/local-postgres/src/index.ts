@@ -10,6 +10,7 @@ export {
 export {
   type EmbeddedPostgresOptions,
   type EmbeddedServer,
+  type ShutdownMode,
   startEmbeddedPostgres,
 } from './embedded.js';
 export { LocalPostgresError } from './errors.js';

@@ -1,4 +1,13 @@
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -28,5 +37,45 @@ describe('startEmbeddedPostgres()', () => {
         /^Embedded PostgreSQL did not start \(data .*\): spawn .*initdb EACCES/,
       ),
     });
+  });
+});
+
+/** Whether a TCP connection to 127.0.0.1:port is accepted (a postmaster listens). */
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+const postmasterPid = (dataDir: string) =>
+  Number(readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+
+describe('a started server can be shut down and started again', () => {
+  it('refuses connections after shutdown() and serves the same port after start(); restart("immediate") replaces the postmaster', async () => {
+    const server = await startEmbeddedPostgres({
+      dataDir: path.join(scratch, 'data'),
+      throwaway: true,
+    });
+    try {
+      expect(await accepts(server.port)).toBe(true);
+      const first = postmasterPid(server.dataDir);
+      await server.shutdown('immediate');
+      expect(await accepts(server.port)).toBe(false);
+      await server.start();
+      expect(await accepts(server.port)).toBe(true);
+      const second = postmasterPid(server.dataDir);
+      expect(second).not.toBe(first);
+      await server.restart('immediate');
+      expect(await accepts(server.port)).toBe(true);
+      expect(postmasterPid(server.dataDir)).not.toBe(second);
+    } finally {
+      await server.stop();
+    }
+    expect(existsSync(server.dataDir)).toBe(false);
   });
 });

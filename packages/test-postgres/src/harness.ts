@@ -9,7 +9,7 @@ import type { TestPostgresContext } from './context.js';
 import { removeLeftoverDatabases } from './leftovers.js';
 import { LockClass, lock } from './locks.js';
 import { newRunId, quoteIdent } from './names.js';
-import { startTestServer, type TestServer } from './server.js';
+import { type ServerControl, startTestServer, type TestServer } from './server.js';
 import { acquireTemplate, hashFolder, releaseTemplate, templateName } from './template.js';
 import { removeLeftoverServers } from './throwaway-dirs.js';
 
@@ -24,6 +24,8 @@ export interface TestPostgresOptions {
   prefix?: string;
   env?: NodeJS.ProcessEnv;
   log?: (line: string) => void;
+  /** Settings of a server the run starts itself (embedded); ignored for others. */
+  serverSettings?: Record<string, string>;
 }
 
 export interface TestPostgres {
@@ -53,7 +55,10 @@ export async function startTestPostgres(options: TestPostgresOptions): Promise<T
   const removed = await removeLeftoverServers();
 
   const serverStarted = performance.now();
-  const server = await startTestServer(env);
+  const server = await startTestServer(
+    env,
+    options.serverSettings ? { settings: options.serverSettings } : {},
+  );
   const serverMs = performance.now() - serverStarted;
 
   const runId = newRunId();
@@ -138,4 +143,35 @@ export async function startTestPostgres(options: TestPostgresOptions): Promise<T
     await teardown().catch(() => {});
     throw error;
   }
+}
+
+export interface PrivateTestPostgres extends TestPostgres {
+  /** Shut down, start or restart the server: it is this caller's alone. */
+  control: ServerControl;
+}
+
+/**
+ * An embedded server of the caller's own, whatever TEST_DATABASE_URL or a container runtime
+ * offers, with the same template and databases as startTestPostgres: for tests that restart
+ * or stop their server, which must never happen to a server that other test files (or other
+ * runs) use at the same time. About half a second to start; `teardown()` stops it.
+ */
+export async function startPrivateTestPostgres(
+  options: Omit<TestPostgresOptions, 'env'>,
+): Promise<PrivateTestPostgres> {
+  const pg = await startTestPostgres({
+    ...options,
+    env: { TEST_POSTGRES_PROVIDER: 'embedded' },
+    // A throwaway server commits asynchronously (synchronous_commit off): an immediate
+    // shutdown would lose commits its clients were told of, which no real server does, and
+    // a restart test would then count a charge lost that was never lost. fsync and
+    // full_page_writes stay off: they matter only when the machine, not the server, crashes.
+    serverSettings: { synchronous_commit: 'on', ...options.serverSettings },
+  });
+  const control = pg.server.control;
+  if (!control) {
+    await pg.teardown();
+    throw new Error('The embedded provider gave no server control.');
+  }
+  return { ...pg, control };
 }

@@ -16,7 +16,13 @@ export {
   type UseTestDatabaseOptions,
   useTestDatabase,
 } from './database.js';
-export { startTestPostgres, type TestPostgres, type TestPostgresOptions } from './harness.js';
+export {
+  type PrivateTestPostgres,
+  startPrivateTestPostgres,
+  startTestPostgres,
+  type TestPostgres,
+  type TestPostgresOptions,
+} from './harness.js';
 export { removeLeftoverDatabases } from './leftovers.js';
 export {
   findPgBouncer,
@@ -24,7 +30,13 @@ export {
   type PgBouncerOptions,
   startPgBouncer,
 } from './pgbouncer.js';
-export { PROVIDERS, type ProviderName, startTestServer, type TestServer } from './server.js';
+export {
+  PROVIDERS,
+  type ProviderName,
+  type ServerControl,
+  startTestServer,
+  type TestServer,
+} from './server.js';
 export { setupTestPostgres, type TestPostgresSetupOptions } from './setup.js';
 export { acquireTemplate, hashFolder, releaseTemplate, templateName } from './template.js';
 export { removeLeftoverServers, throwawayBase } from './throwaway-dirs.js';

@@ -1,4 +1,8 @@
-import { EMBEDDED_POSTGRES_MAJOR, startEmbeddedPostgres } from '@bragdoc/local-postgres';
+import {
+  EMBEDDED_POSTGRES_MAJOR,
+  type ShutdownMode,
+  startEmbeddedPostgres,
+} from '@bragdoc/local-postgres';
 import postgres from 'postgres';
 import { probeContainerRuntime } from './container-runtime.js';
 import { startDockerPostgres } from './docker.js';
@@ -6,6 +10,16 @@ import { createThrowawayDir } from './throwaway-dirs.js';
 
 export const PROVIDERS = ['url', 'docker', 'embedded'] as const;
 export type ProviderName = (typeof PROVIDERS)[number];
+
+/**
+ * What a fault test does to a server it started itself: shut it down (`pg_ctl stop -m`
+ * modes), start it again on the same port and data, or both (`pg_ctl restart -m immediate`).
+ */
+export interface ServerControl {
+  shutdown: (mode?: ShutdownMode) => Promise<void>;
+  start: () => Promise<void>;
+  restart: (mode?: ShutdownMode) => Promise<void>;
+}
 
 export interface TestServer {
   provider: ProviderName;
@@ -21,6 +35,11 @@ export interface TestServer {
    * stop it; undefined where the server cannot outlive the run.
    */
   detach?: () => string;
+  /**
+   * Stop and start the server: only on the embedded provider (a server of this run's own).
+   * Never on TEST_DATABASE_URL's server, which other runs and test files share.
+   */
+  control?: ServerControl;
 }
 
 type StartedServer = Omit<TestServer, 'version' | 'skipped' | 'provider'>;
@@ -58,15 +77,27 @@ async function startDocker(env: NodeJS.ProcessEnv): Promise<StartedServer> {
   }
 }
 
-async function startEmbedded(): Promise<StartedServer> {
+async function startEmbedded(
+  _env: NodeJS.ProcessEnv,
+  settings: Record<string, string> = {},
+): Promise<StartedServer> {
   const folder = createThrowawayDir();
   try {
-    const server = await startEmbeddedPostgres({ dataDir: folder.dataDir, throwaway: true });
+    const server = await startEmbeddedPostgres({
+      dataDir: folder.dataDir,
+      throwaway: true,
+      settings,
+    });
     return {
       url: server.url,
       stop: async () => {
         await server.stop();
         folder.remove();
+      },
+      control: {
+        shutdown: server.shutdown,
+        start: server.start,
+        restart: server.restart,
       },
       detach: () => {
         const pid = server.detach();
@@ -80,7 +111,10 @@ async function startEmbedded(): Promise<StartedServer> {
   }
 }
 
-const starters: Record<ProviderName, (env: NodeJS.ProcessEnv) => Promise<StartedServer>> = {
+const starters: Record<
+  ProviderName,
+  (env: NodeJS.ProcessEnv, settings?: Record<string, string>) => Promise<StartedServer>
+> = {
   url: startUrl,
   docker: startDocker,
   embedded: startEmbedded,
@@ -98,7 +132,13 @@ function message(error: unknown): string {
  * TEST_DATABASE_URL; else a container when a container runtime answers; else embedded
  * binaries. TEST_POSTGRES_PROVIDER=url|docker|embedded forces one.
  */
-export async function startTestServer(env: NodeJS.ProcessEnv = process.env): Promise<TestServer> {
+export async function startTestServer(
+  env: NodeJS.ProcessEnv = process.env,
+  options: {
+    /** Server settings for a server the run starts (embedded); ignored elsewhere. */
+    settings?: Record<string, string>;
+  } = {},
+): Promise<TestServer> {
   const forced = env.TEST_POSTGRES_PROVIDER;
   if (forced && !(PROVIDERS as readonly string[]).includes(forced)) {
     throw new Error(
@@ -115,7 +155,7 @@ export async function startTestServer(env: NodeJS.ProcessEnv = process.env): Pro
   for (const provider of candidates) {
     let started: StartedServer | undefined;
     try {
-      started = await starters[provider](env);
+      started = await starters[provider](env, options.settings);
       const version = await serverVersion(started.url);
       return { provider, version, skipped: failures, ...started };
     } catch (error) {

@@ -4,6 +4,7 @@ import { creditHold, user } from '../schema.js';
 import { sqlStateOf, UserNotFoundError } from './errors.js';
 import { expireCreditHolds } from './holds.js';
 import { prepared } from './prepared.js';
+import { withRetry } from './retry.js';
 import { withinBudget } from './timeout.js';
 import { parse, userIdInput } from './validation.js';
 
@@ -50,7 +51,9 @@ export async function getCreditBalance(
   userId: string,
 ): Promise<CreditBalance> {
   const id = parse(userIdInput, userId, 'userId');
-  return withinBudget(db, 'getCreditBalance', () => readBalance(db, id));
+  return withRetry(db, 'getCreditBalance', true, () =>
+    withinBudget(db, 'getCreditBalance', () => readBalance(db, id)),
+  );
 }
 
 async function readBalance(db: Database | Transaction, id: string): Promise<CreditBalance> {

@@ -345,24 +345,34 @@ export class OperationTimeoutError extends CreditsError {
 
 /**
  * The connection to the database was lost while the call ran (a backend terminated, a server
- * restarting or down, a network reset). The change may or may not have been applied: a
- * retry with the same idempotency key is safe (it applies once); reads are always safe to
- * retry; a write without a key is not, read the trail first.
+ * restarting, a network reset), or none could be made (a server down: refused, or no answer
+ * within the connect timeout). The change may or may not have been applied: a retry with the
+ * same idempotency key is safe (it applies once); reads are always safe to retry; a write
+ * without a key is not, read the trail first.
  */
 export class ConnectionLostError extends CreditsError {
   readonly code = 'CONNECTION_LOST';
   readonly retryable = true;
+  /** The driver's own code of the fault: 57P01, ECONNRESET, ECONNREFUSED, CONNECTION_CLOSED… */
+  readonly faultCode: string;
 
   constructor(
     readonly operation: string,
     cause: unknown,
+    /** How many times the call was tried (more than 1 when the retry policy retried it). */
+    readonly attempts = 1,
   ) {
-    const reason = cause instanceof Error ? cause.message : String(cause);
+    const fault = connectionFault(cause);
+    const what = fault?.connecting
+      ? 'could not connect to the database'
+      : 'lost its connection to the database';
+    const tries = attempts > 1 ? ` (tried ${attempts} times)` : '';
     super(
-      `${operation} lost its connection to the database (${reason}). A retry with the same idempotency ` +
+      `${operation} ${what}${tries}: ${fault?.message ?? String(cause)}. A retry with the same idempotency ` +
         'key is safe (it applies once); reads are safe to retry; read the trail before retrying a write without a key.',
       { cause },
     );
+    this.faultCode = fault?.code ?? 'UNKNOWN';
   }
 }
 
@@ -384,18 +394,59 @@ const CONNECTION_CODES = new Set([
   'CONNECT_TIMEOUT',
 ]);
 
-/** Whether `error` (or its cause) is a lost connection rather than an answer of the server. */
-export function isConnectionLost(error: unknown): boolean {
+// Faults that mean no connection was made: nothing of the call reached the server.
+const CONNECTING_CODES = new Set([
+  'ECONNREFUSED',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'CONNECT_TIMEOUT',
+  '57P03',
+]);
+
+// node-postgres reports a lost connection with a bare Error and one of these messages
+// (pg 8: lib/client.js, pg-pool): no code to read.
+const NODE_POSTGRES_MESSAGES = new Map([
+  ['Connection terminated unexpectedly', 'CONNECTION_TERMINATED'],
+  ['Client has encountered a connection error and is not queryable', 'CONNECTION_TERMINATED'],
+  ['Connection terminated due to connection timeout', 'CONNECT_TIMEOUT'],
+]);
+
+interface ConnectionFault {
+  code: string;
+  message: string;
+  /** The fault happened before a connection was made. */
+  connecting: boolean;
+}
+
+/**
+ * The lost connection `error` (or a cause of it, such as drizzle's DrizzleQueryError's) is,
+ * when it is one rather than an answer of the server: its code and the driver's message
+ * (never drizzle's wrapper message, which holds the query and its parameters).
+ */
+export function connectionFault(error: unknown): ConnectionFault | undefined {
   for (
     let e: unknown = error, depth = 0;
-    e && depth < 4;
+    e && depth < 5;
     e = (e as { cause?: unknown }).cause, depth++
   ) {
     const code = (e as { code?: unknown }).code;
+    const message = e instanceof Error ? e.message : String(e);
     if (typeof code === 'string' && (CONNECTION_CODES.has(code) || /^08[0-9A-Z]{3}$/.test(code)))
-      return true;
+      return { code, message, connecting: CONNECTING_CODES.has(code) || code === '08001' };
+    // An AggregateError (ECONNREFUSED on each address of a host name) has its code on its parts.
+    if (e instanceof AggregateError) {
+      const inner = e.errors.map(connectionFault).find((f) => f !== undefined);
+      if (inner) return inner;
+    }
+    const pgCode = e instanceof Error && code === undefined && NODE_POSTGRES_MESSAGES.get(message);
+    if (pgCode) return { code: pgCode, message, connecting: pgCode === 'CONNECT_TIMEOUT' };
   }
-  return false;
+  return undefined;
+}
+
+/** Whether `error` (or its cause) is a lost connection rather than an answer of the server. */
+export function isConnectionLost(error: unknown): boolean {
+  return connectionFault(error) !== undefined;
 }
 
 interface PgError {

@@ -14,6 +14,7 @@ import {
   type TimePosition,
 } from './cursor.js';
 import { prepared } from './prepared.js';
+import { withRetry } from './retry.js';
 import { runRows } from './rows.js';
 import { withinBudget } from './timeout.js';
 import { historyInput, parse, rangeInput } from './validation.js';
@@ -143,14 +144,17 @@ export async function listCreditTransactions(
   const query = prepared(db, `credit_history:${variantKey(variant)}`, () =>
     userHistoryQuery(db, variant),
   );
-  const rows = await withinBudget(db, 'listCreditTransactions', () =>
-    runRows(query, {
-      userId: parsed.userId,
-      limit: parsed.limit + 1,
-      ...(parsed.operation ? { operation: parsed.operation } : {}),
-      ...(parsed.featureType ? { featureType: parsed.featureType } : {}),
-      ...(position ? { seq: position.seq } : {}),
-    }),
+  // A read: safe to retry after a lost connection.
+  const rows = await withRetry(db, 'listCreditTransactions', true, () =>
+    withinBudget(db, 'listCreditTransactions', () =>
+      runRows(query, {
+        userId: parsed.userId,
+        limit: parsed.limit + 1,
+        ...(parsed.operation ? { operation: parsed.operation } : {}),
+        ...(parsed.featureType ? { featureType: parsed.featureType } : {}),
+        ...(position ? { seq: position.seq } : {}),
+      }),
+    ),
   );
   return page(rows, parsed.limit, (last) => encodeSeqCursor({ seq: last.seq }, scope));
 }
@@ -165,13 +169,16 @@ export async function listCreditTransactionsInRange(
   const position = parsed.cursor ? decodeTimeCursor(parsed.cursor, scope) : undefined;
   const variant = { cursor: position !== undefined };
   const query = prepared(db, `credit_range:${variantKey(variant)}`, () => rangeQuery(db, variant));
-  const rows = await withinBudget(db, 'listCreditTransactionsInRange', () =>
-    runRows(query, {
-      from: parsed.from.toISOString(),
-      to: parsed.to.toISOString(),
-      limit: parsed.limit + 1,
-      ...timeCursorValues(position),
-    }),
+  // A read: safe to retry after a lost connection.
+  const rows = await withRetry(db, 'listCreditTransactionsInRange', true, () =>
+    withinBudget(db, 'listCreditTransactionsInRange', () =>
+      runRows(query, {
+        from: parsed.from.toISOString(),
+        to: parsed.to.toISOString(),
+        limit: parsed.limit + 1,
+        ...timeCursorValues(position),
+      }),
+    ),
   );
   return page(rows, parsed.limit, (last) =>
     encodeTimeCursor({ createdAt: last.createdAt, id: last.id }, scope),

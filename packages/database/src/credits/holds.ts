@@ -4,12 +4,14 @@ import type { Database, Transaction } from '../client.js';
 import { type CreditTransaction, creditTransaction } from '../schema.js';
 import {
   HoldAlreadySettledError,
+  HoldAlreadyVoidedError,
   HoldNotFoundError,
   sqlStateOf,
   toCreditsError,
 } from './errors.js';
 import { apply, type CreditChangeInput, type CreditChangeResult, runStatement } from './ledger.js';
 import { prepared, rowsOf } from './prepared.js';
+import { withRetry } from './retry.js';
 import { toCreditTransaction } from './rows.js';
 import { withinBudget } from './timeout.js';
 import {
@@ -170,7 +172,10 @@ export async function settleCreditHold(
   input: SettleInput,
 ): Promise<CreditChangeResult> {
   const parsed = parseChange(settleInput, input);
-  return withinBudget(db, 'settleCreditHold', () => settle(db, parsed));
+  // A hold closes once, and the same settlement again replays: safe to retry.
+  return withRetry(db, 'settleCreditHold', true, () =>
+    withinBudget(db, 'settleCreditHold', () => settle(db, parsed)),
+  );
 }
 
 async function settle(
@@ -188,25 +193,39 @@ async function settle(
     );
     return { transaction: row, balance: row.balanceAfter, replayed: false };
   } catch (error) {
-    if (!(error instanceof HoldAlreadySettledError)) throw error;
+    if (!(error instanceof HoldAlreadySettledError) || !error.closedBy) throw error;
     // The same settlement again (a retry after a lost reply): the first result.
-    const [first] = rowsOf(
-      await db.execute(
-        sql`select c.*, h.amount as held from public."CreditTransaction" c
-              join public."CreditTransaction" h on h.id = c.hold_id
-             where c.id = ${error.closedBy}`,
-      ),
-    );
-    if (!first || Number(first.amount) !== (parsed.amount ?? Number(first.held))) throw error;
-    const row = toCreditTransaction(first);
-    return { transaction: row, balance: row.balanceAfter, replayed: true };
+    const first = await closingRow(db, error.closedBy);
+    if (!first || first.amount !== (parsed.amount ?? first.held)) throw error;
+    return { transaction: first.row, balance: first.row.balanceAfter, replayed: true };
   }
+}
+
+/** The row that closed a hold, and what the hold held. */
+async function closingRow(
+  db: Database | Transaction,
+  id: string,
+): Promise<{ row: CreditTransaction; amount: number; held: number } | undefined> {
+  const [found] = rowsOf(
+    await db.execute(
+      sql`select c.*, h.amount as held from public."CreditTransaction" c
+            join public."CreditTransaction" h on h.id = c.hold_id
+           where c.id = ${id}`,
+    ),
+  );
+  if (!found) return undefined;
+  return {
+    row: toCreditTransaction(found),
+    amount: Number(found.amount),
+    held: Number(found.held),
+  };
 }
 
 /**
  * Gives the whole hold back, in one trail row linked to it (`reason` in its metadata).
  * A hold settled, voided or expired already throws (HOLD_ALREADY_SETTLED, …) and writes
- * nothing.
+ * nothing; but when the retry policy retried this call after a lost connection, a hold found
+ * voided returns that void (`replayed`): the lost try may have been the one that voided it.
  */
 export async function voidCreditHold(
   db: Database | Transaction,
@@ -215,10 +234,22 @@ export async function voidCreditHold(
   const parsed = parseChange(voidInput, input);
   const metadata =
     parsed.reason === undefined ? parsed.metadata : { ...parsed.metadata, reason: parsed.reason };
-  return withinBudget(db, 'voidCreditHold', async () => {
-    const row = await close(db, 'void', parsed.holdId, parsed.userId, undefined, metadata);
-    return { transaction: row, balance: row.balanceAfter, replayed: false };
-  });
+  // A hold closes once: safe to retry. A retry that finds the hold voided (by the try whose
+  // reply was lost, or by anyone: either way its credits are back) returns that void.
+  return withRetry(db, 'voidCreditHold', true, (attempt) =>
+    withinBudget(db, 'voidCreditHold', async () => {
+      try {
+        const row = await close(db, 'void', parsed.holdId, parsed.userId, undefined, metadata);
+        return { transaction: row, balance: row.balanceAfter, replayed: false };
+      } catch (error) {
+        if (attempt === 1 || !(error instanceof HoldAlreadyVoidedError) || !error.closedBy)
+          throw error;
+        const first = await closingRow(db, error.closedBy);
+        if (!first) throw error;
+        return { transaction: first.row, balance: first.row.balanceAfter, replayed: true };
+      }
+    }),
+  );
 }
 
 /**

@@ -62,6 +62,12 @@ export {
   type ReservationOptions,
   withCreditReservation,
 } from './reservation.js';
+export {
+  DEFAULT_RETRY_POLICY,
+  type RetryEvent,
+  type RetryPolicy,
+  setRetryPolicy,
+} from './retry.js';
 export { setOperationTimeout } from './timeout.js';
 export {
   DEFAULT_HOLD_EXPIRY_MS,

@@ -14,6 +14,7 @@ import {
   toCreditsError,
 } from './errors.js';
 import { isTransaction, prepared } from './prepared.js';
+import { withRetry } from './retry.js';
 import { withinBudget } from './timeout.js';
 import { deductInput, grantInput, parseChange, refundInput } from './validation.js';
 
@@ -158,7 +159,11 @@ export function runStatement<T>(
  * its audit row are written together or not at all.
  */
 export function apply(db: Database | Transaction, change: Change): Promise<CreditChangeResult> {
-  return withinBudget(db, `${change.operation}Credits`, () => applyNow(db, change));
+  const name = `${change.operation}Credits`;
+  // Retried after a lost connection only with a key: the key applies once.
+  return withRetry(db, name, change.idempotencyKey !== undefined, () =>
+    withinBudget(db, name, () => applyNow(db, change)),
+  );
 }
 
 async function applyNow(db: Database | Transaction, change: Change): Promise<CreditChangeResult> {
