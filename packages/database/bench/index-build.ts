@@ -34,6 +34,8 @@ export async function measureIndexBuild(
   const admin = postgres(url, { max: 1, onnotice: () => {} });
   const { db, close } = createDatabase(url, { max: CLIENTS });
   const scratch = mkdtempSync(path.join(tmpdir(), 'bragdoc-bench-index-'));
+  let stop = false;
+  let clients: Promise<void>[] = [];
   try {
     const users = (
       await admin<{ id: string }[]>`
@@ -42,13 +44,21 @@ export async function measureIndexBuild(
         from generate_series(1, ${CLIENTS}) n returning id`
     ).map((r) => r.id);
 
-    let stop = false;
     const samples: { startedAt: number; ms: number }[] = [];
-    const clients = users.map(async (userId) => {
+    // A deduction that fails is counted and printed, not thrown: a client that threw would
+    // end the run's wait for the others, whose calls then fail on a closed pool.
+    const failures = new Map<string, number>();
+    clients = users.map(async (userId) => {
       while (!stop) {
         const startedAt = performance.now();
-        await deductCredits(db, { userId, amount: 1, featureType: 'chat_tool_call' });
-        samples.push({ startedAt, ms: performance.now() - startedAt });
+        try {
+          await deductCredits(db, { userId, amount: 1, featureType: 'chat_tool_call' });
+          samples.push({ startedAt, ms: performance.now() - startedAt });
+        } catch (error) {
+          const key =
+            `${(error as { code?: string }).code ?? ''} ${(error as Error).message}`.slice(0, 200);
+          failures.set(key, (failures.get(key) ?? 0) + 1);
+        }
       }
     });
     const window = (name: IndexBuildScenario['name'], from: number, to: number) => {
@@ -98,8 +108,11 @@ export async function measureIndexBuild(
     results.push(window('none', noneFrom, performance.now()));
     stop = true;
     await Promise.all(clients);
+    for (const [message, count] of failures) log(`  ${count} deductions failed: ${message}`);
     return results;
   } finally {
+    stop = true;
+    await Promise.allSettled(clients);
     rmSync(scratch, { recursive: true, force: true });
     await close();
     await admin.end();
