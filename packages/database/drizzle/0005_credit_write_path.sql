@@ -25,7 +25,6 @@ DECLARE
   closing "public"."CreditTransaction"%ROWTYPE;
   refunded bigint;
   at timestamptz;
-  now_ts timestamptz;
   foreign_list text;
 BEGIN
   -- Only as the trail's own trigger: the owner could attach this function to a table of its own.
@@ -128,27 +127,33 @@ BEGIN
   -- Open holds change only with a write of their user, which moves its head: with the head
   -- the same in the snapshot as under the lock, `next_expiry` is exact, and when it is not
   -- due (the common case: no open hold at all) the scan below is skipped.
+  -- Due means due at this row's time (`at`), which every check of an expiry below compares
+  -- with: the row is dated first and the holds due by then are expired. Writing their expire
+  -- rows takes time (a user with hundreds of due holds: tens of ms), and this row is dated
+  -- after them, so it is dated again and the holds due by the new time are expired too, until
+  -- none is (with the user's lock held, no hold is added meanwhile). Scanning with a time
+  -- taken before the expire rows and dating the row after them left a hold that fell due in
+  -- between open behind a row dated after its expiry.
   -- The time as a value, not clock_timestamp() in the condition: a volatile call there
   -- cannot bound the index scan, which would read every open hold of the user.
-  now_ts := clock_timestamp();
+  at := date_trunc('milliseconds', clock_timestamp());
   IF u.ledger_seq >= 0 AND NEW.operation <> 'expire'
-     AND (u.seen_seq <> u.ledger_seq OR u.next_expiry <= now_ts) THEN
-    FOR h IN SELECT id, amount, feature_type FROM "public"."CreditHold"
-              WHERE user_id = NEW.user_id AND expires_at <= now_ts
-                AND id IS DISTINCT FROM NEW.hold_id
-              ORDER BY expires_at, id LOOP
-      INSERT INTO "public"."CreditTransaction" (user_id, amount, operation, feature_type, hold_id)
-        VALUES (NEW.user_id, h.amount, 'expire', h.feature_type, h.id);
-    END LOOP;
-    IF FOUND THEN
+     AND (u.seen_seq <> u.ledger_seq OR u.next_expiry <= at) THEN
+    LOOP
+      FOR h IN SELECT id, amount, feature_type FROM "public"."CreditHold"
+                WHERE user_id = NEW.user_id AND expires_at <= at
+                  AND id IS DISTINCT FROM NEW.hold_id
+                ORDER BY expires_at, id LOOP
+        INSERT INTO "public"."CreditTransaction" (user_id, amount, operation, feature_type, hold_id)
+          VALUES (NEW.user_id, h.amount, 'expire', h.feature_type, h.id);
+      END LOOP;
+      EXIT WHEN NOT FOUND;
       SELECT free_credits, free_chat_messages, ledger_seq, ledger_hash INTO u
         FROM "public"."User" WHERE id = NEW.user_id;
-    END IF;
+      at := date_trunc('milliseconds', clock_timestamp());
+    END LOOP;
   END IF;
   available := CASE WHEN chat THEN u.free_chat_messages ELSE u.free_credits END;
-  -- This row's time, taken once the rows before it are written: every check of an expiry
-  -- below compares with the time the row is dated with.
-  at := date_trunc('milliseconds', clock_timestamp());
 
   IF u.ledger_seq < 0 THEN
     -- The user was inserted by this very statement and its opening rows (written by

@@ -145,3 +145,33 @@ describe('code of the app role inside a ledger write', () => {
     expect(await admin`select 1 from "User" where email = ${email}`).toHaveLength(0);
   });
 });
+
+describe('a write expires every hold of its user due at the time it is dated', () => {
+  it('a hold that falls due while the write expires many others is expired too, not left open behind the write', async () => {
+    const userId = await newUser(1000);
+    const [{ t0 } = { t0: '' }] = await admin<{ t0: string }[]>`
+      select (date_trunc('milliseconds', clock_timestamp()) + interval '2 seconds')::text as t0`;
+    // 300 holds due at t0, one due 30 ms later, all taken before t0.
+    await admin.unsafe(`
+      do $$ begin
+        for i in 1..300 loop
+          insert into "CreditTransaction" (user_id, amount, operation, feature_type, hold_expires_at)
+          values ('${userId}', 1, 'hold', '${FEATURE}', '${t0}'::timestamptz);
+        end loop;
+        insert into "CreditTransaction" (user_id, amount, operation, feature_type, hold_expires_at)
+        values ('${userId}', 1, 'hold', '${FEATURE}', '${t0}'::timestamptz + interval '30 milliseconds');
+      end $$`);
+    await admin.unsafe(`
+      do $$ begin
+        perform pg_sleep(extract(epoch from ('${t0}'::timestamptz + interval '2 milliseconds' - clock_timestamp())));
+        insert into "CreditTransaction" (user_id, amount, operation, feature_type)
+        values ('${userId}', 1, 'deduct', '${FEATURE}');
+      end $$`);
+    const late = await admin<{ expires_at: string; written_at: string }[]>`
+      select h.expires_at::text, d.created_at::text as written_at
+        from "CreditHold" h, "CreditTransaction" d
+       where h.user_id = ${userId} and d.user_id = ${userId} and d.operation = 'deduct'
+         and h.expires_at <= d.created_at`;
+    expect(late).toEqual([]);
+  });
+});
