@@ -25,7 +25,6 @@ DECLARE
   closing "public"."CreditTransaction"%ROWTYPE;
   refunded bigint;
   at timestamptz;
-  now_ts timestamptz;
   foreign_list text;
 BEGIN
   -- Only as the trail's own trigger: the owner could attach this function to a table of its own.
@@ -33,6 +32,15 @@ BEGIN
     RAISE EXCEPTION 'credit_tx_prepare() runs only as the BEFORE INSERT trigger of "CreditTransaction"'
       USING ERRCODE = 'BC010';
   END IF;
+
+  -- No trigger can be added to "User" or "CreditHold" from here to the end of the transaction
+  -- (CREATE TRIGGER takes a lock this one conflicts with; the trail's own is held since the
+  -- INSERT began), so the check of foreign triggers below stays true for the whole write. With
+  -- only the row lock, a trigger created while this write waited after the check (for a
+  -- refund_of row another session locked, say) fired in credit_tx_apply's UPDATE. It comes
+  -- before the statement below, whose snapshot (READ COMMITTED) then sees every trigger
+  -- committed before it.
+  LOCK TABLE "public"."User", "public"."CreditHold" IN ROW EXCLUSIVE MODE;
 
   -- Every write of one user takes this lock first, so they apply one at a time, in seq order.
   -- One statement also reads what the checks below need, one round of the executor instead
@@ -119,27 +127,33 @@ BEGIN
   -- Open holds change only with a write of their user, which moves its head: with the head
   -- the same in the snapshot as under the lock, `next_expiry` is exact, and when it is not
   -- due (the common case: no open hold at all) the scan below is skipped.
+  -- Due means due at this row's time (`at`), which every check of an expiry below compares
+  -- with: the row is dated first and the holds due by then are expired. Writing their expire
+  -- rows takes time (a user with hundreds of due holds: tens of ms), and this row is dated
+  -- after them, so it is dated again and the holds due by the new time are expired too, until
+  -- none is (with the user's lock held, no hold is added meanwhile). Scanning with a time
+  -- taken before the expire rows and dating the row after them left a hold that fell due in
+  -- between open behind a row dated after its expiry.
   -- The time as a value, not clock_timestamp() in the condition: a volatile call there
   -- cannot bound the index scan, which would read every open hold of the user.
-  now_ts := clock_timestamp();
+  at := date_trunc('milliseconds', clock_timestamp());
   IF u.ledger_seq >= 0 AND NEW.operation <> 'expire'
-     AND (u.seen_seq <> u.ledger_seq OR u.next_expiry <= now_ts) THEN
-    FOR h IN SELECT id, amount, feature_type FROM "public"."CreditHold"
-              WHERE user_id = NEW.user_id AND expires_at <= now_ts
-                AND id IS DISTINCT FROM NEW.hold_id
-              ORDER BY expires_at, id LOOP
-      INSERT INTO "public"."CreditTransaction" (user_id, amount, operation, feature_type, hold_id)
-        VALUES (NEW.user_id, h.amount, 'expire', h.feature_type, h.id);
-    END LOOP;
-    IF FOUND THEN
+     AND (u.seen_seq <> u.ledger_seq OR u.next_expiry <= at) THEN
+    LOOP
+      FOR h IN SELECT id, amount, feature_type FROM "public"."CreditHold"
+                WHERE user_id = NEW.user_id AND expires_at <= at
+                  AND id IS DISTINCT FROM NEW.hold_id
+                ORDER BY expires_at, id LOOP
+        INSERT INTO "public"."CreditTransaction" (user_id, amount, operation, feature_type, hold_id)
+          VALUES (NEW.user_id, h.amount, 'expire', h.feature_type, h.id);
+      END LOOP;
+      EXIT WHEN NOT FOUND;
       SELECT free_credits, free_chat_messages, ledger_seq, ledger_hash INTO u
         FROM "public"."User" WHERE id = NEW.user_id;
-    END IF;
+      at := date_trunc('milliseconds', clock_timestamp());
+    END LOOP;
   END IF;
   available := CASE WHEN chat THEN u.free_chat_messages ELSE u.free_credits END;
-  -- This row's time, taken once the rows before it are written: every check of an expiry
-  -- below compares with the time the row is dated with.
-  at := date_trunc('milliseconds', clock_timestamp());
 
   IF u.ledger_seq < 0 THEN
     -- The user was inserted by this very statement and its opening rows (written by
@@ -300,3 +314,48 @@ BEGIN
   RETURN NEW;
 END;
 $$;--> statement-breakpoint
+
+
+-- user_ledger_opening as 0003 left it, and a check first: the row as it was stored still
+-- calls for the opening rows user_ledger_open counted. A BEFORE INSERT trigger that runs
+-- after user_ledger_open (one of a role with the TRIGGER privilege, named to sort after it)
+-- could otherwise set ledger_seq to 0 and create a user whose balances no row explains; no
+-- opening row would then be written, so credit_tx_prepare's check of foreign triggers would
+-- never run. The check reads the stored row, so it holds whatever trigger did it.
+CREATE OR REPLACE FUNCTION "public"."user_ledger_opening"() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET row_security = off
+AS $$
+DECLARE
+  foreign_list text;
+BEGIN
+  IF TG_WHEN <> 'AFTER' OR TG_OP <> 'INSERT' OR TG_LEVEL <> 'ROW' OR TG_RELID <> '"public"."User"'::regclass THEN
+    RAISE EXCEPTION 'user_ledger_opening() runs only as the AFTER INSERT trigger of "User"'
+      USING ERRCODE = 'BC010';
+  END IF;
+  IF NEW.ledger_seq IS DISTINCT FROM -((NEW.free_credits <> 0)::int + (NEW.free_chat_messages <> 0)::int)
+     OR NEW.ledger_hash IS NOT NULL THEN
+    SELECT string_agg(format('%I on %s (function %s)', t.tgname, t.tgrelid::regclass, t.tgfoid::regproc), ', ' ORDER BY t.tgname)
+      INTO foreign_list
+      FROM pg_trigger t
+     WHERE t.tgrelid = TG_RELID AND NOT t.tgisinternal AND t.tgtype & 4 <> 0 AND t.tgname <> 'user_ledger_open'
+       AND t.tgname <> 'user_ledger_opening';
+    RAISE EXCEPTION 'a trigger that is not the ledger''s changed the head of user % after user_ledger_open set it: %', NEW.id, coalesce(foreign_list, '(not found)')
+      USING ERRCODE = 'BC017', DETAIL = json_build_object('triggers', coalesce(foreign_list, '(not found)'))::text,
+            HINT = 'Its function could create a user whose balances no row explains. Drop the trigger.';
+  END IF;
+  -- Read the row as it is now: the creator may have written the opening rows already in
+  -- this statement (credit_tx_prepare accepts only the exact ones), or deleted the user.
+  IF NEW.free_credits > 0 AND (SELECT ledger_seq FROM "public"."User" WHERE id = NEW.id)
+       = (CASE WHEN NEW.free_chat_messages > 0 THEN -2 ELSE -1 END) THEN
+    INSERT INTO "public"."CreditTransaction" (user_id, amount, operation, feature_type, metadata)
+      VALUES (NEW.id, NEW.free_credits, 'grant', 'document_generation', '{"reason": "opening_balance"}');
+  END IF;
+  IF NEW.free_chat_messages > 0 AND (SELECT ledger_seq FROM "public"."User" WHERE id = NEW.id) = -1 THEN
+    INSERT INTO "public"."CreditTransaction" (user_id, amount, operation, feature_type, metadata)
+      VALUES (NEW.id, NEW.free_chat_messages, 'grant', 'chat_message', '{"reason": "opening_balance"}');
+  END IF;
+  RETURN NULL;
+END;
+$$;

@@ -1,0 +1,177 @@
+import { createTestDatabase } from '@bragdoc/test-postgres';
+import postgres from 'postgres';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { createDatabase, type DatabaseHandle } from '../../src/client.js';
+import { verifyLedger } from '../../src/credits/index.js';
+import { createLedgerRoles, type LedgerRoles } from './roles.js';
+
+// Review of migration 0005: an app role granted ALL on the tables (TRIGGER included) and
+// CREATE on the schema, trying to run code of its own inside a ledger write in ways the
+// BC017 check does not see; and writes that must expire every due hold of their user.
+
+let admin: postgres.Sql;
+let adminDb: DatabaseHandle;
+let roles: LedgerRoles;
+let app: postgres.Sql;
+let app2: postgres.Sql;
+let owner: postgres.Sql;
+let closeDatabase: () => Promise<void>;
+const FEATURE = 'chat_tool_call';
+
+beforeAll(async () => {
+  const database = await createTestDatabase();
+  closeDatabase = database.close;
+  roles = await createLedgerRoles(database.url, inject('testPostgres')?.serverUrl ?? '');
+  admin = postgres(database.url, { max: 2, onnotice: () => {} });
+  adminDb = createDatabase(database.url, { max: 2 });
+  const appRole = new URL(roles.url('app')).username;
+  await admin.unsafe(`grant all on all tables in schema public to ${appRole}`);
+  await admin.unsafe(`grant create on schema public to ${appRole}`);
+  app = postgres(roles.url('app'), { max: 1, onnotice: () => {} });
+  app2 = postgres(roles.url('app'), { max: 1, onnotice: () => {} });
+  owner = postgres(roles.url('owner'), { max: 1, onnotice: () => {} });
+  await app.unsafe(`
+    create function public.mint() returns trigger language plpgsql as $$
+    begin
+      if TG_TABLE_NAME = 'User' and TG_LEVEL = 'ROW' then
+        NEW.free_credits := 1000000;
+        if TG_OP = 'INSERT' then NEW.ledger_seq := 0; end if;
+      end if;
+      return NEW;
+    end $$`);
+}, 60_000);
+
+afterAll(async () => {
+  await Promise.all([app.end(), app2.end(), owner.end(), adminDb.close()]);
+  await admin.end();
+  await closeDatabase();
+  await roles.drop();
+});
+
+const attached: { name: string; table: string }[] = [];
+afterEach(async () => {
+  for (const { name, table } of attached.splice(0))
+    await owner.unsafe(`drop trigger if exists ${name} on ${table}`);
+});
+
+async function attach(as: postgres.Sql, name: string, table: string, definition: string) {
+  await as.unsafe(`create trigger ${name} ${definition.replace('$TABLE', table)}`);
+  attached.push({ name, table });
+}
+
+async function newUser(credits = 10): Promise<string> {
+  const [row] = await admin<{ id: string }[]>`
+    insert into "User" (email, free_credits) values (${`${crypto.randomUUID()}@example.com`}, ${credits})
+    returning id`;
+  return row?.id ?? '';
+}
+
+async function credits(userId: string): Promise<number | undefined> {
+  const [row] = await admin<
+    { credits: number }[]
+  >`select free_credits as credits from "User" where id = ${userId}`;
+  return row?.credits;
+}
+
+describe('code of the app role inside a ledger write', () => {
+  // Not fixed (a design question, see the review report): under REPEATABLE READ and
+  // SERIALIZABLE the check reads pg_trigger with the transaction's snapshot, while the
+  // executor fires the triggers the catalog has now. A trigger created after the snapshot was
+  // taken and before the write's INSERT (on "User", "CreditHold" or the trail itself) is not
+  // seen by the check and fires: a BEFORE UPDATE trigger on "User" set the balance to 1000000.
+  it.todo(
+    'a trigger on "User" created after a REPEATABLE READ snapshot was taken is still refused',
+  );
+
+  it('a trigger on "User" created while a write waits after the check (on a refund_of row lock) is still refused', async () => {
+    const userId = await newUser();
+    const [deduct] = await admin<{ id: string }[]>`
+      insert into "CreditTransaction" (user_id, amount, operation, feature_type)
+      values (${userId}, 2, 'deduct', ${FEATURE}) returning id`;
+    const blocker = postgres(roles.url('app'), { max: 1, onnotice: () => {} });
+    try {
+      let release: () => void = () => {};
+      const released = new Promise<void>((r) => {
+        release = r;
+      });
+      const holding = blocker.begin(async (tx) => {
+        await tx`select id from "CreditTransaction" where id = ${deduct?.id ?? ''} for update`;
+        await released;
+      });
+      await new Promise((r) => setTimeout(r, 100));
+      const write = app`
+        insert into "CreditTransaction" (user_id, amount, operation, feature_type, refund_of)
+        values (${userId}, 1, 'refund', ${FEATURE}, ${deduct?.id ?? ''})`.then(
+        () => 'written',
+        (e: { code?: string }) => e.code,
+      );
+      await new Promise((r) => setTimeout(r, 300));
+      // Not awaited: with the write's table lock it waits for the write's transaction to end.
+      const attaching = attach(
+        app2,
+        'zzz_mint_wait',
+        '"User"',
+        'before update on $TABLE for each row execute function public.mint()',
+      );
+      await new Promise((r) => setTimeout(r, 300));
+      release();
+      await holding;
+      const outcome = await write;
+      await attaching;
+      // Either the write saw the trigger and refused, or the trigger came only after it.
+      expect(['written', 'BC017']).toContain(outcome);
+      expect(await credits(userId)).toBe(outcome === 'written' ? 9 : 8);
+      const { violations } = await verifyLedger(adminDb.db, { userId });
+      expect(violations.filter((v) => v.kind !== 'trigger_unexpected')).toEqual([]);
+    } finally {
+      await blocker.end();
+    }
+  });
+
+  it('a BEFORE INSERT trigger on "User" cannot create a user whose balance has no opening rows', async () => {
+    await attach(
+      app,
+      'zzz_mint_insert',
+      '"User"',
+      'before insert on $TABLE for each row execute function public.mint()',
+    );
+    const email = `${crypto.randomUUID()}@example.com`;
+    const outcome = await app`
+      insert into "User" (email, free_credits) values (${email}, 10) returning id`.then(
+      () => 'created',
+      (e: { code?: string }) => e.code,
+    );
+    expect(outcome).toBe('BC017');
+    expect(await admin`select 1 from "User" where email = ${email}`).toHaveLength(0);
+  });
+});
+
+describe('a write expires every hold of its user due at the time it is dated', () => {
+  it('a hold that falls due while the write expires many others is expired too, not left open behind the write', async () => {
+    const userId = await newUser(1000);
+    const [{ t0 } = { t0: '' }] = await admin<{ t0: string }[]>`
+      select (date_trunc('milliseconds', clock_timestamp()) + interval '2 seconds')::text as t0`;
+    // 300 holds due at t0, one due 30 ms later, all taken before t0.
+    await admin.unsafe(`
+      do $$ begin
+        for i in 1..300 loop
+          insert into "CreditTransaction" (user_id, amount, operation, feature_type, hold_expires_at)
+          values ('${userId}', 1, 'hold', '${FEATURE}', '${t0}'::timestamptz);
+        end loop;
+        insert into "CreditTransaction" (user_id, amount, operation, feature_type, hold_expires_at)
+        values ('${userId}', 1, 'hold', '${FEATURE}', '${t0}'::timestamptz + interval '30 milliseconds');
+      end $$`);
+    await admin.unsafe(`
+      do $$ begin
+        perform pg_sleep(extract(epoch from ('${t0}'::timestamptz + interval '2 milliseconds' - clock_timestamp())));
+        insert into "CreditTransaction" (user_id, amount, operation, feature_type)
+        values ('${userId}', 1, 'deduct', '${FEATURE}');
+      end $$`);
+    const late = await admin<{ expires_at: string; written_at: string }[]>`
+      select h.expires_at::text, d.created_at::text as written_at
+        from "CreditHold" h, "CreditTransaction" d
+       where h.user_id = ${userId} and d.user_id = ${userId} and d.operation = 'deduct'
+         and h.expires_at <= d.created_at`;
+    expect(late).toEqual([]);
+  });
+});
