@@ -4,8 +4,10 @@
 --    user's next due hold are one statement (they were three, one of them a cursor);
 --  * the scan that expires due holds runs only when a hold may be due;
 --  * the name of the balance is computed only for the error messages that print it;
---  * and one rule more: no trigger but the ledger's may run inside a ledger write with a
---    function the tables' owner does not own (BC017, below).
+--  * and two rules more: no trigger but the ledger's may run inside a ledger write with a
+--    function the tables' owner does not own (BC017, below), and under REPEATABLE READ or
+--    SERIALIZABLE, whose snapshot may not show such a trigger, no role but the owner may
+--    hold TRIGGER on the ledger's tables (BC018).
 -- The rules, SQLSTATEs and messages are 0004's; only the order of two refusals changed: a
 -- write for a user that does not exist says so (BC002) even where the ledger is not installed.
 -- docs/BENCHMARKS.md ("Where a write's time goes") has the profile this was chosen from.
@@ -26,6 +28,7 @@ DECLARE
   refunded bigint;
   at timestamptz;
   foreign_list text;
+  trigger_holders text;
 BEGIN
   -- Only as the trail's own trigger: the owner could attach this function to a table of its own.
   IF TG_WHEN <> 'BEFORE' OR TG_OP <> 'INSERT' OR TG_LEVEL <> 'ROW' OR NOT "public"."credit_tx_is_trail"(TG_RELID) THEN
@@ -108,6 +111,28 @@ BEGIN
       RAISE EXCEPTION 'a trigger that is not the ledger''s runs inside ledger writes: %', foreign_list
         USING ERRCODE = 'BC017', DETAIL = json_build_object('triggers', foreign_list)::text,
               HINT = 'Its function could change a balance or a row after the ledger checked it. Drop the trigger, or have the owner of the ledger tables own its function.';
+    END IF;
+  END IF;
+
+  -- Under REPEATABLE READ or SERIALIZABLE the statements above read the catalog as of the
+  -- transaction's snapshot, while the executor fires the triggers the catalog has now: a
+  -- trigger created after the snapshot was taken is not in pg_trigger here, and runs (one on
+  -- "User" set a balance after the guard approved it). PL/pgSQL has no fresher view of the
+  -- catalog to read; what can be seen is who could have created one. Besides the owner, only a
+  -- role holding TRIGGER on these tables can: while any does, writes under those levels refuse.
+  -- (A grant made after the snapshot is the owner's act, which credits:verify is for.)
+  IF current_setting('transaction_isolation') <> 'read committed' THEN
+    SELECT string_agg(DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END, ', ')
+      INTO trigger_holders
+      FROM pg_class c, aclexplode(c.relacl) a
+     WHERE c.oid IN (TG_RELID, '"public"."CreditTransaction"'::regclass, '"public"."User"'::regclass,
+                     '"public"."CreditHold"'::regclass)
+       AND a.privilege_type = 'TRIGGER' AND a.grantee <> c.relowner;
+    IF trigger_holders IS NOT NULL THEN
+      RAISE EXCEPTION 'under %, a ledger write cannot see a trigger created after its snapshot, and % may create one (TRIGGER on the ledger''s tables)',
+          upper(current_setting('transaction_isolation')), trigger_holders
+        USING ERRCODE = 'BC018', DETAIL = json_build_object('roles', trigger_holders)::text,
+              HINT = 'Write at READ COMMITTED (the default), or REVOKE TRIGGER ON "User", "CreditTransaction", "CreditHold" FROM those roles.';
     END IF;
   END IF;
 

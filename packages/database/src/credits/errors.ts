@@ -154,6 +154,24 @@ export class ForeignLedgerTriggerError extends CreditsError {
 }
 
 /**
+ * A ledger write under REPEATABLE READ or SERIALIZABLE while a role other than the tables'
+ * owner holds TRIGGER on them: the transaction's snapshot cannot show a trigger such a role
+ * created after it was taken, so the ledger cannot rule one out, and wrote nothing.
+ */
+export class UnsafeTriggerPrivilegeError extends CreditsError {
+  readonly code = 'UNSAFE_TRIGGER_PRIVILEGE';
+
+  /** The roles holding TRIGGER on the ledger's tables, as `a, b` (PUBLIC for everyone). */
+  constructor(readonly roles: string) {
+    super(
+      `Under REPEATABLE READ or SERIALIZABLE the credits ledger cannot see a trigger created after the transaction's snapshot, ` +
+        `and ${roles} may create one (they hold TRIGGER on its tables), so nothing was written. ` +
+        'Write at READ COMMITTED (the default), or REVOKE TRIGGER ON "User", "CreditTransaction", "CreditHold" FROM those roles.',
+    );
+  }
+}
+
+/**
  * The server's messages are translated (lc_messages), and the ledger's guard reads the call
  * stack in English: every write is refused until the setting is English.
  */
@@ -531,6 +549,8 @@ export function toCreditsError(error: unknown, userId: string): unknown {
       return new UnsupportedServerLocaleError();
     case 'BC017':
       return new ForeignLedgerTriggerError(String(detail.triggers));
+    case 'BC018':
+      return new UnsafeTriggerPrivilegeError(String(detail.roles));
     case '23502':
       return (pg.table_name ?? pg.table) === 'CreditTransaction' &&
         TRIGGER_SET_COLUMNS.has(pg.column_name ?? pg.column ?? '')

@@ -25,6 +25,7 @@ export {
   PreparedStatementsUnsupportedError,
   RefundExceedsDeductionError,
   ReservationRefundError,
+  UnsafeTriggerPrivilegeError,
   UnsupportedIsolationError,
   UnsupportedServerLocaleError,
   UserNotFoundError,

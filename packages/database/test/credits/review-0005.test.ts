@@ -2,7 +2,11 @@ import { createTestDatabase } from '@bragdoc/test-postgres';
 import postgres from 'postgres';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createDatabase, type DatabaseHandle } from '../../src/client.js';
-import { verifyLedger } from '../../src/credits/index.js';
+import {
+  deductCredits,
+  UnsafeTriggerPrivilegeError,
+  verifyLedger,
+} from '../../src/credits/index.js';
 import { createLedgerRoles, type LedgerRoles } from './roles.js';
 
 // Review of migration 0005: an app role granted ALL on the tables (TRIGGER included) and
@@ -74,14 +78,72 @@ async function credits(userId: string): Promise<number | undefined> {
 }
 
 describe('code of the app role inside a ledger write', () => {
-  // Not fixed (a design question, see the review report): under REPEATABLE READ and
-  // SERIALIZABLE the check reads pg_trigger with the transaction's snapshot, while the
-  // executor fires the triggers the catalog has now. A trigger created after the snapshot was
-  // taken and before the write's INSERT (on "User", "CreditHold" or the trail itself) is not
-  // seen by the check and fires: a BEFORE UPDATE trigger on "User" set the balance to 1000000.
-  it.todo(
-    'a trigger on "User" created after a REPEATABLE READ snapshot was taken is still refused',
-  );
+  // Under REPEATABLE READ and SERIALIZABLE the check reads pg_trigger with the transaction's
+  // snapshot, while the executor fires the triggers the catalog has now: a trigger created
+  // after the snapshot was taken would not be seen. So while a role other than the owner
+  // holds TRIGGER on the ledger's tables, writes under those levels refuse.
+  it('a trigger on "User" created after a REPEATABLE READ snapshot was taken never runs inside a write: the write refuses while the app role holds TRIGGER', async () => {
+    const userId = await newUser();
+    const outcome = await app
+      .begin('isolation level repeatable read', async (tx) => {
+        await tx`select 1`; // the snapshot
+        await attach(
+          app2,
+          'zzz_mint_rr',
+          '"User"',
+          'before update on $TABLE for each row execute function public.mint()',
+        );
+        await tx`insert into "CreditTransaction" (user_id, amount, operation, feature_type)
+                 values (${userId}, 1, 'deduct', ${FEATURE})`;
+        return 'written';
+      })
+      .catch((e: { code?: string }) => e.code);
+    expect(outcome).toBe('BC018');
+    expect(await credits(userId)).toBe(10);
+  });
+
+  it('the package names the roles holding TRIGGER and what to do (UNSAFE_TRIGGER_PRIVILEGE), under SERIALIZABLE too', async () => {
+    const userId = await newUser();
+    const appDb = createDatabase(roles.url('app'), { max: 1 });
+    try {
+      const error = await appDb.db
+        .transaction((tx) => deductCredits(tx, { userId, amount: 1, featureType: FEATURE }), {
+          isolationLevel: 'serializable',
+        })
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(UnsafeTriggerPrivilegeError);
+      expect((error as UnsafeTriggerPrivilegeError).roles).toContain(
+        new URL(roles.url('app')).username,
+      );
+      expect((error as Error).message).toMatch(/READ COMMITTED|REVOKE TRIGGER/);
+    } finally {
+      await appDb.close();
+    }
+  });
+
+  it('at READ COMMITTED the same grants are fine, and under REPEATABLE READ once TRIGGER is revoked', async () => {
+    const userId = await newUser();
+    const appRole = new URL(roles.url('app')).username;
+    const appDb = createDatabase(roles.url('app'), { max: 1 });
+    try {
+      expect(
+        (await deductCredits(appDb.db, { userId, amount: 1, featureType: FEATURE })).balance,
+      ).toBe(9);
+      await admin.unsafe(
+        `revoke trigger on "User", "CreditTransaction", "CreditHold" from ${appRole}`,
+      );
+      const result = await appDb.db.transaction(
+        (tx) => deductCredits(tx, { userId, amount: 1, featureType: FEATURE }),
+        { isolationLevel: 'repeatable read' },
+      );
+      expect(result.balance).toBe(8);
+    } finally {
+      await admin.unsafe(
+        `grant trigger on "User", "CreditTransaction", "CreditHold" to ${appRole}`,
+      );
+      await appDb.close();
+    }
+  });
 
   it('a trigger on "User" created while a write waits after the check (on a refund_of row lock) is still refused', async () => {
     const userId = await newUser();
