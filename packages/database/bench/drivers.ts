@@ -4,16 +4,23 @@ import pg from 'pg';
 import { createDatabase, type Database, type DatabaseHandle } from '../src/client.js';
 import { deductCredits, listCreditTransactions } from '../src/credits/index.js';
 import * as schema from '../src/schema.js';
-import { type Figure, figure, median, percentile, rotate, roundsFigure, timed } from './stats.js';
+import {
+  type Figure,
+  figure,
+  formatSpread,
+  median,
+  percentile,
+  rotate,
+  roundsFigure,
+  spreadOf,
+  timed,
+} from './stats.js';
 import { run } from './writes.js';
 
 const CALLERS = 16;
 /** PgBouncer's server connections: as many as the direct pool has, so neither waits for one. */
 const POOLER_SIZE = 16;
 const PAGE = 50;
-
-const spread = (sample: number[]) =>
-  `${Math.round(Math.min(...sample)).toLocaleString('en')}–${Math.round(Math.max(...sample)).toLocaleString('en')}`;
 
 /** `url` with `?pgbouncer=true`, the documented setting for a transaction-mode pooler. */
 export function withPoolerSetting(url: string): string {
@@ -82,7 +89,7 @@ export async function measurePooledDeductions(
     );
     for (const h of handles)
       log(
-        `  deductCredits, ${CALLERS} callers, ${h.name}: median ${Math.round(median(h.sample)).toLocaleString('en')} ops/s (${spread(h.sample)} over ${rounds} rounds)`,
+        `  deductCredits, ${CALLERS} callers, ${h.name}: median ${Math.round(median(h.sample)).toLocaleString('en')} ops/s (${formatSpread(spreadOf(h.sample))} over ${rounds} rounds)`,
       );
     const [direct, unprepared, pooled] = handles.map((h) => h.sample);
     const figures = [

@@ -13,10 +13,12 @@ import {
   alternate,
   type Figure,
   figure,
+  formatSpread,
   interleave,
   median,
   percentile,
   roundsFigure,
+  spreadOf,
   timed,
 } from './stats.js';
 import { createBaselineTables, run } from './writes.js';
@@ -33,9 +35,6 @@ export async function createUsers(sql: postgres.Sql, label: string, count: numbe
       returning id`
   ).map((r) => r.id);
 }
-
-const spread = (sample: number[]) =>
-  `${Math.round(Math.min(...sample)).toLocaleString('en')}–${Math.round(Math.max(...sample)).toLocaleString('en')}`;
 
 /**
  * holdCredits + settleCreditHold (the whole amount), one pair per op, beside a single
@@ -75,7 +74,7 @@ export async function measureHoldWrites(
       async () => baseline.push(await run(CALLERS, opsPerCaller, c.baseline)),
     );
     log(
-      `  ${name}: hold + settle ${spread(pkg)} pairs/s, deduct ${spread(baseline)} ops/s over ${rounds} rounds`,
+      `  ${name}: hold + settle ${formatSpread(spreadOf(pkg))} pairs/s, deduct ${formatSpread(spreadOf(baseline))} ops/s over ${rounds} rounds`,
     );
     figures.push(roundsFigure(name, pkg, 'ops/s', baseline, { baselineName: 'deductCredits' }));
   }
@@ -282,8 +281,8 @@ export async function measureExpiry(
     },
   );
   log(
-    `  expireCreditHolds: ${expired.toLocaleString('en')} holds expired, ${spread(pkg)} rows/s per call; ` +
-      `hand-written: ${given.toLocaleString('en')}, ${spread(baseline)} rows/s per call`,
+    `  expireCreditHolds: ${expired.toLocaleString('en')} holds expired, ${formatSpread(spreadOf(pkg))} rows/s per call; ` +
+      `hand-written: ${given.toLocaleString('en')}, ${formatSpread(spreadOf(baseline))} rows/s per call`,
   );
   if (expired !== holds || given !== holds)
     log(`  ✗ expected ${holds} expired by each, got ${expired} and ${given}`);

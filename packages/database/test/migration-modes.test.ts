@@ -8,6 +8,7 @@ import {
   readMigrations,
 } from '../src/migrate/index.js';
 import { MigrationsFolder } from './migrations-folder.js';
+import { holdInTransaction } from './support.js';
 
 let database: TestDatabase;
 let folder: MigrationsFolder;
@@ -170,31 +171,8 @@ describe('per-migration transaction mode', () => {
 
 describe('lock and statement timeouts', () => {
   /** Holds ACCESS EXCLUSIVE on "User" in an open transaction until `release()`. */
-  async function holdUserTable() {
-    const holder = postgres(database.url, { max: 1, onnotice: () => {} });
-    let release = () => {};
-    const released = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    let locked = () => {};
-    const isLocked = new Promise<void>((resolve) => {
-      locked = resolve;
-    });
-    const done = holder
-      .begin(async (tx) => {
-        await tx`lock table "User" in access exclusive mode`;
-        locked();
-        await released;
-      })
-      .finally(() => holder.end());
-    await isLocked;
-    return {
-      release: async () => {
-        release();
-        await done;
-      },
-    };
-  }
+  const holdUserTable = () =>
+    holdInTransaction(database.url, (tx) => tx`lock table "User" in access exclusive mode`);
 
   it('retries a migration whose statement hit the lock timeout, printing each retry, and applies it once the lock is free', async () => {
     await run();

@@ -66,3 +66,37 @@ export async function passwordRole(databaseUrl: string, serverUrl: string) {
     },
   };
 }
+
+/**
+ * Runs `lock` in a transaction of its own connection to `url` and keeps that transaction
+ * open, holding what `lock` took, until `release()` (which ends the transaction and the
+ * connection). Resolves once `lock` has run.
+ */
+export async function holdInTransaction(
+  url: string,
+  lock: (tx: postgres.TransactionSql) => Promise<unknown>,
+): Promise<{ release: () => Promise<void> }> {
+  const holder = postgres(url, { max: 1, onnotice: () => {} });
+  let release = () => {};
+  const released = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  let locked = () => {};
+  const isLocked = new Promise<void>((resolve) => {
+    locked = resolve;
+  });
+  const done = holder
+    .begin(async (tx) => {
+      await lock(tx);
+      locked();
+      await released;
+    })
+    .finally(() => holder.end());
+  await Promise.race([isLocked, done]);
+  return {
+    release: async () => {
+      release();
+      await done;
+    },
+  };
+}

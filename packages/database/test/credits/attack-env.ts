@@ -18,6 +18,8 @@ export function useAttackEnvironment() {
   let closeDatabase: () => Promise<void> = async () => {};
   const sessions: postgres.Sql[] = [];
   const handles: DatabaseHandle[] = [];
+  const attached: { name: string; table: string }[] = [];
+  let owner: postgres.Sql | undefined;
 
   beforeAll(async () => {
     const database = await createTestDatabase();
@@ -59,6 +61,43 @@ export function useAttackEnvironment() {
       const handle = createDatabase(ready(roles).url(role), { max });
       handles.push(handle);
       return handle.db;
+    },
+    /** The role's name (roles are cluster-wide: each file has its own). */
+    roleName: (role: AttackerRole) => new URL(ready(roles).url(role)).username,
+    /**
+     * Gives the app role what hosted platforms grant their API roles: ALL on every table
+     * (TRIGGER included) and CREATE on the schema; and, as the app role, `public.mint()`, a
+     * trigger function that sets a user's balance to 1,000,000 (and, on INSERT, its head to
+     * "no opening rows due"), and a trail row's amount to 1.
+     */
+    async grantAllToApp() {
+      const app = env.roleName('app');
+      await env.admin().unsafe(`grant all on all tables in schema public to ${app}`);
+      await env.admin().unsafe(`grant create on schema public to ${app}`);
+      await env.session('app').unsafe(`
+        create function public.mint() returns trigger language plpgsql as $$
+        begin
+          if TG_TABLE_NAME = 'User' and TG_LEVEL = 'ROW' then
+            NEW.free_credits := 1000000;
+            if TG_OP = 'INSERT' then NEW.ledger_seq := 0; end if;
+          end if;
+          if TG_TABLE_NAME = 'CreditTransaction' and TG_LEVEL = 'ROW' then NEW.amount := 1; end if;
+          return NEW;
+        end $$`);
+    },
+    /**
+     * `create trigger <name> <definition>` as `as`, with `$TABLE` in the definition standing
+     * for `table`; dropped again by dropAttachedTriggers.
+     */
+    async attachTrigger(as: postgres.Sql, name: string, table: string, definition: string) {
+      await as.unsafe(`create trigger ${name} ${definition.replace('$TABLE', table)}`);
+      attached.push({ name, table });
+    },
+    /** Drops the attached triggers, as the owner: the app role cannot drop what it attached. */
+    async dropAttachedTriggers() {
+      owner ??= env.session('owner');
+      for (const { name, table } of attached.splice(0))
+        await owner.unsafe(`drop trigger if exists ${name} on ${table}`);
     },
     /** A user with `credits` free credits and 20 chat messages (two opening rows). */
     async newUser(credits = 10): Promise<string> {

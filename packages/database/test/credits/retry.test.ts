@@ -3,7 +3,6 @@ import { createTestDatabase, freePort, type TestDatabase } from '@bragdoc/test-p
 import { and, eq } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import pg from 'pg';
-import postgres from 'postgres';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createDatabase, type DatabaseHandle } from '../../src/client.js';
 import {
@@ -19,6 +18,7 @@ import {
 } from '../../src/credits/index.js';
 import * as schema from '../../src/schema.js';
 import { creditTransaction } from '../../src/schema.js';
+import { holdInTransaction } from '../support.js';
 import { type FaultProxy, startFaultProxy } from './fault-proxy.js';
 import { balances, createUser } from './fixtures.js';
 
@@ -203,23 +203,12 @@ describe('the retry policy after a lost connection', () => {
       operationTimeoutMs: 300,
       retry: policy,
     });
-    const locker = postgres(database.url, { max: 1, onnotice: () => {} });
     const key = marker();
+    const locker = await holdInTransaction(
+      database.url,
+      (sql) => sql`select 1 from "User" where id = ${id} for update`,
+    );
     try {
-      let release = () => {};
-      const released = new Promise<void>((resolve) => {
-        release = resolve;
-      });
-      let locked = () => {};
-      const isLocked = new Promise<void>((resolve) => {
-        locked = resolve;
-      });
-      const holding = locker.begin(async (sql) => {
-        await sql`select 1 from "User" where id = ${id} for update`;
-        locked();
-        await released;
-      });
-      await isLocked;
       const error = await deductCredits(bounded.db, {
         userId: id,
         amount: 3,
@@ -228,15 +217,14 @@ describe('the retry policy after a lost connection', () => {
       }).catch((e: unknown) => e);
       expect(error).toMatchObject({ code: 'OPERATION_TIMEOUT', retryable: true });
       expect(retries).toEqual([]);
-      release();
-      await holding;
+      await locker.release();
       // The statement that timed out was not cancelled: it applies once the lock is free.
       for (let i = 0; i < 100 && (await rowsWithKey(id, key)).length === 0; i++)
         await new Promise((resolve) => setTimeout(resolve, 20));
       expect(await rowsWithKey(id, key)).toHaveLength(1);
       expect((await balances(direct.db, id))?.freeCredits).toBe(97);
     } finally {
-      await locker.end();
+      await locker.release();
       await bounded.close();
     }
   });

@@ -1,81 +1,31 @@
-import { createTestDatabase } from '@bragdoc/test-postgres';
-import postgres from 'postgres';
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
-import { createDatabase, type DatabaseHandle } from '../../src/client.js';
+import type postgres from 'postgres';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   deductCredits,
   UnsafeTriggerPrivilegeError,
   verifyLedger,
 } from '../../src/credits/index.js';
-import { createLedgerRoles, type LedgerRoles } from './roles.js';
+import { useAttackEnvironment } from './attack-env.js';
 
 // Review of migration 0005: an app role granted ALL on the tables (TRIGGER included) and
 // CREATE on the schema, trying to run code of its own inside a ledger write in ways the
 // BC017 check does not see; and writes that must expire every due hold of their user.
 
-let admin: postgres.Sql;
-let adminDb: DatabaseHandle;
-let roles: LedgerRoles;
+const env = useAttackEnvironment();
 let app: postgres.Sql;
 let app2: postgres.Sql;
-let owner: postgres.Sql;
-let closeDatabase: () => Promise<void>;
 const FEATURE = 'chat_tool_call';
 
 beforeAll(async () => {
-  const database = await createTestDatabase();
-  closeDatabase = database.close;
-  roles = await createLedgerRoles(database.url, inject('testPostgres')?.serverUrl ?? '');
-  admin = postgres(database.url, { max: 2, onnotice: () => {} });
-  adminDb = createDatabase(database.url, { max: 2 });
-  const appRole = new URL(roles.url('app')).username;
-  await admin.unsafe(`grant all on all tables in schema public to ${appRole}`);
-  await admin.unsafe(`grant create on schema public to ${appRole}`);
-  app = postgres(roles.url('app'), { max: 1, onnotice: () => {} });
-  app2 = postgres(roles.url('app'), { max: 1, onnotice: () => {} });
-  owner = postgres(roles.url('owner'), { max: 1, onnotice: () => {} });
-  await app.unsafe(`
-    create function public.mint() returns trigger language plpgsql as $$
-    begin
-      if TG_TABLE_NAME = 'User' and TG_LEVEL = 'ROW' then
-        NEW.free_credits := 1000000;
-        if TG_OP = 'INSERT' then NEW.ledger_seq := 0; end if;
-      end if;
-      return NEW;
-    end $$`);
-}, 60_000);
-
-afterAll(async () => {
-  await Promise.all([app.end(), app2.end(), owner.end(), adminDb.close()]);
-  await admin.end();
-  await closeDatabase();
-  await roles.drop();
+  await env.grantAllToApp();
+  app = env.session('app');
+  app2 = env.session('app');
 });
+afterEach(() => env.dropAttachedTriggers());
 
-const attached: { name: string; table: string }[] = [];
-afterEach(async () => {
-  for (const { name, table } of attached.splice(0))
-    await owner.unsafe(`drop trigger if exists ${name} on ${table}`);
-});
-
-async function attach(as: postgres.Sql, name: string, table: string, definition: string) {
-  await as.unsafe(`create trigger ${name} ${definition.replace('$TABLE', table)}`);
-  attached.push({ name, table });
-}
-
-async function newUser(credits = 10): Promise<string> {
-  const [row] = await admin<{ id: string }[]>`
-    insert into "User" (email, free_credits) values (${`${crypto.randomUUID()}@example.com`}, ${credits})
-    returning id`;
-  return row?.id ?? '';
-}
-
-async function credits(userId: string): Promise<number | undefined> {
-  const [row] = await admin<
-    { credits: number }[]
-  >`select free_credits as credits from "User" where id = ${userId}`;
-  return row?.credits;
-}
+const attach = env.attachTrigger;
+const newUser = env.newUser;
+const credits = async (userId: string) => (await env.state(userId))?.credits;
 
 describe('code of the app role inside a ledger write', () => {
   // Under REPEATABLE READ and SERIALIZABLE the check reads pg_trigger with the transaction's
@@ -104,53 +54,46 @@ describe('code of the app role inside a ledger write', () => {
 
   it('the package names the roles holding TRIGGER and what to do (UNSAFE_TRIGGER_PRIVILEGE), under SERIALIZABLE too', async () => {
     const userId = await newUser();
-    const appDb = createDatabase(roles.url('app'), { max: 1 });
-    try {
-      const error = await appDb.db
-        .transaction((tx) => deductCredits(tx, { userId, amount: 1, featureType: FEATURE }), {
-          isolationLevel: 'serializable',
-        })
-        .catch((e: unknown) => e);
-      expect(error).toBeInstanceOf(UnsafeTriggerPrivilegeError);
-      expect((error as UnsafeTriggerPrivilegeError).roles).toContain(
-        new URL(roles.url('app')).username,
-      );
-      expect((error as Error).message).toMatch(/READ COMMITTED|REVOKE TRIGGER/);
-    } finally {
-      await appDb.close();
-    }
+    const appDb = env.packageAs('app', 1);
+    const error = await appDb
+      .transaction((tx) => deductCredits(tx, { userId, amount: 1, featureType: FEATURE }), {
+        isolationLevel: 'serializable',
+      })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(UnsafeTriggerPrivilegeError);
+    expect((error as UnsafeTriggerPrivilegeError).roles).toContain(env.roleName('app'));
+    expect((error as Error).message).toMatch(/READ COMMITTED|REVOKE TRIGGER/);
   });
 
   it('at READ COMMITTED the same grants are fine, and under REPEATABLE READ once TRIGGER is revoked', async () => {
     const userId = await newUser();
-    const appRole = new URL(roles.url('app')).username;
-    const appDb = createDatabase(roles.url('app'), { max: 1 });
+    const appRole = env.roleName('app');
+    const appDb = env.packageAs('app', 1);
     try {
       expect(
-        (await deductCredits(appDb.db, { userId, amount: 1, featureType: FEATURE })).balance,
+        (await deductCredits(appDb, { userId, amount: 1, featureType: FEATURE })).balance,
       ).toBe(9);
-      await admin.unsafe(
-        `revoke trigger on "User", "CreditTransaction", "CreditHold" from ${appRole}`,
-      );
-      const result = await appDb.db.transaction(
+      await env
+        .admin()
+        .unsafe(`revoke trigger on "User", "CreditTransaction", "CreditHold" from ${appRole}`);
+      const result = await appDb.transaction(
         (tx) => deductCredits(tx, { userId, amount: 1, featureType: FEATURE }),
         { isolationLevel: 'repeatable read' },
       );
       expect(result.balance).toBe(8);
     } finally {
-      await admin.unsafe(
-        `grant trigger on "User", "CreditTransaction", "CreditHold" to ${appRole}`,
-      );
-      await appDb.close();
+      await env
+        .admin()
+        .unsafe(`grant trigger on "User", "CreditTransaction", "CreditHold" to ${appRole}`);
     }
   });
 
   it('a trigger on "User" created while a write waits after the check (on a refund_of row lock) is still refused', async () => {
     const userId = await newUser();
-    const [deduct] = await admin<{ id: string }[]>`
+    const [deduct] = await env.admin()<{ id: string }[]>`
       insert into "CreditTransaction" (user_id, amount, operation, feature_type)
       values (${userId}, 2, 'deduct', ${FEATURE}) returning id`;
-    const blocker = postgres(roles.url('app'), { max: 1, onnotice: () => {} });
+    const blocker = env.session('app');
     try {
       let release: () => void = () => {};
       const released = new Promise<void>((r) => {
@@ -183,7 +126,7 @@ describe('code of the app role inside a ledger write', () => {
       // Either the write saw the trigger and refused, or the trigger came only after it.
       expect(['written', 'BC017']).toContain(outcome);
       expect(await credits(userId)).toBe(outcome === 'written' ? 9 : 8);
-      const { violations } = await verifyLedger(adminDb.db, { userId });
+      const { violations } = await verifyLedger(env.adminDb(), { userId });
       expect(violations.filter((v) => v.kind !== 'trigger_unexpected')).toEqual([]);
     } finally {
       await blocker.end();
@@ -204,17 +147,17 @@ describe('code of the app role inside a ledger write', () => {
       (e: { code?: string }) => e.code,
     );
     expect(outcome).toBe('BC017');
-    expect(await admin`select 1 from "User" where email = ${email}`).toHaveLength(0);
+    expect(await env.admin()`select 1 from "User" where email = ${email}`).toHaveLength(0);
   });
 });
 
 describe('a write expires every hold of its user due at the time it is dated', () => {
   it('a hold that falls due while the write expires many others is expired too, not left open behind the write', async () => {
     const userId = await newUser(1000);
-    const [{ t0 } = { t0: '' }] = await admin<{ t0: string }[]>`
+    const [{ t0 } = { t0: '' }] = await env.admin()<{ t0: string }[]>`
       select (date_trunc('milliseconds', clock_timestamp()) + interval '2 seconds')::text as t0`;
     // 300 holds due at t0, one due 30 ms later, all taken before t0.
-    await admin.unsafe(`
+    await env.admin().unsafe(`
       do $$ begin
         for i in 1..300 loop
           insert into "CreditTransaction" (user_id, amount, operation, feature_type, hold_expires_at)
@@ -223,13 +166,13 @@ describe('a write expires every hold of its user due at the time it is dated', (
         insert into "CreditTransaction" (user_id, amount, operation, feature_type, hold_expires_at)
         values ('${userId}', 1, 'hold', '${FEATURE}', '${t0}'::timestamptz + interval '30 milliseconds');
       end $$`);
-    await admin.unsafe(`
+    await env.admin().unsafe(`
       do $$ begin
         perform pg_sleep(extract(epoch from ('${t0}'::timestamptz + interval '2 milliseconds' - clock_timestamp())));
         insert into "CreditTransaction" (user_id, amount, operation, feature_type)
         values ('${userId}', 1, 'deduct', '${FEATURE}');
       end $$`);
-    const late = await admin<{ expires_at: string; written_at: string }[]>`
+    const late = await env.admin()<{ expires_at: string; written_at: string }[]>`
       select h.expires_at::text, d.created_at::text as written_at
         from "CreditHold" h, "CreditTransaction" d
        where h.user_id = ${userId} and d.user_id = ${userId} and d.operation = 'deduct'

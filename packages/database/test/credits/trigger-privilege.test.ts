@@ -1,7 +1,6 @@
-import { createTestDatabase } from '@bragdoc/test-postgres';
-import postgres from 'postgres';
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
-import { createDatabase, type DatabaseHandle } from '../../src/client.js';
+import type postgres from 'postgres';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { Database } from '../../src/client.js';
 import {
   deductCredits,
   ForeignLedgerTriggerError,
@@ -9,7 +8,7 @@ import {
   settleCreditHold,
   verifyLedger,
 } from '../../src/credits/index.js';
-import { createLedgerRoles, type LedgerRoles } from './roles.js';
+import { useAttackEnvironment } from './attack-env.js';
 
 // `GRANT ALL ON ALL TABLES` (hosted platforms grant it to their API roles) includes the
 // TRIGGER privilege: an app role can then attach a trigger of its own to the ledger's tables,
@@ -17,69 +16,23 @@ import { createLedgerRoles, type LedgerRoles } from './roles.js';
 // checked. These tests are that attack: the ledger must refuse to write while such a trigger
 // is there, and let the owner's own triggers be.
 
-let admin: postgres.Sql;
-let adminDb: DatabaseHandle;
-let roles: LedgerRoles;
+const env = useAttackEnvironment();
 let app: postgres.Sql;
 let owner: postgres.Sql;
-let appDb: DatabaseHandle;
-let closeDatabase: () => Promise<void>;
+let appDb: Database;
 const FEATURE = 'chat_tool_call';
 
 beforeAll(async () => {
-  const database = await createTestDatabase();
-  closeDatabase = database.close;
-  roles = await createLedgerRoles(database.url, inject('testPostgres')?.serverUrl ?? '');
-  admin = postgres(database.url, { max: 1, onnotice: () => {} });
-  adminDb = createDatabase(database.url, { max: 2 });
-  const appRole = new URL(roles.url('app')).username;
-  await admin.unsafe(`grant all on all tables in schema public to ${appRole}`);
-  await admin.unsafe(`grant create on schema public to ${appRole}`);
-  app = postgres(roles.url('app'), { max: 1, onnotice: () => {} });
-  owner = postgres(roles.url('owner'), { max: 1, onnotice: () => {} });
-  appDb = createDatabase(roles.url('app'), { max: 2 });
-  await app.unsafe(`
-    create function public.mint() returns trigger language plpgsql as $$
-    begin
-      if TG_TABLE_NAME = 'User' and TG_LEVEL = 'ROW' then NEW.free_credits := 1000000; end if;
-      if TG_TABLE_NAME = 'CreditTransaction' and TG_LEVEL = 'ROW' then NEW.amount := 1; end if;
-      return NEW;
-    end $$`);
-}, 60_000);
-
-afterAll(async () => {
-  await Promise.all([app.end(), owner.end(), appDb.close(), adminDb.close()]);
-  await admin.end();
-  await closeDatabase();
-  await roles.drop();
+  await env.grantAllToApp();
+  app = env.session('app');
+  owner = env.session('owner');
+  appDb = env.packageAs('app');
 });
+afterEach(() => env.dropAttachedTriggers());
 
-// The app role cannot drop what it attached (only a table's owner can): the owner does.
-const attached: { name: string; table: string }[] = [];
-afterEach(async () => {
-  for (const { name, table } of attached.splice(0))
-    await owner.unsafe(`drop trigger if exists ${name} on ${table}`);
-});
-
-async function attach(as: postgres.Sql, name: string, table: string, definition: string) {
-  await as.unsafe(`create trigger ${name} ${definition.replace('$TABLE', table)}`);
-  attached.push({ name, table });
-}
-
-async function newUser(credits = 10): Promise<string> {
-  const [row] = await admin<{ id: string }[]>`
-    insert into "User" (email, free_credits) values (${`${crypto.randomUUID()}@example.com`}, ${credits})
-    returning id`;
-  return row?.id ?? '';
-}
-
-async function state(userId: string) {
-  const [row] = await admin<{ credits: number; rows: number }[]>`
-    select free_credits as credits,
-      (select count(*)::int from "CreditTransaction" where user_id = ${userId}) as rows
-    from "User" where id = ${userId}`;
-  return row;
-}
+const attach = env.attachTrigger;
+const newUser = env.newUser;
+const state = env.state;
 
 describe('a trigger of the app role on a ledger table', () => {
   it('on "User", run BEFORE UPDATE after the guard to set the balance: the write refuses, naming it, and nothing changes', async () => {
@@ -91,7 +44,7 @@ describe('a trigger of the app role on a ledger table', () => {
       '"User"',
       'before update on $TABLE for each row execute function public.mint()',
     );
-    const error = await deductCredits(appDb.db, { userId, amount: 1, featureType: FEATURE }).catch(
+    const error = await deductCredits(appDb, { userId, amount: 1, featureType: FEATURE }).catch(
       (e: unknown) => e,
     );
     expect(error).toBeInstanceOf(ForeignLedgerTriggerError);
@@ -109,7 +62,7 @@ describe('a trigger of the app role on a ledger table', () => {
       'after update on $TABLE for each statement execute function public.mint()',
     );
     await expect(
-      deductCredits(appDb.db, { userId, amount: 1, featureType: FEATURE }),
+      deductCredits(appDb, { userId, amount: 1, featureType: FEATURE }),
     ).rejects.toMatchObject({ code: 'FOREIGN_LEDGER_TRIGGER' });
   });
 
@@ -123,21 +76,25 @@ describe('a trigger of the app role on a ledger table', () => {
       'before insert on $TABLE for each row execute function public.mint()',
     );
     await expect(
-      deductCredits(appDb.db, { userId, amount: 5, featureType: FEATURE }),
+      deductCredits(appDb, { userId, amount: 5, featureType: FEATURE }),
     ).rejects.toMatchObject({ code: 'FOREIGN_LEDGER_TRIGGER' });
     expect(await state(userId)).toEqual(before);
   });
 
   it('on "CreditHold", any trigger refuses the writes of holds (and every other ledger write)', async () => {
     const userId = await newUser();
-    const { holdId } = await holdCredits(adminDb.db, { userId, amount: 3, featureType: FEATURE });
+    const { holdId } = await holdCredits(env.adminDb(), {
+      userId,
+      amount: 3,
+      featureType: FEATURE,
+    });
     await attach(
       app,
       'zzz_hold',
       '"CreditHold"',
       'after delete on $TABLE for each statement execute function public.mint()',
     );
-    await expect(settleCreditHold(appDb.db, { holdId, amount: 1 })).rejects.toMatchObject({
+    await expect(settleCreditHold(appDb, { holdId, amount: 1 })).rejects.toMatchObject({
       code: 'FOREIGN_LEDGER_TRIGGER',
     });
   });
@@ -151,7 +108,7 @@ describe('a trigger of the app role on a ledger table', () => {
       'before update on $TABLE for each row execute function suppress_redundant_updates_trigger()',
     );
     await expect(
-      deductCredits(appDb.db, { userId, amount: 1, featureType: FEATURE }),
+      deductCredits(appDb, { userId, amount: 1, featureType: FEATURE }),
     ).rejects.toMatchObject({ code: 'FOREIGN_LEDGER_TRIGGER' });
   });
 
@@ -163,7 +120,7 @@ describe('a trigger of the app role on a ledger table', () => {
       '"User"',
       'before insert on $TABLE for each row execute function public.mint()',
     );
-    const result = await deductCredits(appDb.db, { userId, amount: 1, featureType: FEATURE });
+    const result = await deductCredits(appDb, { userId, amount: 1, featureType: FEATURE });
     expect(result.balance).toBe(9);
   });
 });
@@ -180,13 +137,12 @@ describe("the owner's own trigger on a ledger table", () => {
       '"User"',
       'before update on $TABLE for each row execute function public.touch_user()',
     );
-    const result = await deductCredits(appDb.db, { userId, amount: 2, featureType: FEATURE });
+    const result = await deductCredits(appDb, { userId, amount: 2, featureType: FEATURE });
     expect(result.balance).toBe(8);
-    expect(await state(userId)).toEqual({ credits: 8, rows: 3 }); // two opening rows and the deduction
-    const [named] = await admin`select name from "User" where id = ${userId}`;
+    expect(await state(userId)).toMatchObject({ credits: 8, rows: 3 }); // two opening rows and the deduction
+    const [named] = await env.admin()`select name from "User" where id = ${userId}`;
     expect(named?.name).toBe('touched');
-    await owner.unsafe('drop trigger touch_user on "User"');
-    attached.length = 0;
-    expect((await verifyLedger(adminDb.db, { userId })).violations).toEqual([]);
+    await env.dropAttachedTriggers();
+    expect((await verifyLedger(env.adminDb(), { userId })).violations).toEqual([]);
   });
 });
