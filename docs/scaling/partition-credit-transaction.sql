@@ -1,5 +1,5 @@
 -- Range-partitions "CreditTransaction" by created_at (one partition per month), in place,
--- on a database migrated to 0004 (credit holds). docs/SCALING.md explains each step;
+-- on a database migrated to 0006 (the ledger's functions in credit_ledger). docs/SCALING.md explains each step;
 -- packages/database/test/scaling/partitioning.test.ts runs this file and checks the claims.
 -- It runs in one transaction and takes an ACCESS EXCLUSIVE lock on the trail while it
 -- copies: on a large table, create the new table first and backfill in batches instead.
@@ -78,9 +78,9 @@ CREATE TABLE credit_idempotency_key (
 
 -- Claimed keys are part of the trail: deleting one would let a retry charge again.
 CREATE TRIGGER credit_idempotency_key_append_only BEFORE UPDATE OR DELETE ON credit_idempotency_key
-  FOR EACH ROW EXECUTE FUNCTION credit_tx_append_only();
+  FOR EACH ROW EXECUTE FUNCTION credit_ledger.credit_tx_append_only();
 CREATE TRIGGER credit_idempotency_key_no_truncate BEFORE TRUNCATE ON credit_idempotency_key
-  FOR EACH STATEMENT EXECUTE FUNCTION credit_tx_append_only();
+  FOR EACH STATEMENT EXECUTE FUNCTION credit_ledger.credit_tx_append_only();
 
 -- A hold closes once: one settle, void or expire row per hold_id, across all partitions.
 -- credit_tx_prepare already refuses a second closing under the user's lock (BC013); the
@@ -95,9 +95,9 @@ CREATE TABLE credit_hold_closing (
 );
 
 CREATE TRIGGER credit_hold_closing_append_only BEFORE UPDATE OR DELETE ON credit_hold_closing
-  FOR EACH ROW EXECUTE FUNCTION credit_tx_append_only();
+  FOR EACH ROW EXECUTE FUNCTION credit_ledger.credit_tx_append_only();
 CREATE TRIGGER credit_hold_closing_no_truncate BEFORE TRUNCATE ON credit_hold_closing
-  FOR EACH STATEMENT EXECUTE FUNCTION credit_tx_append_only();
+  FOR EACH STATEMENT EXECUTE FUNCTION credit_ledger.credit_tx_append_only();
 
 -- A claim is checked against the trail, not against who writes it: a role that may INSERT
 -- into these tables could otherwise claim another user's key, or a hold nobody closed (which
@@ -109,14 +109,14 @@ BEGIN
      AND TG_RELID = '"public".credit_idempotency_key'::regclass THEN
     IF EXISTS (SELECT 1 FROM "public"."CreditTransaction" t
                 WHERE t.id = NEW.transaction_id AND t.user_id = NEW.user_id
-                  AND t.idempotency_key = NEW.idempotency_key AND "public".credit_tx_is_trail(t.tableoid)) THEN
+                  AND t.idempotency_key = NEW.idempotency_key AND "credit_ledger".credit_tx_is_trail(t.tableoid::pg_catalog.regclass)) THEN
       RETURN NEW;
     END IF;
   ELSIF TG_WHEN = 'BEFORE' AND TG_OP = 'INSERT' AND TG_LEVEL = 'ROW'
      AND TG_RELID = '"public".credit_hold_closing'::regclass THEN
     IF EXISTS (SELECT 1 FROM "public"."CreditTransaction" t
                 WHERE t.id = NEW.transaction_id AND t.user_id = NEW.user_id
-                  AND t.hold_id = NEW.hold_id AND "public".credit_tx_is_trail(t.tableoid)) THEN
+                  AND t.hold_id = NEW.hold_id AND "credit_ledger".credit_tx_is_trail(t.tableoid::pg_catalog.regclass)) THEN
       RETURN NEW;
     END IF;
   END IF;
@@ -133,7 +133,7 @@ CREATE TRIGGER credit_hold_closing_guard BEFORE INSERT ON credit_hold_closing
 CREATE FUNCTION credit_tx_claim() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET row_security = off AS $$
 BEGIN
-  IF TG_WHEN <> 'AFTER' OR TG_OP <> 'INSERT' OR TG_LEVEL <> 'ROW' OR NOT "public".credit_tx_is_trail(TG_RELID) THEN
+  IF TG_WHEN <> 'AFTER' OR TG_OP <> 'INSERT' OR TG_LEVEL <> 'ROW' OR NOT "credit_ledger".credit_tx_is_trail(TG_RELID::pg_catalog.regclass) THEN
     RAISE EXCEPTION 'credit_tx_claim() runs only as an AFTER INSERT trigger of "CreditTransaction"'
       USING ERRCODE = 'BC010';
   END IF;
@@ -169,25 +169,25 @@ CREATE TABLE "CreditTransaction_default" PARTITION OF "CreditTransaction" DEFAUL
 -- CONFLICT DO NOTHING skips a row after its BEFORE triggers). Either failing undoes the
 -- whole INSERT.
 CREATE TRIGGER credit_tx_prepare BEFORE INSERT ON "CreditTransaction"
-  FOR EACH ROW EXECUTE FUNCTION credit_tx_prepare();
+  FOR EACH ROW EXECUTE FUNCTION credit_ledger.credit_tx_prepare();
 CREATE TRIGGER credit_tx_apply AFTER INSERT ON "CreditTransaction"
-  FOR EACH ROW EXECUTE FUNCTION credit_tx_apply();
+  FOR EACH ROW EXECUTE FUNCTION credit_ledger.credit_tx_apply();
 CREATE TRIGGER credit_tx_claim AFTER INSERT ON "CreditTransaction"
   FOR EACH ROW EXECUTE FUNCTION credit_tx_claim();
 CREATE TRIGGER credit_tx_append_only BEFORE UPDATE OR DELETE ON "CreditTransaction"
-  FOR EACH ROW EXECUTE FUNCTION credit_tx_append_only();
+  FOR EACH ROW EXECUTE FUNCTION credit_ledger.credit_tx_append_only();
 -- A statement trigger fires only for the table a statement names, so TRUNCATE is refused
 -- on the parent and on each partition (the partition job adds it to new partitions).
 CREATE TRIGGER credit_tx_no_truncate BEFORE TRUNCATE ON "CreditTransaction"
-  FOR EACH STATEMENT EXECUTE FUNCTION credit_tx_append_only();
+  FOR EACH STATEMENT EXECUTE FUNCTION credit_ledger.credit_tx_append_only();
 CREATE TRIGGER credit_tx_no_truncate BEFORE TRUNCATE ON "CreditTransaction_2026_10"
-  FOR EACH STATEMENT EXECUTE FUNCTION credit_tx_append_only();
+  FOR EACH STATEMENT EXECUTE FUNCTION credit_ledger.credit_tx_append_only();
 CREATE TRIGGER credit_tx_no_truncate BEFORE TRUNCATE ON "CreditTransaction_2026_11"
-  FOR EACH STATEMENT EXECUTE FUNCTION credit_tx_append_only();
+  FOR EACH STATEMENT EXECUTE FUNCTION credit_ledger.credit_tx_append_only();
 CREATE TRIGGER credit_tx_no_truncate BEFORE TRUNCATE ON "CreditTransaction_2026_12"
-  FOR EACH STATEMENT EXECUTE FUNCTION credit_tx_append_only();
+  FOR EACH STATEMENT EXECUTE FUNCTION credit_ledger.credit_tx_append_only();
 CREATE TRIGGER credit_tx_no_truncate BEFORE TRUNCATE ON "CreditTransaction_default"
-  FOR EACH STATEMENT EXECUTE FUNCTION credit_tx_append_only();
+  FOR EACH STATEMENT EXECUTE FUNCTION credit_ledger.credit_tx_append_only();
 
 -- Move the rows over with the triggers of the new table off (the balances and "CreditHold"
 -- already include them, and their seq and hash stay as they are), and their idempotency keys
@@ -211,15 +211,16 @@ ALTER TABLE "CreditTransaction" ENABLE TRIGGER credit_tx_claim;
 
 -- credit_holds_expire returns SETOF "CreditTransaction": that is the old table's row type
 -- (it followed the rename), so the function is created again for the new table, with its body
--- exactly as the migration installed it (credits:verify compares it with 0004's) and 0004's
--- header. Grants made on it since the migration must be made again.
+-- and attributes exactly as the ledger's source (ledger/functions/credit_holds_expire.sql)
+-- has them, which credits:verify compares it with. Grants made on it since must be made again.
 DO $$
 DECLARE
-  body text := (SELECT prosrc FROM pg_proc WHERE oid = 'public.credit_holds_expire(integer, uuid)'::regprocedure);
+  body text := (SELECT prosrc FROM pg_proc WHERE oid = 'credit_ledger.credit_holds_expire(integer, uuid)'::regprocedure);
 BEGIN
-  DROP FUNCTION public.credit_holds_expire(integer, uuid);
-  EXECUTE format('CREATE FUNCTION "public"."credit_holds_expire"(max_rows integer, only_user uuid DEFAULT NULL)
-    RETURNS SETOF "public"."CreditTransaction" LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS %L', body);
+  DROP FUNCTION credit_ledger.credit_holds_expire(integer, uuid);
+  EXECUTE format('CREATE FUNCTION "credit_ledger"."credit_holds_expire"(max_rows integer, only_user uuid DEFAULT NULL)
+    RETURNS SETOF "public"."CreditTransaction" LANGUAGE plpgsql SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp SET lock_timeout = ''5s'' AS %L', body);
 END;
 $$;
 

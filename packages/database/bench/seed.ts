@@ -68,7 +68,9 @@ export async function seedTrail(sql: postgres.Sql, options: SeedOptions): Promis
   // credits:verify reports a row dated before the one ahead of it. So the opening rows are
   // dated the day before the first bulk row, and hashed again (seq 1, then seq 2 on it).
   await sql`update "CreditTransaction" set created_at = ${START}::timestamptz - interval '1 day'`;
-  const rehash = (prev: postgres.Fragment) => sql`credit_tx_hash(${prev}, t.id, t.user_id, t.seq,
+  const rehash = (
+    prev: postgres.Fragment,
+  ) => sql`credit_ledger.credit_tx_hash(${prev}, t.id, t.user_id, t.seq,
     t.operation, t.feature_type, t.amount, t.balance_after, t.created_at, t.idempotency_key,
     t.refund_of, t.metadata, t.hold_id, t.hold_expires_at)`;
   await sql`update "CreditTransaction" t set hash = ${rehash(sql`null`)} where t.seq = 1`;
@@ -117,11 +119,11 @@ export async function seedTrail(sql: postgres.Sql, options: SeedOptions): Promis
   await sql`set enable_mergejoin = off`;
   await sql`
     with recursive chain as (
-      select l.user_id, l.seq, credit_tx_hash(u.ledger_hash, l.id, l.user_id, l.seq, l.operation,
+      select l.user_id, l.seq, credit_ledger.credit_tx_hash(u.ledger_hash, l.id, l.user_id, l.seq, l.operation,
         l.feature_type, l.amount, l.balance_after::int, l.created_at, null, null, l.metadata, null, null) as hash
       from bench_ledger l join "User" u on u.id = l.user_id where l.seq = 3
       union all
-      select l.user_id, l.seq, credit_tx_hash(c.hash, l.id, l.user_id, l.seq, l.operation,
+      select l.user_id, l.seq, credit_ledger.credit_tx_hash(c.hash, l.id, l.user_id, l.seq, l.operation,
         l.feature_type, l.amount, l.balance_after::int, l.created_at, null, null, l.metadata, null, null)
       from chain c join bench_ledger l on l.user_id = c.user_id and l.seq = c.seq + 1)
     insert into bench_hash select * from chain`;

@@ -49,7 +49,7 @@ const NO_GUARD: Edit[] = [
 const NO_HASH: Edit[] = [
   {
     fn: 'credit_tx_prepare',
-    from: /NEW\.hash := "public"\."credit_tx_hash"\([\s\S]*?\);/,
+    from: /NEW\.hash := "credit_ledger"\."credit_tx_hash"\([\s\S]*?\);/,
     to: "NEW.hash := 'x';",
   },
 ];
@@ -128,7 +128,7 @@ export async function measureWriteProfile(
     await sql`set synchronous_commit = off`;
     for (const fn of ['credit_tx_prepare', 'credit_tx_apply', 'user_ledger_guard']) {
       const [row] = await sql<{ def: string }[]>`
-        select pg_get_functiondef(${`public.${fn}()`}::regprocedure) as def`;
+        select pg_get_functiondef(${`credit_ledger.${fn}()`}::regprocedure) as def`;
       originals.set(fn, row?.def ?? '');
     }
 

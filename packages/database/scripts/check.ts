@@ -8,6 +8,7 @@ import { compareCatalogs, describeDifference, readCatalog } from '../src/migrate
 import { layoutProblems } from '../src/migrate/journal.js';
 import { redactUrl } from '../src/migrate/redact.js';
 import { drizzleKitBin } from './drizzle-kit-bin.js';
+import { sourceDrift } from './ledger-sources.js';
 import { referenceCatalog } from './reference-schema.js';
 
 /**
@@ -19,6 +20,7 @@ import { referenceCatalog } from './reference-schema.js';
 const packageDir = fileURLToPath(new URL('..', import.meta.url));
 const migrationsDir = path.join(packageDir, 'drizzle');
 const schemaFile = path.join(packageDir, 'src', 'schema.ts');
+const ledgerDir = path.join(packageDir, 'ledger');
 
 // drizzle-kit reads `--out` relative to its working directory, even when it is absolute.
 function drizzleKitRun(cwd: string, args: string[]): { status: number; output: string } {
@@ -94,6 +96,37 @@ function main(): number {
   }
   console.log(
     `✓ journal, SQL files and snapshots agree (${readdirSync(migrationsDir).filter((f) => f.endsWith('.sql')).length} migrations).`,
+  );
+
+  let drift: ReturnType<typeof sourceDrift>;
+  try {
+    drift = sourceDrift(ledgerDir, migrationsDir);
+  } catch (error) {
+    console.error(
+      `✗ the ledger sources cannot be compared with the migrations: ${error instanceof Error ? error.message : String(error)}`,
+    );
+    return 1;
+  }
+  if (drift.length > 0) {
+    console.error(
+      '✗ the ledger sources differ from the migrations that install them. Run `pnpm db:ledger <name>` and commit the migration it writes:',
+    );
+    for (const d of drift) {
+      if (d.kind === 'not_installed')
+        console.error(`  - ledger/${d.path} is installed by no migration`);
+      else if (d.kind === 'changed')
+        console.error(
+          `  - ledger/${d.path} differs from what ${d.migration} installs, from line ${d.line}`,
+        );
+      else
+        console.error(
+          `  - ledger/${d.path} was installed by ${d.migration} and no longer exists: db:ledger writes a ledger:removed marker, under which you drop it`,
+        );
+    }
+    return 1;
+  }
+  console.log(
+    '✓ every ledger source (ledger/) is what the latest migration that installs it says.',
   );
 
   const missing = ungeneratedChanges();

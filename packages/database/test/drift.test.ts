@@ -107,12 +107,12 @@ describe('pnpm db:check --against <url>', () => {
       (sql) =>
         sql<
           { def: string }[]
-        >`select pg_get_functiondef('public.credit_tx_append_only'::regproc) as def`,
+        >`select pg_get_functiondef('credit_ledger.credit_tx_append_only'::regproc) as def`,
     );
     await exec((fn?.def ?? '').replace(/BEGIN/i, 'BEGIN\n  -- hotfix\n'));
     expect(await differences()).toEqual([
       expect.stringMatching(
-        /^~ function public\.credit_tx_append_only\(\): defined differently \(line \d+: expected .*, found "-- hotfix"\)$/,
+        /^~ function credit_ledger\.credit_tx_append_only\(\): defined differently \(line \d+: expected .*, found "-- hotfix"\)$/,
       ),
     ]);
   });

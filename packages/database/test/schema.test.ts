@@ -232,7 +232,21 @@ describe('a database migrated by db:migrate', () => {
     ]);
   });
 
-  it('runs every ledger trigger function as its owner, with a fixed search_path (pg_temp last) and row security off, and lets nobody else execute it', async () => {
+  it('keeps the ledger functions in credit_ledger, a schema only its owner can create in, and none in public', async () => {
+    const schemas = await rows<{ name: string; others_create: boolean; public_usage: boolean }>(sql`
+      select n.nspname as name,
+        exists (select 1 from aclexplode(n.nspacl) a
+                 where a.grantee <> n.nspowner and a.privilege_type = 'CREATE') as others_create,
+        has_schema_privilege('public', n.oid, 'USAGE') as public_usage
+      from pg_namespace n where n.nspname = 'credit_ledger'`);
+    expect(schemas).toEqual([{ name: 'credit_ledger', others_create: false, public_usage: true }]);
+    const inPublic = await rows(
+      sql`select proname from pg_proc where pronamespace = 'public'::regnamespace`,
+    );
+    expect(inPublic).toEqual([]);
+  });
+
+  it('runs every ledger trigger function as its owner, with a fixed search_path (pg_temp last), row security off and a lock timeout, and lets nobody else execute it', async () => {
     const functions = await rows<{
       name: string;
       definer: boolean;
@@ -241,25 +255,39 @@ describe('a database migrated by db:migrate', () => {
     }>(sql`
       select p.proname as name, p.prosecdef as definer, p.proconfig as config,
         has_function_privilege('public', p.oid, 'EXECUTE') as public_execute
-      from pg_proc p where p.pronamespace = 'public'::regnamespace order by 1`);
-    const trigger = (name: string) => ({
+      from pg_proc p where p.pronamespace = 'credit_ledger'::regnamespace order by 1`);
+    const trigger = (name: string, lockTimeout = false) => ({
       name,
       definer: true,
-      config: ['search_path=pg_catalog, pg_temp', 'row_security=off'],
+      config: [
+        'search_path=pg_catalog, pg_temp',
+        'row_security=off',
+        ...(lockTimeout ? ['lock_timeout=5s'] : []),
+      ],
       public_execute: false,
     });
     // Inlined into the triggers, so no SET clause: every name in them is qualified instead.
-    const helper = (name: string) => ({ name, definer: false, config: null, public_execute: true });
+    const helper = (name: string) => ({
+      name,
+      definer: false,
+      config: null,
+      public_execute: false,
+    });
     expect(functions).toEqual([
       trigger('credit_hold_guard'),
-      // The sweeper runs as its owner for any caller: all it can do is insert expire rows for
-      // due holds, which the triggers check like any other.
-      { ...trigger('credit_holds_expire'), public_execute: true },
+      // The sweeper runs as its caller, so anyone may execute it: it can do only what the
+      // caller's own INSERT of expire rows could.
+      {
+        name: 'credit_holds_expire',
+        definer: false,
+        config: ['search_path=pg_catalog, pg_temp', 'lock_timeout=5s'],
+        public_execute: true,
+      },
       trigger('credit_tx_append_only'),
-      trigger('credit_tx_apply'),
+      trigger('credit_tx_apply', true),
       helper('credit_tx_hash'),
       helper('credit_tx_is_trail'),
-      trigger('credit_tx_prepare'),
+      trigger('credit_tx_prepare', true),
       trigger('user_ledger_delete'),
       trigger('user_ledger_guard'),
       trigger('user_ledger_open'),

@@ -154,6 +154,41 @@ export class ForeignLedgerTriggerError extends CreditsError {
 }
 
 /**
+ * A foreign key of a table the ledger's owner does not own references the trail or
+ * "CreditHold": it could keep a hold from ever closing (every write of its user, and the
+ * sweeper, would then fail on it), so every ledger write refuses while it exists.
+ */
+export class ForeignLedgerReferenceError extends CreditsError {
+  readonly code = 'FOREIGN_LEDGER_REFERENCE';
+
+  /** The constraints, as `name on table (owner r, references t)`. */
+  constructor(readonly constraints: string) {
+    super(
+      `A foreign key of a table the credits ledger's owner does not own references a ledger table (${constraints}), so nothing was written: ` +
+        'it could keep a hold from ever closing. Drop the constraint, or have the owner of the ledger tables own its table.',
+    );
+  }
+}
+
+/**
+ * A lock the ledger needed (the user's row, a hold's row) stayed held by another transaction
+ * for longer than the ledger waits (its functions' lock_timeout, 5 s): nothing was written.
+ * Retrying is safe with the same idempotency key; a transaction that keeps a user's row
+ * locked (SELECT … FOR UPDATE, a long transaction around a credit call) is the cause.
+ */
+export class LedgerLockTimeoutError extends CreditsError {
+  readonly code = 'LEDGER_LOCK_TIMEOUT';
+  readonly retryable = true;
+
+  constructor(readonly userId: string) {
+    super(
+      `A credit change of user ${userId} waited too long for a lock another transaction holds, so nothing was written. ` +
+        "Retry it (with the same idempotency key); if it keeps failing, find the transaction that holds the user's row locked (pg_locks, pg_stat_activity).",
+    );
+  }
+}
+
+/**
  * A ledger write under REPEATABLE READ or SERIALIZABLE while a role other than the tables'
  * owner holds TRIGGER on them: the transaction's snapshot cannot show a trigger such a role
  * created after it was taken, so the ledger cannot rule one out, and wrote nothing.
@@ -551,6 +586,10 @@ export function toCreditsError(error: unknown, userId: string): unknown {
       return new ForeignLedgerTriggerError(String(detail.triggers));
     case 'BC018':
       return new UnsafeTriggerPrivilegeError(String(detail.roles));
+    case 'BC019':
+      return new ForeignLedgerReferenceError(String(detail.constraints));
+    case '55P03':
+      return new LedgerLockTimeoutError(userId);
     case '23502':
       return (pg.table_name ?? pg.table) === 'CreditTransaction' &&
         TRIGGER_SET_COLUMNS.has(pg.column_name ?? pg.column ?? '')

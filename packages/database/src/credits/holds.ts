@@ -266,7 +266,7 @@ export async function expireCreditHolds(
   const parsed = parse(expireInput, input);
   const statement = (target: Database | Transaction) =>
     target.execute(
-      sql`select * from public.credit_holds_expire(${parsed.limit}::int4, ${parsed.userId ?? null}::uuid)`,
+      sql`select * from credit_ledger.credit_holds_expire(${parsed.limit}::int4, ${parsed.userId ?? null}::uuid)`,
     );
   return withinBudget(db, 'expireCreditHolds', async () => {
     try {

@@ -1,4 +1,4 @@
-import { readMigrations } from '../migrate/migrations.js';
+import { readMigrations, stripLeadingComments } from '../migrate/migrations.js';
 
 /** A trigger as the migrations create it. `type` uses pg_trigger.tgtype's bits. */
 export interface ExpectedTrigger {
@@ -6,16 +6,19 @@ export interface ExpectedTrigger {
   name: string;
   type: number;
   function: string;
+  /** The schema of its function: `credit_ledger` since migration 0006. */
+  functionSchema: string;
 }
 
 /** A function as the migrations define it: `body` is exactly what pg_proc.prosrc holds. */
 export interface ExpectedFunction {
+  schema: string;
   name: string;
   body: string;
   securityDefiner: boolean;
   /** `SET` clauses as pg_proc.proconfig spells them, e.g. `search_path=pg_catalog, pg_temp`. */
   config: string[];
-  /** A trigger function: the migrations revoke EXECUTE on it from PUBLIC. */
+  /** A trigger function: nobody but its owner may execute it. */
   returnsTrigger: boolean;
   /** pg_proc.prolang's name, provolatile ('v', 's', 'i') and proisstrict. */
   language: string;
@@ -98,26 +101,37 @@ const TYPE = {
   INSTEAD: 64,
 } as const;
 
-// A name as migrations spell it: optionally schema-qualified, optionally quoted.
-const NAME = String.raw`(?:"?public"?\.)?"?(\w+)"?`;
-const LEADING_COMMENTS = String.raw`^(?:--[^\n]*\n|\s)*`;
+// A name as migrations spell it: optionally schema-qualified, optionally quoted. Captures the
+// schema (when written) and the name.
+const NAME = String.raw`(?:"?(\w+)"?\.)?"?(\w+)"?`;
 const CREATE_FUNCTION = new RegExp(
-  String.raw`${LEADING_COMMENTS}CREATE (?:OR REPLACE )?FUNCTION ${NAME}\([^)]*\)([\s\S]*?)AS \$\$([\s\S]*?)\$\$;?$`,
+  String.raw`^CREATE (?:OR REPLACE )?FUNCTION ${NAME}\([^)]*\)([\s\S]*?)AS \$(\w*)\$([\s\S]*?)\$\4\$([\s\S]*?);?$`,
 );
-const DROP_FUNCTION = new RegExp(`${LEADING_COMMENTS}DROP FUNCTION (?:IF EXISTS )?${NAME}`);
+const DROP_FUNCTION = new RegExp(`^DROP FUNCTION (?:IF EXISTS )?${NAME}`);
 const CREATE_TRIGGER = new RegExp(
-  String.raw`${LEADING_COMMENTS}CREATE (?:OR REPLACE )?TRIGGER ${NAME} (BEFORE|AFTER|INSTEAD OF) ([\w ]+?) ON ${NAME}\s+FOR EACH (ROW|STATEMENT) EXECUTE FUNCTION ${NAME}\(\);?$`,
+  String.raw`^CREATE (?:OR REPLACE )?TRIGGER ${NAME} (BEFORE|AFTER|INSTEAD OF) ([\w ,]+?) ON ${NAME}\s+FOR EACH (ROW|STATEMENT) EXECUTE (?:FUNCTION|PROCEDURE) ${NAME}\(\);?$`,
 );
-const DROP_TRIGGER = new RegExp(
-  `${LEADING_COMMENTS}DROP TRIGGER (?:IF EXISTS )?${NAME} ON ${NAME}`,
-);
+const DROP_TRIGGER = new RegExp(`^DROP TRIGGER (?:IF EXISTS )?${NAME} ON ${NAME}`);
+// Statements that define or change a function or trigger: each must be one the patterns above
+// read, or the definition verify compares with would silently be wrong.
+const DEFINES =
+  /^(?:CREATE|DROP|ALTER)\s+(?:OR\s+REPLACE\s+)?(?:CONSTRAINT\s+)?(?:FUNCTION|TRIGGER|PROCEDURE)\b/i;
+
+/** The statement without its leading and trailing comment lines and blank space. */
+function statementText(statement: string): string {
+  const lines = stripLeadingComments(statement).split('\n');
+  while (lines.length > 0 && /^\s*(--.*)?$/.test(lines[lines.length - 1] ?? '')) lines.pop();
+  return lines.join('\n').trim();
+}
 
 function triggerType(timing: string, events: string, level: string): number {
   let type = level === 'ROW' ? TYPE.ROW : 0;
   if (timing === 'BEFORE') type |= TYPE.BEFORE;
   if (timing === 'INSTEAD OF') type |= TYPE.INSTEAD;
   for (const event of events.split(/\s+OR\s+/)) {
-    const bit = TYPE[event.trim() as 'INSERT' | 'DELETE' | 'UPDATE' | 'TRUNCATE'];
+    // `UPDATE OF a, b`: the event is its first word (the column list is tgattr's).
+    const name = event.trim().split(/\s+/)[0] ?? '';
+    const bit = TYPE[name as 'INSERT' | 'DELETE' | 'UPDATE' | 'TRUNCATE'];
     if (bit === undefined) throw new Error(`Unknown trigger event "${event}"`);
     type |= bit;
   }
@@ -128,20 +142,25 @@ function triggerType(timing: string, events: string, level: string): number {
  * The ledger's triggers and functions as the migrations leave them, read from the SQL files
  * themselves (later migrations replacing or dropping earlier definitions), so that
  * `credits:verify` compares a database with what its migrations define, not with a copy
- * kept in code that could drift from them.
+ * kept in code that could drift from them. A statement that defines a function or trigger in
+ * a form this cannot read is an error naming it, never skipped. `upTo` stops after that
+ * migration (the last one a database has applied).
  */
-export function readLedgerDefinition(migrationsFolder: string): LedgerDefinition {
+export function readLedgerDefinition(migrationsFolder: string, upTo?: string): LedgerDefinition {
   const triggers = new Map<string, ExpectedTrigger>();
   const functions = new Map<string, ExpectedFunction>();
   for (const migration of readMigrations(migrationsFolder)) {
     for (const statement of migration.statements) {
-      let m = CREATE_FUNCTION.exec(statement);
+      const text = statementText(statement);
+      let m = CREATE_FUNCTION.exec(text);
       if (m) {
-        const [, name = '', attributes = '', body = ''] = m;
+        const [, schema = 'public', name = '', before = '', , body = '', after = ''] = m;
+        const attributes = `${before}\n${after}`;
         const config = [...attributes.matchAll(/SET (\w+) = ([^\n]+?)\s*(?=\n|$)/g)].map(
-          ([, key, value]) => `${key}=${value}`,
+          ([, key, value = '']) => `${key}=${value.replace(/^'(.*)'$/, '$1')}`,
         );
-        functions.set(name, {
+        functions.set(`${schema}.${name}`, {
+          schema,
           name,
           body,
           securityDefiner: /\bSECURITY DEFINER\b/.test(attributes),
@@ -157,25 +176,47 @@ export function readLedgerDefinition(migrationsFolder: string): LedgerDefinition
         });
         continue;
       }
-      m = DROP_FUNCTION.exec(statement);
+      m = DROP_FUNCTION.exec(text);
       if (m) {
-        functions.delete(m[1] ?? '');
+        functions.delete(`${m[1] ?? 'public'}.${m[2] ?? ''}`);
         continue;
       }
-      m = CREATE_TRIGGER.exec(statement);
+      m = CREATE_TRIGGER.exec(text);
       if (m) {
-        const [, name = '', timing = '', events = '', table = '', level = '', fn = ''] = m;
+        const [
+          ,
+          ,
+          name = '',
+          timing = '',
+          events = '',
+          ,
+          table = '',
+          level = '',
+          fnSchema,
+          fn = '',
+        ] = m;
         triggers.set(`${table}.${name}`, {
           table,
           name,
           type: triggerType(timing, events, level),
           function: fn,
+          functionSchema: fnSchema ?? 'public',
         });
         continue;
       }
-      m = DROP_TRIGGER.exec(statement);
-      if (m) triggers.delete(`${m[2]}.${m[1]}`);
+      m = DROP_TRIGGER.exec(text);
+      if (m) {
+        triggers.delete(`${m[4]}.${m[2]}`);
+        continue;
+      }
+      if (DEFINES.test(text))
+        throw new Error(
+          `credits:verify cannot read this statement of migration ${migration.name}, which defines a function or trigger: ` +
+            `"${text.slice(0, 120)}". Write it in the form the ledger's sources use (CREATE OR REPLACE FUNCTION … AS $$…$$, ` +
+            'CREATE TRIGGER … EXECUTE FUNCTION f()), or teach src/credits/ledger-definition.ts to read it.',
+        );
     }
+    if (migration.name === upTo) break;
   }
   return { triggers: [...triggers.values()], functions: [...functions.values()] };
 }

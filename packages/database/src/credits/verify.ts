@@ -109,7 +109,7 @@ async function installationViolations(
     } else if (
       Number(have.type) !== want.type ||
       have.function !== want.function ||
-      have.function_schema !== 'public' ||
+      have.function_schema !== want.functionSchema ||
       // A WHEN clause, UPDATE OF columns, arguments, or a deferred constraint trigger: each
       // can make the trigger skip the very rows it guards.
       have.plain !== true
@@ -127,9 +127,16 @@ async function installationViolations(
     );
   }
 
+  // Every function named like a ledger function, in any schema, and every function of the
+  // ledger's schemas: the one a migration defines is compared with it; any other is an
+  // overload (in "public" once, a role with CREATE there ran its own code as the owner inside
+  // every write with one, or made every call ambiguous with another) or a stranger.
+  const names = expected.functions.map((f) => f.name);
+  const schemas = [...new Set(expected.functions.map((f) => f.schema))];
   const functions = rowsOf(
     await tx.execute(sql`
-      select p.proname as name, p.prosrc as body, p.prosecdef as security_definer,
+      select n.nspname as schema, p.proname as name, p.oid::pg_catalog.regprocedure::pg_catalog.text as signature,
+             p.prosrc as body, p.prosecdef as security_definer,
              -- As text, not an array: not every driver (postgres.js without fetched types)
              -- parses a text[] result.
              pg_catalog.array_to_string(coalesce(p.proconfig, '{}'), E'\n') as config,
@@ -141,39 +148,86 @@ async function installationViolations(
              l.lanname as language, p.provolatile as volatility, p.proisstrict as strict
         from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
         join pg_catalog.pg_language l on l.oid = p.prolang
-       where n.nspname = 'public'
-         and p.proname = any(${`{${expected.functions.map((f) => f.name).join(',')}}`}::text[])`),
+       where p.proname = any(${`{${names.join(',')}}`}::text[])
+          or n.nspname = any(${`{${schemas.join(',')}}`}::text[])
+       order by 1, 3`),
   );
+  const matched = new Set<unknown>();
   for (const want of expected.functions) {
-    const have = functions.filter((f) => f.name === want.name);
-    if (have.length === 0) {
-      violation('function_missing', `function ${want.name} is missing`);
+    // The one function a migration defines: its name in its schema, whatever its arguments
+    // (a changed signature is a changed function).
+    const have = functions.filter((f) => f.schema === want.schema && f.name === want.name);
+    const [f] = have;
+    if (!f) {
+      violation('function_missing', `function ${want.schema}.${want.name} is missing`);
       continue;
     }
-    for (const f of have) {
-      const config = typeof f.config === 'string' && f.config !== '' ? f.config.split('\n') : [];
-      if (
-        f.body !== want.body ||
-        f.security_definer !== want.securityDefiner ||
-        config.join('\n') !== want.config.join('\n') ||
-        f.language !== want.language ||
-        f.volatility !== want.volatility ||
-        f.strict !== want.strict
-      ) {
-        violation(
-          'function_changed',
-          `function ${want.name} is not the one the migrations define (body, language, volatility, STRICT, SECURITY or SET differs)`,
-        );
-      }
-      if (f.owned !== true) {
-        violation('function_owner', `function ${want.name} is not owned by the trail's owner`);
-      }
-      if (want.returnsTrigger && (f.public_execute === true || f.others_execute === true)) {
-        violation(
-          'function_privileges',
-          `function ${want.name} is executable by roles other than its owner: they could attach it to a table of their own`,
-        );
-      }
+    matched.add(f);
+    const config = typeof f.config === 'string' && f.config !== '' ? f.config.split('\n') : [];
+    if (
+      f.body !== want.body ||
+      f.security_definer !== want.securityDefiner ||
+      config.join('\n') !== want.config.join('\n') ||
+      f.language !== want.language ||
+      f.volatility !== want.volatility ||
+      f.strict !== want.strict
+    ) {
+      violation(
+        'function_changed',
+        `function ${want.schema}.${want.name} is not the one the migrations define (body, language, volatility, STRICT, SECURITY or SET differs)`,
+      );
+    }
+    if (f.owned !== true) {
+      violation(
+        'function_owner',
+        `function ${want.schema}.${want.name} is not owned by the trail's owner`,
+      );
+    }
+    if (want.returnsTrigger && (f.public_execute === true || f.others_execute === true)) {
+      violation(
+        'function_privileges',
+        `function ${want.schema}.${want.name} is executable by roles other than its owner: they could attach it to a table of their own`,
+      );
+    }
+  }
+  for (const f of functions) {
+    if (matched.has(f)) continue;
+    if (names.includes(String(f.name))) {
+      violation(
+        'function_overload',
+        `function ${String(f.signature)} has the name of a ledger function: a call could resolve to it instead of the ledger's, or become ambiguous`,
+      );
+    } else {
+      violation(
+        'function_unexpected',
+        `function ${String(f.signature)} is in the ledger's schema but is not one of the ledger's`,
+      );
+    }
+  }
+
+  // Foreign keys that point at the trail or "CreditHold", other than the ledger's own: one on
+  // "CreditHold" keeps the hold it points at from ever closing; one of a table the ledger's
+  // owner does not own makes every write refuse (BC019). The owner's own on the trail (a
+  // document that references the row that charged for it) is allowed.
+  const references = rowsOf(
+    await tx.execute(sql`
+      select k.conname as name, k.conrelid::pg_catalog.regclass::pg_catalog.text as from_table,
+             k.confrelid::pg_catalog.regclass::pg_catalog.text as to_table,
+             k.confrelid = 'public."CreditHold"'::pg_catalog.regclass as on_holds,
+             r.relowner <> (select relowner from pg_catalog.pg_class
+                             where oid = 'public."CreditTransaction"'::pg_catalog.regclass) as foreign_owner
+        from pg_catalog.pg_constraint k join pg_catalog.pg_class r on r.oid = k.conrelid
+       where k.contype = 'f' and k.conparentid = 0
+         and k.confrelid in ('public."CreditTransaction"'::pg_catalog.regclass, 'public."CreditHold"'::pg_catalog.regclass)
+         and not (k.conrelid = 'public."CreditHold"'::pg_catalog.regclass and k.conname = 'CreditHold_id_CreditTransaction_id_fk')
+       order by 1`),
+  );
+  for (const ref of references) {
+    if (ref.foreign_owner === true || ref.on_holds === true) {
+      violation(
+        'foreign_key_reference',
+        `foreign key ${String(ref.name)} of ${String(ref.from_table)} references ${String(ref.to_table)}${ref.foreign_owner === true ? " from a table the ledger's owner does not own: every ledger write refuses while it exists" : ': the holds it points at can never close'}`,
+      );
     }
   }
 
@@ -384,10 +438,10 @@ function dataViolationsQuery(userId: string | null, limit: number) {
               or (operation in ('settle', 'void') and created_at >= hold_expiry))
       union all
       select user_id, seq, 'hold_expiry',
-             format('hold %s taken at %s expires at %s: not within a day after it was taken', id, created_at, hold_expires_at)
+             format('hold %s taken at %s expires at %s: not within 24 hours after it was taken', id, created_at, hold_expires_at)
         from trail
        where operation = 'hold'
-         and (hold_expires_at <= created_at or hold_expires_at > created_at + interval '1 day 1 minute')
+         and (hold_expires_at <= created_at or hold_expires_at > created_at + interval '24 hours 1 minute')
       union all
       select user_id, null, 'hold_closed_twice',
              format('hold %s is closed by %s rows', hold_id, count(*))
@@ -509,7 +563,9 @@ export async function verifyLedger(
   // row_security off, a policy that would hide rows makes the check fail instead.
   const checked = async (tx: Database | Transaction) => {
     await tx.execute(sql`select pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true),
-      pg_catalog.set_config('row_security', 'off', true)`);
+      pg_catalog.set_config('row_security', 'off', true),
+      pg_catalog.set_config('TimeZone', 'UTC', true), pg_catalog.set_config('DateStyle', 'ISO, YMD', true),
+      pg_catalog.set_config('IntervalStyle', 'postgres', true)`);
     return run(tx);
   };
   if (!isTransaction(db)) {
@@ -567,8 +623,8 @@ export async function ledgerFingerprint(db: Database | Transaction): Promise<str
                  and not t.tgisinternal
               union all
               select 'f:' || p.oid::pg_catalog.text || ':' || p.xmin::pg_catalog.text
-                from pg_catalog.pg_proc p
-               where p.pronamespace = 'public'::pg_catalog.regnamespace
+                from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+               where n.nspname = 'credit_ledger'
               union all
               select 'r:' || c.oid::pg_catalog.text || ':' || c.xmin::pg_catalog.text
                 from pg_catalog.pg_class c

@@ -378,7 +378,7 @@ describe.each(['app', 'owner'] as const)('as the %s role', (role) => {
     const sql = session(role);
     const userId = await newUser();
     await sql`create temp table fake (user_id uuid, feature_type text, balance_after int, seq bigint, hash text)`;
-    const attach = sql`create trigger f after insert on fake for each row execute function public.credit_tx_apply()`;
+    const attach = sql`create trigger f after insert on fake for each row execute function credit_ledger.credit_tx_apply()`;
     if (role === 'app') {
       // EXECUTE is revoked from PUBLIC: only the owner may even attach it.
       expect((await refusalOf(attach)).code).toBe('42501');
@@ -534,7 +534,7 @@ describe('the owner DDL that cannot be prevented is detected', () => {
       .begin(async (tx) => {
         await tx`drop trigger credit_tx_apply on "CreditTransaction"`;
         await tx`create trigger credit_tx_apply after insert on "CreditTransaction" for each row
-               when (false) execute function public.credit_tx_apply()`;
+               when (false) execute function credit_ledger.credit_tx_apply()`;
         const error = await refusalOf(tx`
         insert into "CreditTransaction" (user_id, amount, operation, feature_type)
         values (${user?.id ?? ''}, 5, 'deduct', 'chat_tool_call')`);
@@ -557,7 +557,7 @@ describe('the owner DDL that cannot be prevented is detected', () => {
       await tx`alter table "CreditTransaction" disable trigger user`;
       await tx`alter table "User" disable trigger user`;
       await tx`update "CreditTransaction" t set amount = 1, balance_after = 9,
-                 hash = credit_tx_hash(p.hash, t.id, t.user_id, t.seq, t.operation, t.feature_type, 1, 9,
+                 hash = credit_ledger.credit_tx_hash(p.hash, t.id, t.user_id, t.seq, t.operation, t.feature_type, 1, 9,
                    t.created_at, t.idempotency_key, t.refund_of, t.metadata, t.hold_id, t.hold_expires_at)
                from "CreditTransaction" p
                where t.user_id = ${userId} and t.seq = 3 and p.user_id = t.user_id and p.seq = 2`;
@@ -605,7 +605,7 @@ describe('the owner DDL that cannot be prevented is detected', () => {
     await owner.begin(async (tx) => {
       await tx.unsafe(`
         create function public.zz_backdate() returns trigger language plpgsql as $$ begin
-          NEW.created_at := '2020-01-01'; NEW.hash := public.credit_tx_hash(
+          NEW.created_at := '2020-01-01'; NEW.hash := credit_ledger.credit_tx_hash(
             (select ledger_hash from public."User" where id = NEW.user_id), NEW.id, NEW.user_id, NEW.seq,
             NEW.operation, NEW.feature_type, NEW.amount, NEW.balance_after, NEW.created_at,
             NEW.idempotency_key, NEW.refund_of, NEW.metadata, NEW.hold_id, NEW.hold_expires_at);
@@ -625,7 +625,7 @@ describe('the owner DDL that cannot be prevented is detected', () => {
   it('a disabled trigger, a replaced function and an extra trigger are each reported', async () => {
     await owner`alter table "User" disable trigger user_ledger_guard`;
     await owner.unsafe(`
-      create or replace function public.credit_tx_append_only() returns trigger
+      create or replace function credit_ledger.credit_tx_append_only() returns trigger
       language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
       begin return old; end $$`);
     await owner.unsafe(`
@@ -634,7 +634,7 @@ describe('the owner DDL that cannot be prevented is detected', () => {
     const result = await verifyLedger(handle.db);
     const ledger = result.violations.filter((v) => v.userId === null);
     expect(ledger.map((v) => `${v.kind}: ${v.detail}`).sort()).toEqual([
-      'function_changed: function credit_tx_append_only is not the one the migrations define (body, language, volatility, STRICT, SECURITY or SET differs)',
+      'function_changed: function credit_ledger.credit_tx_append_only is not the one the migrations define (body, language, volatility, STRICT, SECURITY or SET differs)',
       'trigger_disabled: trigger user_ledger_guard on "User" is disabled',
       'trigger_unexpected: trigger sneaky on "CreditTransaction" is not one of the ledger\'s',
     ]);
@@ -671,7 +671,7 @@ describe('the owner DDL that cannot be prevented is detected', () => {
       drop trigger credit_tx_append_only on "CreditTransaction";
       create trigger credit_tx_append_only before update or delete on "CreditTransaction" for each row
         when (pg_catalog.current_setting('x.bypass', true) is distinct from 'on')
-        execute function public.credit_tx_append_only();
+        execute function credit_ledger.credit_tx_append_only();
       create table public.ct_archive () inherits ("CreditTransaction");
       alter table "User" force row level security;
       alter table "CreditTransaction" drop constraint credit_tx_amount_positive;

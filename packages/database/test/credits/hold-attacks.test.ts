@@ -394,8 +394,8 @@ describe.each(['app', 'owner'] as const)('as the %s role', (role) => {
         insert into "CreditTransaction" (user_id, amount, operation, feature_type, hold_id)
         values (${userId}, 4, 'expire', ${FEATURE}, ${holdId})`);
       expect(error.code).toBe('BC015');
-      await sql`select * from public.credit_holds_expire(1000, ${userId})`;
-      await sql`select * from public.credit_holds_expire(1000)`;
+      await sql`select * from credit_ledger.credit_holds_expire(1000, ${userId})`;
+      await sql`select * from credit_ledger.credit_holds_expire(1000)`;
       expect(await listed(userId)).toEqual([holdId]);
       expect(await closes(holdId)).toEqual([]);
       await env.expectLedgerVerifies();
@@ -411,7 +411,7 @@ describe.each(['app', 'owner'] as const)('as the %s role', (role) => {
         create function ${schema}.clock_timestamp() returns timestamptz language sql as $$ select '3000-01-01'::timestamptz $$;
         create function ${schema}.now() returns timestamptz language sql as $$ select '3000-01-01'::timestamptz $$;
         set search_path = ${schema}, pg_catalog, public`);
-      await sql`select * from public.credit_holds_expire(1000, ${userId})`;
+      await sql`select * from credit_ledger.credit_holds_expire(1000, ${userId})`;
       const error = await refusalOf(sql`
         insert into "CreditTransaction" (user_id, amount, operation, feature_type, hold_id)
         values (${userId}, 4, 'expire', ${FEATURE}, ${holdId})`);
@@ -426,7 +426,7 @@ describe.each(['app', 'owner'] as const)('as the %s role', (role) => {
       const holdId = await hold(userId);
       await sql`create temp table "CreditHold" (like public."CreditHold")`;
       await sql`insert into "CreditHold" values (${holdId}, ${userId}, 4, ${FEATURE}, '2000-01-01', '2000-01-01')`;
-      await sql`select * from public.credit_holds_expire(1000, ${userId})`;
+      await sql`select * from credit_ledger.credit_holds_expire(1000, ${userId})`;
       await sql`insert into "CreditTransaction" (user_id, amount, operation, feature_type)
                 values (${userId}, 1, 'deduct', ${FEATURE})`;
       expect(await listed(userId)).toEqual([holdId]);
@@ -557,16 +557,19 @@ describe.each(['app', 'owner'] as const)('as the %s role', (role) => {
       const other = await env.newUser();
       const open = await hold(userId);
       const due = await dueHold(userId);
-      expect(await sql`select * from public.credit_holds_expire(0)`).toHaveLength(0);
+      expect(await sql`select * from credit_ledger.credit_holds_expire(0)`).toHaveLength(0);
       expect(['2201W', '22023']).toContain(
-        (await refusalOf(sql`select * from public.credit_holds_expire(-1, ${userId})`)).code,
+        (await refusalOf(sql`select * from credit_ledger.credit_holds_expire(-1, ${userId})`)).code,
       );
-      expect(await sql`select * from public.credit_holds_expire(10, ${other})`).toHaveLength(0);
+      expect(await sql`select * from credit_ledger.credit_holds_expire(10, ${other})`).toHaveLength(
+        0,
+      );
       expect(
-        await sql`select * from public.credit_holds_expire(10, ${crypto.randomUUID()})`,
+        await sql`select * from credit_ledger.credit_holds_expire(10, ${crypto.randomUUID()})`,
       ).toHaveLength(0);
       expect(await closes(due)).toEqual([]);
-      const expired = await sql`select hold_id from public.credit_holds_expire(null, ${userId})`;
+      const expired =
+        await sql`select hold_id from credit_ledger.credit_holds_expire(null, ${userId})`;
       expect(expired.map((r) => r.hold_id)).toEqual([due]);
       expect(await closes(due)).toEqual([{ operation: 'expire', amount: 4 }]);
       expect(await listed(userId)).toEqual([open]);
@@ -796,7 +799,7 @@ describe('owner DDL on holds that cannot be prevented is found by verifyLedger',
       await tx`alter table "CreditTransaction" disable trigger user`;
       await tx`alter table "User" disable trigger user`;
       await tx`update "CreditTransaction" t set operation = 'expire',
-                 hash = credit_tx_hash(p.hash, t.id, t.user_id, t.seq, 'expire', t.feature_type, t.amount,
+                 hash = credit_ledger.credit_tx_hash(p.hash, t.id, t.user_id, t.seq, 'expire', t.feature_type, t.amount,
                    t.balance_after, t.created_at, t.idempotency_key, t.refund_of, t.metadata, t.hold_id,
                    t.hold_expires_at)
                from "CreditTransaction" p
@@ -834,7 +837,7 @@ describe('owner DDL on holds that cannot be prevented is found by verifyLedger',
       await tx`alter table "CreditTransaction" disable trigger user`;
       await tx`alter table "User" disable trigger user`;
       await tx`update "CreditTransaction" t set hold_id = ${second},
-                 hash = credit_tx_hash(p.hash, t.id, t.user_id, t.seq, t.operation, t.feature_type, t.amount,
+                 hash = credit_ledger.credit_tx_hash(p.hash, t.id, t.user_id, t.seq, t.operation, t.feature_type, t.amount,
                    t.balance_after, t.created_at, t.idempotency_key, t.refund_of, t.metadata, ${second}::uuid,
                    t.hold_expires_at)
                from "CreditTransaction" p

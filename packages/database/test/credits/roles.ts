@@ -15,7 +15,7 @@ export interface LedgerRoles {
  * Creates, with names unique to this run (roles are cluster-wide):
  * - `app`: SELECT, INSERT, UPDATE, DELETE on every table, TEMP and CREATE on the database
  *   (so it can make a schema and functions of its own): the broad grants apps usually get;
- * - `owner`: owns the tables, types and ledger functions, as the role that runs the
+ * - `owner`: owns the tables, types, the ledger's schema and functions, as the role that runs the
  *   migrations does on many hosted setups; not a superuser.
  * Both log in with a password, so the tests work on servers that check passwords.
  */
@@ -42,9 +42,10 @@ export async function createLedgerRoles(
       await admin.unsafe(`alter table ${table} owner to ${names.owner}`);
     for (const type of ['operation_type', 'feature_type'])
       await admin.unsafe(`alter type ${type} owner to ${names.owner}`);
+    await admin.unsafe(`alter schema credit_ledger owner to ${names.owner}`);
     const functions = await admin<{ signature: string }[]>`
       select p.oid::regprocedure::text as signature from pg_proc p
-      where p.pronamespace = 'public'::regnamespace`;
+      where p.pronamespace in ('public'::regnamespace, 'credit_ledger'::regnamespace)`;
     for (const { signature } of functions)
       await admin.unsafe(`alter function ${signature} owner to ${names.owner}`);
   } finally {

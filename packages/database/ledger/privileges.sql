@@ -1,0 +1,25 @@
+-- Who may execute the ledger's functions. Installed after every change of the ledger's
+-- sources, since a function created anew gets PUBLIC's EXECUTE and whatever default
+-- privileges (ALTER DEFAULT PRIVILEGES … GRANT EXECUTE ON FUNCTIONS, common on hosted
+-- platforms) grant to other roles by name, which REVOKE … FROM PUBLIC leaves in place.
+--
+-- Nobody but the owner may execute a trigger function (attached to a table of its own, say a
+-- TEMP table, credit_tx_apply could otherwise be run with any NEW) or the helpers. The
+-- sweeper runs as its caller, so any role may execute it: it can do only what that role's
+-- own statements could.
+DO $$
+DECLARE
+  f record;
+BEGIN
+  FOR f IN
+    SELECT DISTINCT p.oid::regprocedure AS fn,
+           CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END AS grantee
+      FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))) a
+     WHERE p.pronamespace = 'credit_ledger'::regnamespace AND a.grantee <> p.proowner
+  LOOP
+    EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM %s', f.fn, f.grantee);
+  END LOOP;
+END;
+$$;
+--> statement-breakpoint
+GRANT EXECUTE ON FUNCTION "credit_ledger"."credit_holds_expire"(integer, uuid) TO PUBLIC;
