@@ -4,9 +4,9 @@
 -- platforms) grant to other roles by name, which REVOKE … FROM PUBLIC leaves in place.
 --
 -- Nobody but the owner may execute a trigger function (attached to a table of its own, say a
--- TEMP table, credit_tx_apply could otherwise be run with any NEW) or the helpers. The
--- sweeper runs as its caller, so any role may execute it: it can do only what that role's
--- own statements could.
+-- TEMP table, credit_tx_apply could otherwise be run with any NEW), a rule or a helper, or
+-- read or write the ledger's own tables (the limits). The sweeper runs as its caller, so any
+-- role may execute it: it can do only what that role's own statements could.
 DO $$
 DECLARE
   f record;
@@ -18,6 +18,14 @@ BEGIN
      WHERE p.pronamespace = 'credit_ledger'::regnamespace AND a.grantee <> p.proowner
   LOOP
     EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM %s', f.fn, f.grantee);
+  END LOOP;
+  FOR f IN
+    SELECT DISTINCT c.oid::regclass AS rel,
+           CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END AS grantee
+      FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+     WHERE c.relnamespace = 'credit_ledger'::regnamespace AND a.grantee <> c.relowner
+  LOOP
+    EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM %s', f.rel, f.grantee);
   END LOOP;
 END;
 $$;

@@ -10,8 +10,8 @@ import { readJournalMigrations } from '../src/migrate/journal.js';
  * the same (as graphile-migrate's `--! include` freezes included files into a migration).
  */
 
-/** The order sources are installed in: the schema, the functions, the triggers that call them, the grants. */
-const GROUPS = ['schema.sql', 'functions', 'triggers', 'privileges.sql'] as const;
+/** The order sources are installed in: the schema, its tables, the functions, the triggers that call them, the grants. */
+const GROUPS = ['schema.sql', 'tables', 'functions', 'triggers', 'privileges.sql'] as const;
 
 /** Installed by every ledger migration: a function created anew gets default grants. */
 export const ALWAYS_INSTALLED = 'privileges.sql';

@@ -273,7 +273,12 @@ describe('a database migrated by db:migrate', () => {
       config: null,
       public_execute: false,
     });
+    // The rules, and the helpers they use, run inside credit_tx_prepare: as its owner, with its
+    // search_path; nobody else may call them.
+    const rule = (name: string) => ({ name, definer: false, config: null, public_execute: false });
     expect(functions).toEqual([
+      rule('credit_balance_effect'),
+      rule('credit_expire_due_holds'),
       trigger('credit_hold_guard'),
       // The sweeper runs as its caller, so anyone may execute it: it can do only what the
       // caller's own INSERT of expire rows could.
@@ -283,6 +288,18 @@ describe('a database migrated by db:migrate', () => {
         config: ['search_path=pg_catalog, pg_temp', 'lock_timeout=5s'],
         public_execute: true,
       },
+      rule('credit_rule_balance_range'),
+      rule('credit_rule_daily_limit'),
+      rule('credit_rule_hold_close'),
+      rule('credit_rule_hold_columns'),
+      rule('credit_rule_hold_expiry'),
+      rule('credit_rule_installed'),
+      rule('credit_rule_no_foreign_reference'),
+      rule('credit_rule_no_foreign_trigger'),
+      rule('credit_rule_opening_row'),
+      rule('credit_rule_refund_cap'),
+      rule('credit_rule_snapshot_sees_triggers'),
+      rule('credit_rule_sufficient'),
       trigger('credit_tx_append_only'),
       trigger('credit_tx_apply', true),
       helper('credit_tx_hash'),

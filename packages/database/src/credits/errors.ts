@@ -171,6 +171,29 @@ export class ForeignLedgerReferenceError extends CreditsError {
 }
 
 /**
+ * What the user took for a feature today (UTC), with this change, would pass that feature's
+ * daily limit (a row of credit_ledger.credit_limit): nothing was written. A hold counts in
+ * full when it is taken; the room comes back at `resetsAt` (midnight UTC).
+ */
+export class DailyLimitExceededError extends CreditsError {
+  readonly code = 'DAILY_LIMIT_EXCEEDED';
+
+  constructor(
+    readonly userId: string,
+    readonly featureType: string,
+    readonly limit: number,
+    readonly used: number,
+    readonly requested: number,
+    readonly resetsAt: Date,
+  ) {
+    super(
+      `User ${userId} has taken ${used} of its daily limit of ${limit} for ${featureType}, so ${requested} more would exceed it; ` +
+        `nothing was written. The limit resets at ${resetsAt.toISOString()}.`,
+    );
+  }
+}
+
+/**
  * A lock the ledger needed (the user's row, a hold's row) stayed held by another transaction
  * for longer than the ledger waits (its functions' lock_timeout, 5 s): nothing was written.
  * Retrying is safe with the same idempotency key; a transaction that keeps a user's row
@@ -586,6 +609,15 @@ export function toCreditsError(error: unknown, userId: string): unknown {
       return new ForeignLedgerTriggerError(String(detail.triggers));
     case 'BC018':
       return new UnsafeTriggerPrivilegeError(String(detail.roles));
+    case 'BC020':
+      return new DailyLimitExceededError(
+        userId,
+        String(detail.featureType),
+        Number(detail.limit),
+        Number(detail.used),
+        Number(detail.requested),
+        new Date(String(detail.resetsAt)),
+      );
     case 'BC019':
       return new ForeignLedgerReferenceError(String(detail.constraints));
     case '55P03':

@@ -4,6 +4,7 @@ export {
   BalanceOutOfRangeError,
   ConnectionLostError,
   CreditsError,
+  DailyLimitExceededError,
   ForeignLedgerReferenceError,
   ForeignLedgerTriggerError,
   HoldAlreadySettledError,

@@ -6,6 +6,7 @@ import {
   RELIED_ON_DEFINITIONS,
   readLedgerDefinition,
 } from './ledger-definition.js';
+import { balanceDeltaSql } from './operations.js';
 import { isTransaction, rowsOf } from './prepared.js';
 import { parse, userIdInput } from './validation.js';
 
@@ -359,12 +360,12 @@ function dataViolationsQuery(userId: string | null, limit: number) {
           select h.user_id, h.operation, h.feature_type, h.amount, h.seq, h.hold_expires_at
             from public."CreditTransaction" h
            where t.hold_id is not null and h.id = t.hold_id) hr on true
-        -- The row's change to its balance: a hold takes its amount, a settlement gives back
-        -- what it did not charge, a void or an expiry gives back the whole hold.
+        -- The row's change to its balance (operations.ts): a hold takes its amount, a
+        -- settlement gives back what it did not charge, a void or an expiry gives back the
+        -- whole hold. A settlement whose hold is missing counts as charging all of it
+        -- (hold_invalid reports it).
         cross join lateral (
-          select case when t.operation in ('deduct', 'hold') then -t.amount
-                      when t.operation = 'settle' then coalesce(hr.amount, t.amount) - t.amount
-                      else t.amount end as delta) d
+          select ${balanceDeltaSql('t.operation', 't.amount', 'coalesce(hr.amount, t.amount)')} as delta) d
        where ${userId}::uuid is null or t.user_id = ${userId}::uuid
       window w as (partition by t.user_id order by t.seq, t.id)
     ),

@@ -59,3 +59,9 @@ export async function ledgerMismatches(db: Database | Transaction) {
   }[];
   return rows.map((r) => r.id);
 }
+
+/**
+ * A feature no ledger rule treats specially (no limit, not the chat balance): the one a test
+ * uses when the feature does not matter, so a rule scoped to another feature never breaks it.
+ */
+export const PLAIN_FEATURE = 'chat_tool_call' as const;

@@ -116,13 +116,14 @@ describe('lock waits inside the ledger', () => {
 });
 
 describe('default privileges', () => {
-  it('migrating under default privileges that grant EXECUTE on new functions and CREATE on new schemas leaves no ledger function but the sweeper executable by another role, no CREATE in credit_ledger, and a database that verifies', async () => {
+  it('migrating under default privileges that grant EXECUTE on new functions, CREATE on new schemas and ALL on new tables leaves no ledger function but the sweeper executable by another role, no CREATE in credit_ledger, the limits unreadable, and a database that verifies', async () => {
     const database = await createTestDatabase({ empty: true });
     const app = env.roleName('app');
     const sql = postgres(database.url, { max: 1, onnotice: () => {} });
     try {
       await sql.unsafe(`alter default privileges grant execute on functions to ${app}`);
       await sql.unsafe(`alter default privileges grant usage, create on schemas to ${app}`);
+      await sql.unsafe(`alter default privileges grant all on tables to ${app}`);
       await migrate(database.url, { log: () => {} });
       const functions = await sql<{ name: string; app: boolean; public: boolean }[]>`
         select p.proname as name, has_function_privilege(${app}, p.oid, 'EXECUTE') as app,
@@ -131,7 +132,12 @@ describe('default privileges', () => {
       expect(functions.filter((f) => f.app || f.public).map((f) => f.name)).toEqual([
         'credit_holds_expire',
       ]);
-      expect(functions).toHaveLength(11);
+      expect(functions.map((f) => f.name)).toEqual(
+        expect.arrayContaining(['credit_tx_prepare', 'credit_tx_apply', 'credit_rule_sufficient']),
+      );
+      const [limits] = await sql<{ read: boolean }[]>`
+        select has_table_privilege(${app}, 'credit_ledger.credit_limit', 'SELECT, INSERT, UPDATE, DELETE') as read`;
+      expect(limits?.read).toBe(false);
       const [schema] = await sql<{ create: boolean }[]>`
         select has_schema_privilege(${app}, 'credit_ledger', 'CREATE') as create`;
       expect(schema?.create).toBe(false);

@@ -43,6 +43,11 @@ export async function createLedgerRoles(
     for (const type of ['operation_type', 'feature_type'])
       await admin.unsafe(`alter type ${type} owner to ${names.owner}`);
     await admin.unsafe(`alter schema credit_ledger owner to ${names.owner}`);
+    const ledgerTables = await admin<{ name: string }[]>`
+      select c.oid::regclass::text as name from pg_class c
+      where c.relnamespace = 'credit_ledger'::regnamespace and c.relkind = 'r'`;
+    for (const { name } of ledgerTables)
+      await admin.unsafe(`alter table ${name} owner to ${names.owner}`);
     const functions = await admin<{ signature: string }[]>`
       select p.oid::regprocedure::text as signature from pg_proc p
       where p.pronamespace in ('public'::regnamespace, 'credit_ledger'::regnamespace)`;

@@ -1,0 +1,54 @@
+-- Rule: the refunds of a deduction never add up to more than it. A refund with refund_of
+-- names a deduction of its user and feature (BC004), and with the refunds before it stays
+-- within that deduction (BC003); it cannot run under REPEATABLE READ (BC007), whose snapshot
+-- would not see a refund committed after it was taken, so two refunds could both pass. The
+-- user's lock, which the caller holds, serialises the refunds of the deduction (it is the
+-- same user's): each one here sees those committed before it. Only trail rows count, not
+-- rows of a table that inherits from it. A retry of the refund that used the deduction up is
+-- a replay, not an excess: it is reported as the unique index would report its used key.
+CREATE OR REPLACE FUNCTION "credit_ledger"."credit_rule_refund_cap"(
+  user_id uuid, feature_type "public"."feature_type", amount integer, refund_of uuid, idempotency_key text
+) RETURNS boolean
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  target "public"."CreditTransaction"%ROWTYPE;
+  refunded bigint;
+BEGIN
+  IF current_setting('transaction_isolation') = 'repeatable read' THEN
+    RAISE EXCEPTION 'a refund of a deduction cannot run under REPEATABLE READ'
+      USING ERRCODE = 'BC007', HINT = 'Use READ COMMITTED (the default) or SERIALIZABLE.';
+  END IF;
+  SELECT * INTO target FROM "public"."CreditTransaction" t
+    WHERE t.id = credit_rule_refund_cap.refund_of AND t.user_id = credit_rule_refund_cap.user_id
+      AND "credit_ledger"."credit_tx_is_trail"(t.tableoid::pg_catalog.regclass);
+  IF NOT FOUND OR target.operation <> 'deduct' OR target.feature_type <> credit_rule_refund_cap.feature_type THEN
+    RAISE EXCEPTION 'refund_of % is not a % deduction of user %', refund_of, feature_type, user_id
+      USING ERRCODE = 'BC004',
+            DETAIL = json_build_object('refundOf', refund_of,
+              'reason', CASE WHEN NOT FOUND THEN
+                               CASE WHEN EXISTS (SELECT 1 FROM "public"."CreditTransaction" t
+                                                  WHERE t.id = credit_rule_refund_cap.refund_of)
+                                    THEN 'other_user' ELSE 'not_found' END
+                             WHEN target.operation <> 'deduct' THEN 'not_a_deduction'
+                             ELSE 'other_feature' END)::text;
+  END IF;
+  SELECT coalesce(sum(t.amount), 0) INTO refunded FROM "public"."CreditTransaction" t
+    WHERE t.refund_of = credit_rule_refund_cap.refund_of AND t.user_id = credit_rule_refund_cap.user_id
+      AND "credit_ledger"."credit_tx_is_trail"(t.tableoid::pg_catalog.regclass);
+  IF refunded + amount > target.amount THEN
+    IF idempotency_key IS NOT NULL AND EXISTS (
+         SELECT 1 FROM "public"."CreditTransaction" t
+          WHERE t.user_id = credit_rule_refund_cap.user_id AND t.idempotency_key = credit_rule_refund_cap.idempotency_key) THEN
+      RAISE EXCEPTION 'idempotency key "%" of user % was already used', idempotency_key, user_id
+        USING ERRCODE = 'unique_violation', CONSTRAINT = 'credit_tx_user_idempotency_key_idx';
+    END IF;
+    RAISE EXCEPTION 'refund of % would exceed deduction % (% deducted, % refunded already)',
+        amount, refund_of, target.amount, refunded
+      USING ERRCODE = 'BC003',
+            DETAIL = json_build_object('refundOf', refund_of, 'deducted', target.amount,
+              'refunded', refunded, 'requested', amount)::text;
+  END IF;
+  RETURN true;
+END;
+$$;
