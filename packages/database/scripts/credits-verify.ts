@@ -76,10 +76,17 @@ async function run(): Promise<number> {
       ...(saved ? { anchors: saved.heads, fingerprint: saved.fingerprint } : {}),
       readHeads: values['write-heads'] !== undefined,
     });
-    for (const v of result.violations) {
-      const where =
-        v.userId === null ? 'ledger' : `user ${v.userId}${v.seq === null ? '' : ` seq ${v.seq}`}`;
-      console.log(`  ✗ ${v.kind.padEnd(24)} ${where}: ${v.detail}`);
+    // Grouped by kind, each with its count first: a thousand of one kind must not hide the
+    // one of another (verifyLedger's list holds some of every kind before more of any).
+    const kinds = Object.entries(result.violationsByKind).sort(([a], [b]) => a.localeCompare(b));
+    for (const [kind, n] of kinds) {
+      const listed = result.violations.filter((v) => v.kind === kind);
+      console.log(`✗ ${kind}: ${n}${listed.length < n ? ` (${listed.length} listed)` : ''}`);
+      for (const v of listed) {
+        const where =
+          v.userId === null ? 'ledger' : `user ${v.userId}${v.seq === null ? '' : ` seq ${v.seq}`}`;
+        console.log(`  ✗ ${v.kind.padEnd(24)} ${where}: ${v.detail}`);
+      }
     }
     if (result.violationCount > result.violations.length) {
       console.log(`  … and ${result.violationCount - result.violations.length} more (--limit)`);

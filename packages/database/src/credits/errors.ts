@@ -194,6 +194,27 @@ export class DailyLimitExceededError extends CreditsError {
 }
 
 /**
+ * credits:verify compares a database with the ledger its migrations define; this database
+ * has not applied every migration of the package's folder (`pending`), or has applied some
+ * the folder does not know (`unknown`, a newer package applied them). Nothing was checked:
+ * the definitions would be the wrong ones.
+ */
+export class LedgerVersionMismatchError extends CreditsError {
+  readonly code = 'LEDGER_VERSION_MISMATCH';
+
+  constructor(
+    readonly pending: string[],
+    readonly unknown: number,
+  ) {
+    super(
+      pending.length > 0
+        ? `${pending.length} migration${pending.length === 1 ? '' : 's'} pending (${pending.join(', ')}): run pnpm db:migrate, then verify again; nothing was checked.`
+        : `The database has ${unknown} migration${unknown === 1 ? '' : 's'} this package does not know: verify with the version of the package that applied them; nothing was checked.`,
+    );
+  }
+}
+
+/**
  * A lock the ledger needed (the user's row, a hold's row) stayed held by another transaction
  * for longer than the ledger waits (its functions' lock_timeout, 5 s): nothing was written.
  * Retrying is safe with the same idempotency key; a transaction that keeps a user's row
@@ -566,7 +587,39 @@ export function constraintOf(error: unknown): string | undefined {
   return pg?.constraint_name ?? pg?.constraint;
 }
 
-/** Turns the ledger trigger's SQLSTATEs (class BC, migrations 0003 and 0004) into typed errors. */
+/**
+ * Every SQLSTATE of class BC the ledger's sources (ledger/) raise, and the `code` of the typed
+ * error toCreditsError turns it into: the one registry of the ledger's error codes. Empty
+ * where no call of the package can meet it: refusals of raw SQL (the append-only trail, a
+ * balance changed by hand, a row out of the user's order, a trigger function run by hand),
+ * which reach the caller as the driver's error. test/credits/error-registry.test.ts fails when
+ * a source raises a code missing here, one is not turned into its error, its error is not
+ * exported, or the README does not name it.
+ */
+export const LEDGER_SQLSTATES = {
+  BC001: ['INSUFFICIENT_CREDITS'],
+  BC002: ['USER_NOT_FOUND'],
+  BC003: ['REFUND_EXCEEDS_DEDUCTION'],
+  BC004: ['INVALID_REFUND_TARGET'],
+  BC005: [],
+  BC006: [],
+  BC007: ['UNSUPPORTED_ISOLATION'],
+  BC008: [],
+  BC009: ['LEDGER_NOT_INSTALLED'],
+  BC010: [],
+  BC011: ['UNSUPPORTED_SERVER_LOCALE'],
+  BC012: ['HOLD_NOT_FOUND'],
+  BC013: ['HOLD_ALREADY_SETTLED', 'HOLD_ALREADY_VOIDED', 'HOLD_EXPIRED'],
+  BC014: ['SETTLE_EXCEEDS_HOLD'],
+  BC015: ['HOLD_NOT_DUE'],
+  BC016: ['INVALID_INPUT'],
+  BC017: ['FOREIGN_LEDGER_TRIGGER'],
+  BC018: ['UNSAFE_TRIGGER_PRIVILEGE'],
+  BC019: ['FOREIGN_LEDGER_REFERENCE'],
+  BC020: ['DAILY_LIMIT_EXCEEDED'],
+} as const satisfies Record<`BC${string}`, readonly string[]>;
+
+/** Turns the ledger's SQLSTATEs (LEDGER_SQLSTATES, and lock timeouts) into typed errors. */
 export function toCreditsError(error: unknown, userId: string): unknown {
   const pg = pgErrorOf(error);
   if (!pg) return error;

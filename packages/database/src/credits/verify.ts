@@ -1,6 +1,8 @@
 import { is, sql, TransactionRollbackError } from 'drizzle-orm';
 import type { Database, Transaction } from '../client.js';
+import { readMigrations } from '../migrate/migrations.js';
 import { defaultMigrationsFolder } from '../migrate/migrator.js';
+import { LedgerVersionMismatchError } from './errors.js';
 import {
   RELIED_ON_COLUMNS,
   RELIED_ON_DEFINITIONS,
@@ -29,6 +31,8 @@ export interface LedgerVerification {
   violations: LedgerViolation[];
   /** How many there are in all. */
   violationCount: number;
+  /** How many there are of each kind, all counted (the list holds some of every kind first). */
+  violationsByKind: Record<string, number>;
   users: number;
   rows: number;
   /** With `readHeads`: every user's head and the fingerprint, as the check saw them. */
@@ -324,6 +328,36 @@ async function installationViolations(
 }
 
 /**
+ * The definitions verify compares with are those of the package's migrations folder: a
+ * database that has not applied all of them, or has applied others, is refused in one line
+ * rather than reported as tampered with (or failing on a column it does not have yet). A
+ * database without drizzle's table (built by another tool), or whose table the verifying role
+ * may not read, is compared as it is.
+ */
+async function refuseOtherVersion(tx: Database | Transaction, migrationsFolder: string) {
+  // From the catalog, which every role reads: a verifying role may have no USAGE on the
+  // schema "drizzle" (then it cannot read the table either, and the check is skipped).
+  const [table] = rowsOf(
+    await tx.execute(sql`
+      select pg_catalog.has_table_privilege(c.oid, 'SELECT') as readable
+        from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+       where n.nspname = 'drizzle' and c.relname = '__drizzle_migrations'
+         and pg_catalog.has_schema_privilege(n.oid, 'USAGE')`),
+  );
+  if (table?.readable !== true) return;
+  const applied = new Set(
+    rowsOf(await tx.execute(sql`select created_at from drizzle.__drizzle_migrations`)).map((r) =>
+      Number(r.created_at),
+    ),
+  );
+  const files = readMigrations(migrationsFolder);
+  const known = new Set(files.map((f) => f.folderMillis));
+  const pending = files.filter((f) => !applied.has(f.folderMillis)).map((f) => f.name);
+  const unknown = [...applied].filter((key) => !known.has(key)).length;
+  if (pending.length > 0 || unknown > 0) throw new LedgerVersionMismatchError(pending, unknown);
+}
+
+/**
  * Every row and every user checked in one pass over the trail in (user_id, seq) order
  * (credit_tx_user_seq_idx): each row's seq is its position (no gap, no duplicate); its hash
  * is sha256 of the previous row's hash and its own fields (recomputed here with this file's
@@ -475,13 +509,19 @@ function dataViolationsQuery(userId: string | null, limit: number) {
       having sum(r.amount) > coalesce(max(d.amount), 0)
     )
     -- One row at least, carrying the counts, so that they cost no second pass over the trail.
-    select s.rows, s.users, f.user_id, f.seq, f.kind, f.detail, f.total
+    -- The rows listed are taken from every kind in turn (the first of each kind, then the
+    -- second…), so a thousand of one kind cannot push the only one of another past the limit;
+    -- each kind's count comes with them.
+    select s.rows, s.users, s.kinds, f.user_id, f.seq, f.kind, f.detail, f.total
       from (select (select count(*) from trail) as rows,
                    (select count(*) from public."User" u
-                     where ${userId}::uuid is null or u.id = ${userId}::uuid) as users) s
+                     where ${userId}::uuid is null or u.id = ${userId}::uuid) as users,
+                   (select pg_catalog.json_object_agg(k.kind, k.n)::text
+                      from (select kind, count(*) as n from found group by kind) k) as kinds) s
       left join (select user_id, seq, kind, detail, count(*) over () as total
-                   from found
-                  order by user_id, seq nulls first, kind
+                   from (select *, row_number() over (partition by kind order by user_id, seq nulls first) as nth
+                           from found) ranked
+                  order by nth, kind, user_id, seq nulls first
                   limit ${limit}) f on true
      order by f.user_id, f.seq nulls first, f.kind`;
 }
@@ -498,6 +538,7 @@ export async function verifyLedger(
   const userId = options.userId === undefined ? null : parse(userIdInput, options.userId, 'userId');
   const limit = options.limit ?? 1000;
   const run = async (tx: Database | Transaction): Promise<LedgerVerification> => {
+    await refuseOtherVersion(tx, options.migrationsFolder ?? defaultMigrationsFolder);
     const installation = await installationViolations(
       tx,
       options.migrationsFolder ?? defaultMigrationsFolder,
@@ -546,6 +587,13 @@ export async function verifyLedger(
       });
     }
     const violationCount = installation.length + anchored.length + Number(counts?.total ?? 0);
+    const violationsByKind: Record<string, number> = {};
+    for (const v of [...installation, ...anchored])
+      violationsByKind[v.kind] = (violationsByKind[v.kind] ?? 0) + 1;
+    for (const [kind, n] of Object.entries(
+      JSON.parse(typeof counts?.kinds === 'string' ? counts.kinds : '{}') as Record<string, number>,
+    ))
+      violationsByKind[kind] = (violationsByKind[kind] ?? 0) + Number(n);
     const heads =
       options.readHeads && fingerprint !== undefined
         ? { fingerprint, anchors: await ledgerHeads(tx) }
@@ -554,6 +602,7 @@ export async function verifyLedger(
       ok: violationCount === 0,
       violations: [...installation, ...anchored, ...data].slice(0, limit),
       violationCount,
+      violationsByKind,
       users: Number(counts?.users ?? 0),
       rows: Number(counts?.rows ?? 0),
       ...(heads ? { heads } : {}),
@@ -605,44 +654,62 @@ export async function ledgerHeads(db: Database | Transaction): Promise<LedgerAnc
 }
 
 /**
- * A digest of the catalog rows the ledger is made of (its triggers, the functions of its
- * schema, both tables, their indexes and constraints, the enums' labels), with their
- * transaction ids (oids and xmins, the same whatever the session's search_path): it changes
- * with any DDL on them, even DDL undone later in the same transaction (disabling a trigger
- * and enabling it again, renaming a table and back), and with nothing else (a dump and
- * restore changes it too: save new heads then). It cannot show an object created and
- * dropped again in between: see the README.
+ * A digest of the catalog rows the ledger relies on, with their transaction ids (oids and
+ * xmins, the same whatever the session's search_path): its triggers, the functions and tables
+ * of credit_ledger, the row types of its three tables (a rename changes them), the
+ * constraints and unique indexes RELIED_ON_DEFINITIONS names, foreign keys onto the trail or
+ * "CreditHold", rules on and inheritance of the three tables, and the enum labels the rules
+ * name (every operation; the chat and opening features). It changes with any DDL on those,
+ * even DDL undone later in the same transaction (disabling a trigger and enabling it again,
+ * renaming a table and back), and with nothing else: not with an app's own column, index or
+ * function, a GRANT, or a new feature type (a dump and restore changes it: save new heads
+ * then). It cannot show an object created and dropped again in between: see the README.
  */
 export async function ledgerFingerprint(db: Database | Transaction): Promise<string> {
+  const relied = `{${Object.keys(RELIED_ON_DEFINITIONS).join(',')}}`;
   const [row] = rowsOf(
     await db.execute(sql`
+      with ledger_tables(oid) as (
+        values ('public."User"'::pg_catalog.regclass), ('public."CreditTransaction"'::pg_catalog.regclass),
+               ('public."CreditHold"'::pg_catalog.regclass))
       select pg_catalog.md5(pg_catalog.string_agg(entry, ',' order by entry)) as fingerprint
         from (select 't:' || t.oid::pg_catalog.text || ':' || t.xmin::pg_catalog.text as entry
                 from pg_catalog.pg_trigger t
-               where t.tgrelid in ('public."User"'::pg_catalog.regclass, 'public."CreditTransaction"'::pg_catalog.regclass,
-                                   'public."CreditHold"'::pg_catalog.regclass)
-                 and not t.tgisinternal
+               where t.tgrelid in (select oid from ledger_tables) and not t.tgisinternal
               union all
               select 'f:' || p.oid::pg_catalog.text || ':' || p.xmin::pg_catalog.text
                 from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
                where n.nspname = 'credit_ledger'
               union all
               select 'r:' || c.oid::pg_catalog.text || ':' || c.xmin::pg_catalog.text
-                from pg_catalog.pg_class c
-               where c.oid in ('public."User"'::pg_catalog.regclass, 'public."CreditTransaction"'::pg_catalog.regclass,
-                               'public."CreditHold"'::pg_catalog.regclass)
-                  or c.oid in (select indexrelid from pg_catalog.pg_index
-                                where indrelid in ('public."User"'::pg_catalog.regclass, 'public."CreditTransaction"'::pg_catalog.regclass,
-                                                   'public."CreditHold"'::pg_catalog.regclass))
+                from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+               where n.nspname = 'credit_ledger'
+                  or (c.relname = any(${relied}::pg_catalog.text[]) and c.relkind = 'i'
+                      and c.oid in (select indexrelid from pg_catalog.pg_index
+                                     where indrelid in (select oid from ledger_tables)))
+              union all
+              select 'y:' || ty.oid::pg_catalog.text || ':' || ty.xmin::pg_catalog.text
+                from pg_catalog.pg_type ty join pg_catalog.pg_class c on c.reltype = ty.oid
+               where c.oid in (select oid from ledger_tables)
               union all
               select 'c:' || k.oid::pg_catalog.text || ':' || k.xmin::pg_catalog.text
                 from pg_catalog.pg_constraint k
-               where k.conrelid in ('public."User"'::pg_catalog.regclass, 'public."CreditTransaction"'::pg_catalog.regclass,
-                                    'public."CreditHold"'::pg_catalog.regclass)
+               where (k.conrelid in (select oid from ledger_tables) and k.conname = any(${relied}::pg_catalog.text[]))
+                  or (k.contype = 'f' and k.confrelid in ('public."CreditTransaction"'::pg_catalog.regclass,
+                                                          'public."CreditHold"'::pg_catalog.regclass))
+              union all
+              select 'w:' || w.oid::pg_catalog.text || ':' || w.xmin::pg_catalog.text
+                from pg_catalog.pg_rewrite w where w.ev_class in (select oid from ledger_tables)
+              union all
+              select 'p:' || i.inhrelid::pg_catalog.text || ':' || i.inhparent::pg_catalog.text || ':' || i.xmin::pg_catalog.text
+                from pg_catalog.pg_inherits i
+               where i.inhparent in (select oid from ledger_tables) or i.inhrelid in (select oid from ledger_tables)
               union all
               select 'e:' || e.oid::pg_catalog.text || ':' || e.xmin::pg_catalog.text
-                from pg_catalog.pg_enum e join pg_catalog.pg_type t on t.oid = e.enumtypid
-               where t.typnamespace = 'public'::pg_catalog.regnamespace) e`),
+                from pg_catalog.pg_enum e
+               where e.enumtypid = 'public.operation_type'::pg_catalog.regtype
+                  or (e.enumtypid = 'public.feature_type'::pg_catalog.regtype
+                      and e.enumlabel in ('chat_message', 'document_generation'))) e`),
   );
   return String(row?.fingerprint ?? '');
 }

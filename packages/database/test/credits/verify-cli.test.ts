@@ -44,7 +44,7 @@ describe('pnpm credits:verify', () => {
     expect(result.stdout).toMatch(/^credits:verify: OK, .+: 1 user, 3 rows checked in \d+ ms\.\n$/);
   });
 
-  it('prints each violation with its user and seq, a summary, and exits 1', async () => {
+  it('prints each kind of violation with its count, then each violation with its user and seq, a summary, and exits 1', async () => {
     const userId = await userWithActivity();
     await sql.begin(async (tx) => {
       await tx`alter table "CreditTransaction" disable trigger user`;
@@ -56,10 +56,17 @@ describe('pnpm credits:verify', () => {
     });
     expect(result.code).toBe(1);
     const lines = result.stdout.trim().split('\n');
-    expect(lines.slice(0, -1).map((l) => l.trim().split(':')[0]?.replace(/\s+/g, ' '))).toEqual([
+    // A kind's line is "✗ kind: count"; a violation's is "  ✗ kind   where: detail".
+    const shape = (line: string) =>
+      line.startsWith('  ') ? (line.trim().split(':')[0] ?? '').replace(/\s+/g, ' ') : line;
+    expect(lines.slice(0, -1).map(shape)).toEqual([
+      '✗ balance_mismatch: 1',
       `✗ balance_mismatch user ${userId}`,
-      `✗ head_mismatch user ${userId}`,
+      '✗ hash_mismatch: 1',
       `✗ hash_mismatch user ${userId} seq 3`,
+      '✗ head_mismatch: 1',
+      `✗ head_mismatch user ${userId}`,
+      '✗ seq_gap: 1',
       `✗ seq_gap user ${userId} seq 3`,
     ]);
     expect(lines.at(-1)).toMatch(
