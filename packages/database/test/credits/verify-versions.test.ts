@@ -1,7 +1,7 @@
 import { createTestDatabase } from '@bragdoc/test-postgres';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createDatabase, type DatabaseHandle } from '../../src/client.js';
+import { createDatabase } from '../../src/client.js';
 import {
   LedgerVersionMismatchError,
   ledgerFingerprint,
@@ -74,7 +74,7 @@ describe('which migrations the database has', () => {
 
 describe('a migrated database', () => {
   const database = useMigratedDatabase();
-  let handle: DatabaseHandle;
+  let handle: ReturnType<typeof database>;
   let sql: postgres.Sql;
   beforeAll(() => {
     handle = database();
