@@ -16,6 +16,7 @@
 --   BC017 a foreign trigger runs inside the write    BC018 TRIGGER held by another role (REPEATABLE READ)
 --   BC019 another role's foreign key references a ledger table
 --   BC020 a daily limit of credit_ledger.credit_limit would be exceeded
+--   BC021 more due holds than one write gives back (credit_expire_due_holds)
 --
 -- lock_timeout bounds every lock wait inside the write: a role with UPDATE on "User" or
 -- "CreditHold" can hold a user's row lock (SELECT … FOR UPDATE in a transaction it keeps

@@ -56,12 +56,19 @@ export async function getCreditBalance(
   );
 }
 
+const EXPIRE_BATCH = 100;
+
 async function readBalance(db: Database | Transaction, id: string): Promise<CreditBalance> {
   const read = () => balanceQuery(db).execute({ userId: id });
   let [row] = await read();
   if (row?.due) {
     try {
-      await expireCreditHolds(db, { userId: id, limit: 100_000 });
+      // In batches, each its own statement outside a caller's transaction: a user with
+      // thousands of due holds gets them back in bounded steps, not one statement of seconds.
+      while (
+        (await expireCreditHolds(db, { userId: id, limit: EXPIRE_BATCH })).expired.length ===
+        EXPIRE_BATCH
+      );
       [row] = await read();
     } catch (error) {
       if (sqlStateOf(error) !== '25006') throw error;

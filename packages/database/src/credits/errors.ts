@@ -194,6 +194,28 @@ export class DailyLimitExceededError extends CreditsError {
 }
 
 /**
+ * The user has more holds past their expiry than one write gives back before it (100): the
+ * write refused at once, writing nothing, rather than take seconds. Called on a `Database`,
+ * the package gives them back in batches (each its own statement) and writes again, so this
+ * reaches the caller only from inside its own transaction: run expireCreditHolds for the user
+ * outside it (or wait for credits:expire-holds), then retry.
+ */
+export class HoldsExpiryBacklogError extends CreditsError {
+  readonly code = 'HOLDS_EXPIRY_BACKLOG';
+  readonly retryable = true;
+
+  constructor(
+    readonly userId: string,
+    readonly limit: number,
+  ) {
+    super(
+      `User ${userId} has more than ${limit} holds past their expiry to give back before this change; nothing was written. ` +
+        'Give them back with expireCreditHolds({ userId }) outside this transaction, then retry.',
+    );
+  }
+}
+
+/**
  * credits:verify compares a database with the ledger its migrations define; this database
  * has not applied every migration of the package's folder (`pending`), or has applied some
  * the folder does not know (`unknown`, a newer package applied them). Nothing was checked:
@@ -617,6 +639,7 @@ export const LEDGER_SQLSTATES = {
   BC018: ['UNSAFE_TRIGGER_PRIVILEGE'],
   BC019: ['FOREIGN_LEDGER_REFERENCE'],
   BC020: ['DAILY_LIMIT_EXCEEDED'],
+  BC021: ['HOLDS_EXPIRY_BACKLOG'],
 } as const satisfies Record<`BC${string}`, readonly string[]>;
 
 /** Turns the ledger's SQLSTATEs (LEDGER_SQLSTATES, and lock timeouts) into typed errors. */
@@ -671,6 +694,8 @@ export function toCreditsError(error: unknown, userId: string): unknown {
         Number(detail.requested),
         new Date(String(detail.resetsAt)),
       );
+    case 'BC021':
+      return new HoldsExpiryBacklogError(userId, Number(detail.limit));
     case 'BC019':
       return new ForeignLedgerReferenceError(String(detail.constraints));
     case '55P03':

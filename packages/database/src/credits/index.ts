@@ -16,6 +16,7 @@ export {
   HoldNotFoundError,
   type HoldNotFoundReason,
   type HoldOutcome,
+  HoldsExpiryBacklogError,
   IdempotencyConflictError,
   InsufficientCreditsError,
   InvalidCursorError,

@@ -13,7 +13,7 @@ import {
   sqlStateOf,
   toCreditsError,
 } from './errors.js';
-import { isTransaction, prepared } from './prepared.js';
+import { isTransaction, prepared, rowsOf } from './prepared.js';
 import { withRetry } from './retry.js';
 import { withinBudget } from './timeout.js';
 import { deductInput, grantInput, parseChange, refundInput } from './validation.js';
@@ -144,13 +144,51 @@ export async function retrySerializationFailures<T>(run: () => Promise<T>): Prom
  * transaction usable when the statement is refused; otherwise as its own transaction, run
  * again on a serialization failure.
  */
-export function runStatement<T>(
+export async function runStatement<T>(
   db: Database | Transaction,
   statement: (db: Database | Transaction) => Promise<T>,
 ): Promise<T> {
-  return isTransaction(db)
-    ? db.transaction((tx) => statement(tx))
-    : retrySerializationFailures(() => statement(db));
+  if (isTransaction(db)) return db.transaction((tx) => statement(tx));
+  try {
+    return await retrySerializationFailures(() => statement(db));
+  } catch (error) {
+    const backlog = backlogOf(error);
+    if (!backlog) throw error;
+    await giveBackDueHolds(db, backlog.userId, backlog.limit);
+    return retrySerializationFailures(() => statement(db));
+  }
+}
+
+/** The user and bound of a refusal for too many due holds (BC021), if it is one. */
+function backlogOf(error: unknown): { userId: string; limit: number } | undefined {
+  if (sqlStateOf(error) !== 'BC021') return undefined;
+  const cause = (error as { cause?: { detail?: string } }).cause ?? (error as { detail?: string });
+  try {
+    const detail = JSON.parse(cause.detail ?? '') as { userId?: unknown; limit?: unknown };
+    return typeof detail.userId === 'string' && typeof detail.limit === 'number'
+      ? { userId: detail.userId, limit: detail.limit }
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Gives back a user's due holds in batches of `batch`, each its own statement (so each
+ * commits, and none takes longer than a write that expires that many), until a batch finds
+ * fewer. A write that was refused for them can then run.
+ */
+async function giveBackDueHolds(db: Database, userId: string, batch: number): Promise<void> {
+  for (;;) {
+    const [row] = rowsOf(
+      await retrySerializationFailures(() =>
+        db.execute(
+          sql`select count(*)::int as n from credit_ledger.credit_holds_expire(${batch}::int4, ${userId}::uuid)`,
+        ),
+      ),
+    );
+    if (Number(row?.n ?? 0) < batch) return;
+  }
 }
 
 /**

@@ -1,0 +1,283 @@
+-- Written by `pnpm db:ledger` from packages/database/ledger/. Each block between
+-- "-- ledger:source <file>" and "-- ledger:end <file>" is that source file as it was when this
+-- migration was written; db:check fails when a source differs from the latest migration
+-- that installs it. Change a rule in its source file and run `pnpm db:ledger <name>`; never
+-- edit a block here. SQL outside the blocks (a one-time data move, a DROP) is the author's.
+
+-- ledger:source functions/credit_expire_due_holds.sql
+-- Gives back the user's holds that are due by `at`, each with an expire row of its own (a
+-- statement of its own, applied before the row being written is numbered), and returns the
+-- time that row is to be dated with. So no write or read of a user ever sees a hold past its
+-- expiry, and none needs a background job to. An expire row expires nothing itself. With the
+-- user's lock held (the caller took it), a hold is expired exactly once. `keep` (the hold a
+-- settlement or void closes) is left alone: that write is refused as HOLD_EXPIRED, with the
+-- whole statement, so an expire row written here would vanish.
+-- Due means due at the row's time, which every check of an expiry compares with: the row is
+-- dated first and the holds due by then are expired. Writing their expire rows takes time (a
+-- user with hundreds of due holds: tens of ms), and the row is dated after them, so it is
+-- dated again and the holds due by the new time are expired too, until none is (with the
+-- user's lock held, no hold is added meanwhile). The time is a value, not clock_timestamp()
+-- in the condition: a volatile call there cannot bound the index scan, which would read
+-- every open hold of the user. Returns NULL when there was nothing to expire.
+-- Bounded: each expire row costs a full ledger write (about 2 ms), so a user with thousands
+-- of due holds would make its next write take seconds, or never finish under a short
+-- statement_timeout. Past `max_holds` due at once, the write refuses at once (BC021,
+-- HOLDS_EXPIRY_BACKLOG, retryable) before expiring any: it never spends or counts credits
+-- that are due back. The package then gives them back in batches, each its own statement
+-- (credit_holds_expire), and writes again; the sweeper (credits:expire-holds) does the same.
+CREATE OR REPLACE FUNCTION "credit_ledger"."credit_expire_due_holds"(user_id uuid, keep uuid, at timestamptz) RETURNS timestamptz
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  max_holds constant integer := 100;
+  h record;
+  due integer;
+  expired boolean := false;
+BEGIN
+  LOOP
+    SELECT count(*) INTO due FROM (
+      SELECT 1 FROM "public"."CreditHold" c
+       WHERE c.user_id = credit_expire_due_holds.user_id AND c.expires_at <= at
+         AND c.id IS DISTINCT FROM keep
+       LIMIT max_holds + 1) d;
+    EXIT WHEN due = 0;
+    IF due > max_holds THEN
+      RAISE EXCEPTION 'user % has more than % holds past their expiry to give back before this write', user_id, max_holds
+        USING ERRCODE = 'BC021', DETAIL = json_build_object('userId', user_id, 'limit', max_holds)::text,
+              HINT = 'Give them back in batches (expireCreditHolds, pnpm credits:expire-holds), then write again.';
+    END IF;
+    FOR h IN SELECT c.id, c.amount, c.feature_type FROM "public"."CreditHold" c
+              WHERE c.user_id = credit_expire_due_holds.user_id AND c.expires_at <= at
+                AND c.id IS DISTINCT FROM keep
+              ORDER BY c.expires_at, c.id LOOP
+      INSERT INTO "public"."CreditTransaction" (user_id, amount, operation, feature_type, hold_id)
+        VALUES (credit_expire_due_holds.user_id, h.amount, 'expire', h.feature_type, h.id);
+    END LOOP;
+    expired := true;
+    at := date_trunc('milliseconds', clock_timestamp());
+  END LOOP;
+  RETURN CASE WHEN expired THEN at END;
+END;
+$$;
+-- ledger:end functions/credit_expire_due_holds.sql
+--> statement-breakpoint
+-- ledger:source functions/credit_tx_prepare.sql
+-- BEFORE INSERT on the trail: lock the user, check, number, date and hash the row. No side
+-- effect here may survive the row being skipped (ON CONFLICT) or refused, so this only reads,
+-- locks and writes the expire rows of the user's due holds (statements of their own, undone
+-- with this one). Each rule is a function of its own (credit_rule_*), with its error code and
+-- the reason it exists; this one reads what they need under the user's lock and calls them in
+-- order. A rule returns true or raises, so that it is called as an expression (about 0.5 µs;
+-- a PERFORM costs three times that), and the rules of other operations are not called.
+--
+-- SQLSTATEs of class BC (src/credits/errors.ts maps each to a typed error; the README lists them):
+--   BC001 insufficient balance       BC002 unknown user            BC003 refund exceeds its deduction
+--   BC004 invalid refund target      BC007 capped refund under REPEATABLE READ
+--   BC008 write out of the user's trail order, or an opening row out of place
+--   BC009 ledger not installed (a ledger trigger is missing, disabled or changed)
+--   BC010 run other than as its own trigger
+--   BC012–BC016 holds: not found, closed already, amount, not due, hold columns or expiry
+--   BC017 a foreign trigger runs inside the write    BC018 TRIGGER held by another role (REPEATABLE READ)
+--   BC019 another role's foreign key references a ledger table
+--   BC020 a daily limit of credit_ledger.credit_limit would be exceeded
+--   BC021 more due holds than one write gives back (credit_expire_due_holds)
+--
+-- lock_timeout bounds every lock wait inside the write: a role with UPDATE on "User" or
+-- "CreditHold" can hold a user's row lock (SELECT … FOR UPDATE in a transaction it keeps
+-- open), and the user's writes would otherwise wait for as long as it likes. They fail with
+-- 55P03 instead, which the package reports as LEDGER_LOCK_TIMEOUT (retryable).
+CREATE OR REPLACE FUNCTION "credit_ledger"."credit_tx_prepare"() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET row_security = off
+SET lock_timeout = '5s'
+AS $$
+DECLARE
+  chat boolean := NEW.feature_type = 'chat_message';
+  census record;
+  credits integer;
+  chats integer;
+  head bigint;
+  head_hash text;
+  available integer;
+  held integer;
+  next_balance bigint;
+  at timestamptz;
+  expired_at timestamptz;
+  ok boolean;
+BEGIN
+  -- Only as the trail's own trigger: the owner could attach this function to a table of its own.
+  IF TG_WHEN <> 'BEFORE' OR TG_OP <> 'INSERT' OR TG_LEVEL <> 'ROW' OR NOT "credit_ledger"."credit_tx_is_trail"(TG_RELID::pg_catalog.regclass) THEN
+    RAISE EXCEPTION 'credit_tx_prepare() runs only as the BEFORE INSERT trigger of "CreditTransaction"'
+      USING ERRCODE = 'BC010';
+  END IF;
+
+  -- No trigger can be added to "User" or "CreditHold" from here to the end of the transaction
+  -- (CREATE TRIGGER takes a lock this one conflicts with; the trail's own is held since the
+  -- INSERT began), so the census of triggers below stays true for the whole write. With only
+  -- the row lock, a trigger created while this write waited after the census (for a
+  -- refund_of row another session locked, say) fired in credit_tx_apply's UPDATE. It comes
+  -- before the statement below, whose snapshot (READ COMMITTED) then sees every trigger
+  -- committed before it.
+  LOCK TABLE "public"."User", "public"."CreditHold" IN ROW EXCLUSIVE MODE;
+
+  -- Every write of one user takes this lock first, so they apply one at a time, in seq order.
+  -- One statement also reads what the rules need, one round of the executor: the census of
+  -- triggers and foreign keys, the feature's daily limit, and when this user's next open hold
+  -- is due. Its subqueries read the statement's snapshot, which may be older than the row the
+  -- lock returns (a write of this user that committed while this one waited); `seen_seq` is
+  -- the head in that snapshot, so a difference says the hold figure may be stale.
+  -- `own` lists the ledger's triggers (table, name, function, pg_trigger.tgtype): adding one
+  -- is one line here, and every count below follows from the list.
+  WITH own(relid, name, fn, type) AS (
+    VALUES (TG_RELID, 'credit_tx_prepare', '"credit_ledger"."credit_tx_prepare"()'::regprocedure, 7),
+           (TG_RELID, 'credit_tx_apply', '"credit_ledger"."credit_tx_apply"()'::regprocedure, 5),
+           (TG_RELID, 'credit_tx_append_only', '"credit_ledger"."credit_tx_append_only"()'::regprocedure, 27),
+           (TG_RELID, 'credit_tx_no_truncate', '"credit_ledger"."credit_tx_append_only"()'::regprocedure, 34),
+           ('"public"."User"'::regclass, 'user_ledger_guard', '"credit_ledger"."user_ledger_guard"()'::regprocedure, 19),
+           ('"public"."User"'::regclass, 'user_ledger_open', '"credit_ledger"."user_ledger_open"()'::regprocedure, 7),
+           ('"public"."User"'::regclass, 'user_ledger_opening', '"credit_ledger"."user_ledger_opening"()'::regprocedure, 5),
+           ('"public"."User"'::regclass, 'user_ledger_delete', '"credit_ledger"."user_ledger_delete"()'::regprocedure, 11),
+           ('"public"."CreditHold"'::regclass, 'credit_hold_guard', '"credit_ledger"."credit_hold_guard"()'::regprocedure, 31),
+           ('"public"."CreditHold"'::regclass, 'credit_hold_no_truncate', '"credit_ledger"."credit_hold_guard"()'::regprocedure, 34))
+  SELECT u.free_credits, u.free_chat_messages, u.ledger_seq, u.ledger_hash,
+         (SELECT count(*) FROM own) AS expected,
+         -- Present, enabled, with its own function and events, and plain (credit_rule_installed).
+         (SELECT count(*) FROM pg_trigger t JOIN own ON t.tgrelid = own.relid AND t.tgname = own.name
+           WHERE t.tgfoid = own.fn AND t.tgtype = own.type AND t.tgenabled IN ('O', 'A')
+             AND t.tgqual IS NULL AND t.tgattr::text = '' AND NOT t.tgdeferrable AND t.tgnargs = 0) AS installed,
+         -- The ledger's triggers that run inside a write: on the trail or "CreditHold", or on
+         -- "User" firing on UPDATE; and how many triggers do (credit_rule_no_foreign_trigger).
+         (SELECT count(*) FROM own WHERE own.relid <> '"public"."User"'::regclass OR own.type & 16 <> 0) AS own_inside,
+         (SELECT count(*) FROM pg_trigger t
+           WHERE t.tgrelid IN (TG_RELID, '"public"."User"'::regclass, '"public"."CreditHold"'::regclass)
+             AND NOT t.tgisinternal
+             AND (t.tgrelid <> '"public"."User"'::regclass OR t.tgtype & 16 <> 0)) AS triggers,
+         -- Foreign keys onto the trail or "CreditHold" of tables the owner does not own
+         -- (credit_rule_no_foreign_reference): each has internal triggers on the table it references.
+         (SELECT count(*) FROM pg_trigger t
+            JOIN pg_constraint k ON k.oid = t.tgconstraint
+            JOIN pg_class r ON r.oid = k.conrelid
+           WHERE t.tgrelid IN (TG_RELID, '"public"."CreditTransaction"'::regclass, '"public"."CreditHold"'::regclass)
+             AND t.tgisinternal AND k.contype = 'f' AND k.confrelid = t.tgrelid
+             AND r.relowner <> (SELECT c.relowner FROM pg_class c
+                                 WHERE c.oid = '"public"."CreditTransaction"'::regclass)) AS foreign_keys,
+         CASE WHEN NEW.operation IN ('deduct', 'hold') THEN
+           (SELECT l.max_amount FROM "credit_ledger"."credit_limit" l
+             WHERE l.feature_type = NEW.feature_type AND l.period = 'day') END AS daily_limit,
+         (SELECT min(h.expires_at) FROM "public"."CreditHold" h WHERE h.user_id = NEW.user_id) AS next_expiry,
+         (SELECT s.ledger_seq FROM "public"."User" s WHERE s.id = NEW.user_id) AS seen_seq
+    INTO census FROM "public"."User" u WHERE u.id = NEW.user_id FOR NO KEY UPDATE OF u;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'user % does not exist', NEW.user_id
+      USING ERRCODE = 'BC002', DETAIL = json_build_object('userId', NEW.user_id)::text;
+  END IF;
+  credits := census.free_credits;
+  chats := census.free_chat_messages;
+  head := census.ledger_seq;
+  head_hash := census.ledger_hash;
+
+  ok := "credit_ledger"."credit_rule_installed"(census.installed, census.expected);
+  ok := "credit_ledger"."credit_rule_no_foreign_trigger"(TG_RELID, census.triggers, census.own_inside);
+  ok := "credit_ledger"."credit_rule_no_foreign_reference"(TG_RELID, census.foreign_keys);
+  ok := "credit_ledger"."credit_rule_snapshot_sees_triggers"(TG_RELID);
+  ok := "credit_ledger"."credit_rule_hold_columns"(NEW.operation, NEW.hold_id, NEW.hold_expires_at);
+
+  -- The user's due holds are given back first (credit_expire_due_holds), as of this row's
+  -- time. Open holds change only with a write of their user, which moves its head: with the
+  -- head the same in the snapshot as under the lock, `next_expiry` is exact, and when it is
+  -- not due (the common case: no open hold at all) nothing is scanned. An expire row expires
+  -- nothing itself.
+  at := date_trunc('milliseconds', clock_timestamp());
+  IF head >= 0 AND NEW.operation <> 'expire'
+     AND (census.seen_seq <> head OR census.next_expiry <= at) THEN
+    expired_at := "credit_ledger"."credit_expire_due_holds"(NEW.user_id, NEW.hold_id, at);
+    IF expired_at IS NOT NULL THEN
+      at := expired_at;
+      SELECT u.free_credits, u.free_chat_messages, u.ledger_seq, u.ledger_hash
+        INTO credits, chats, head, head_hash
+        FROM "public"."User" u WHERE u.id = NEW.user_id;
+    END IF;
+  END IF;
+  available := CASE WHEN chat THEN chats ELSE credits END;
+
+  NEW.seq := "credit_ledger"."credit_rule_opening_row"(NEW.user_id, NEW.operation, NEW.feature_type,
+    NEW.amount, NEW.metadata, NEW.idempotency_key, NEW.refund_of, head, credits, chats);
+  IF head < 0 THEN
+    NEW.balance_after := NEW.amount;
+  ELSE
+    IF NEW.operation = 'refund' AND NEW.refund_of IS NOT NULL THEN
+      ok := "credit_ledger"."credit_rule_refund_cap"(NEW.user_id, NEW.feature_type, NEW.amount,
+        NEW.refund_of, NEW.idempotency_key);
+    ELSIF NEW.hold_id IS NOT NULL THEN
+      held := "credit_ledger"."credit_rule_hold_close"(NEW.user_id, NEW.operation, NEW.feature_type,
+        NEW.amount, NEW.hold_id, at);
+    ELSIF NEW.operation = 'hold' THEN
+      ok := "credit_ledger"."credit_rule_hold_expiry"(NEW.hold_expires_at, at);
+    END IF;
+    next_balance := available::bigint + "credit_ledger"."credit_balance_effect"(NEW.operation, NEW.amount, held);
+    IF next_balance IS NULL THEN
+      RAISE EXCEPTION 'the credits ledger does not know what operation % does to a balance', NEW.operation
+        USING ERRCODE = 'BC009', HINT = 'Add it to credit_ledger.credit_balance_effect (ledger/functions/credit_balance_effect.sql) and run pnpm db:ledger.';
+    END IF;
+    IF next_balance < available THEN
+      ok := "credit_ledger"."credit_rule_sufficient"(NEW.user_id, NEW.feature_type, NEW.amount,
+        NEW.idempotency_key, available);
+      ok := "credit_ledger"."credit_rule_daily_limit"(NEW.user_id, NEW.feature_type, NEW.amount,
+        NEW.idempotency_key, at, census.daily_limit);
+    ELSE
+      ok := "credit_ledger"."credit_rule_balance_range"(NEW.user_id, NEW.feature_type, next_balance,
+        CASE WHEN NEW.hold_id IS NULL
+             THEN (SELECT coalesce(sum(h.amount), 0) FROM "public"."CreditHold" h
+                    WHERE h.user_id = NEW.user_id AND (h.feature_type = 'chat_message') = chat)
+             ELSE 0 END,
+        NEW.hold_id IS NULL);
+    END IF;
+    NEW.balance_after := next_balance;
+  END IF;
+
+  -- Server-set, under the user's lock: the inserter chooses none of these.
+  NEW.created_at := at;
+  NEW.hash := "credit_ledger"."credit_tx_hash"(head_hash, NEW.id, NEW.user_id, NEW.seq, NEW.operation,
+    NEW.feature_type, NEW.amount, NEW.balance_after, NEW.created_at, NEW.idempotency_key,
+    NEW.refund_of, NEW.metadata, NEW.hold_id, NEW.hold_expires_at);
+  RETURN NEW;
+END;
+$$;
+-- ledger:end functions/credit_tx_prepare.sql
+--> statement-breakpoint
+-- ledger:source privileges.sql
+-- Who may execute the ledger's functions. Installed after every change of the ledger's
+-- sources, since a function created anew gets PUBLIC's EXECUTE and whatever default
+-- privileges (ALTER DEFAULT PRIVILEGES … GRANT EXECUTE ON FUNCTIONS, common on hosted
+-- platforms) grant to other roles by name, which REVOKE … FROM PUBLIC leaves in place.
+--
+-- Nobody but the owner may execute a trigger function (attached to a table of its own, say a
+-- TEMP table, credit_tx_apply could otherwise be run with any NEW), a rule or a helper, or
+-- read or write the ledger's own tables (the limits). The sweeper runs as its caller, so any
+-- role may execute it: it can do only what that role's own statements could.
+DO $$
+DECLARE
+  f record;
+BEGIN
+  FOR f IN
+    SELECT DISTINCT p.oid::regprocedure AS fn,
+           CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END AS grantee
+      FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))) a
+     WHERE p.pronamespace = 'credit_ledger'::regnamespace AND a.grantee <> p.proowner
+  LOOP
+    EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM %s', f.fn, f.grantee);
+  END LOOP;
+  FOR f IN
+    SELECT DISTINCT c.oid::regclass AS rel,
+           CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END AS grantee
+      FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+     WHERE c.relnamespace = 'credit_ledger'::regnamespace AND a.grantee <> c.relowner
+  LOOP
+    EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM %s', f.rel, f.grantee);
+  END LOOP;
+END;
+$$;
+--> statement-breakpoint
+GRANT EXECUTE ON FUNCTION "credit_ledger"."credit_holds_expire"(integer, uuid) TO PUBLIC;
+-- ledger:end privileges.sql
