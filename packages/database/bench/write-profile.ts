@@ -34,13 +34,23 @@ interface Variant {
 const NO_INSTALLED_CHECK: Edit[] = [
   {
     fn: 'credit_tx_prepare',
-    from: /\(SELECT count\(\*\) FROM pg_trigger t\s+JOIN[\s\S]*?\) AS installed/,
-    to: '10 AS installed',
+    from: /\(SELECT count\(\*\) FROM pg_trigger t JOIN own[\s\S]*?\) AS installed/,
+    to: '(SELECT count(*) FROM own) AS installed',
+  },
+  {
+    fn: 'credit_tx_prepare',
+    from: /\(SELECT count\(\*\) FROM own WHERE[\s\S]*?\) AS own_inside/,
+    to: '0 AS own_inside',
   },
   {
     fn: 'credit_tx_prepare',
     from: /\(SELECT count\(\*\) FROM pg_trigger t\s+WHERE[\s\S]*?\) AS triggers/,
-    to: '7 AS triggers',
+    to: '0 AS triggers',
+  },
+  {
+    fn: 'credit_tx_prepare',
+    from: /\(SELECT count\(\*\) FROM pg_trigger t\s+JOIN pg_constraint[\s\S]*?\) AS foreign_keys/,
+    to: '0 AS foreign_keys',
   },
 ];
 const NO_GUARD: Edit[] = [
@@ -56,7 +66,7 @@ const NO_HASH: Edit[] = [
 const NO_HOLDS: Edit[] = [
   {
     fn: 'credit_tx_prepare',
-    from: /\(SELECT min\(expires_at\) FROM "public"\."CreditHold" WHERE user_id = NEW\.user_id\)/,
+    from: /\(SELECT min\(h\.expires_at\) FROM "public"\."CreditHold" h WHERE h\.user_id = NEW\.user_id\)/,
     to: 'NULL::timestamptz',
   },
   { fn: 'credit_tx_apply', from: /IF NEW\.operation = 'hold' THEN/, to: 'IF false THEN' },
@@ -66,8 +76,8 @@ const NO_HOLDS: Edit[] = [
 const VARIANTS: Variant[] = [
   { name: 'the ledger as migrated', buys: '', edits: [] },
   {
-    name: 'without the installed-trigger checks',
-    buys: 'a write refuses while a ledger trigger is missing or disabled, or a foreign one runs inside it',
+    name: 'without the installed-trigger and foreign-key census',
+    buys: "a write refuses while a ledger trigger is missing or disabled, a foreign one runs inside it, or another role's foreign key references a ledger table",
     edits: NO_INSTALLED_CHECK,
   },
   {
