@@ -34,23 +34,18 @@ interface Variant {
 const NO_INSTALLED_CHECK: Edit[] = [
   {
     fn: 'credit_tx_prepare',
-    from: /\(SELECT count\(\*\) FROM pg_trigger t JOIN own[\s\S]*?\) AS installed/,
-    to: '(SELECT count(*) FROM own) AS installed',
+    from: /\(SELECT count\(\*\)\s+FROM \(VALUES[\s\S]*?\) AS missing/,
+    to: '0::bigint AS missing',
   },
   {
     fn: 'credit_tx_prepare',
-    from: /\(SELECT count\(\*\) FROM own WHERE[\s\S]*?\) AS own_inside/,
-    to: '0 AS own_inside',
+    from: /\(SELECT count\(\*\) FROM pg_trigger t\s+WHERE t\.tgrelid IN \(TG_RELID, '"public"\."User"'[\s\S]*?\) AS foreign_triggers/,
+    to: '0::bigint AS foreign_triggers',
   },
   {
     fn: 'credit_tx_prepare',
-    from: /\(SELECT count\(\*\) FROM pg_trigger t\s+WHERE[\s\S]*?\) AS triggers/,
-    to: '0 AS triggers',
-  },
-  {
-    fn: 'credit_tx_prepare',
-    from: /\(SELECT count\(\*\) FROM pg_trigger t\s+JOIN pg_constraint[\s\S]*?\) AS foreign_keys/,
-    to: '0 AS foreign_keys',
+    from: /\(SELECT count\(\*\) FROM pg_trigger t\s+WHERE t\.tgrelid IN \(TG_RELID, '"public"\."CreditTransaction"'[\s\S]*?\) AS foreign_keys/,
+    to: '0::bigint AS foreign_keys',
   },
 ];
 const NO_GUARD: Edit[] = [

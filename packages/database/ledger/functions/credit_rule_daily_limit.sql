@@ -12,12 +12,13 @@ CREATE OR REPLACE FUNCTION "credit_ledger"."credit_rule_daily_limit"(
 LANGUAGE plpgsql
 AS $$
 DECLARE
-  day_start timestamptz := date_trunc('day', at, 'UTC');
+  day_start timestamptz;
   used bigint;
 BEGIN
   IF max_amount IS NULL THEN
     RETURN true;
   END IF;
+  day_start := date_trunc('day', at, 'UTC');
   -- credit_tx_user_created_at_idx: this user's rows of the day only.
   SELECT coalesce(sum(t.amount), 0) INTO used FROM "public"."CreditTransaction" t
    WHERE t.user_id = credit_rule_daily_limit.user_id AND t.created_at >= day_start

@@ -5,13 +5,13 @@
 -- user_ledger_guard recognises the UPDATE on line 3 of this body on the call stack (one line,
 -- so that the guard can compare it whole) and lets nothing else move a balance: change it
 -- and its copy in user_ledger_guard together.
--- lock_timeout: a role with UPDATE on "CreditHold" can lock a hold's row, which the DELETE
--- below would wait for (see credit_tx_prepare).
+-- No lock_timeout of its own (a SET clause costs every write a few µs): the rows it writes
+-- are locked already, the user's and (for a row that closes a hold) the hold's, by
+-- credit_tx_prepare, whose waits are bounded.
 CREATE OR REPLACE FUNCTION "credit_ledger"."credit_tx_apply"() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET row_security = off
-SET lock_timeout = '5s'
 AS $$
 BEGIN
   UPDATE "public"."User" SET free_credits = CASE WHEN NEW.feature_type = 'chat_message' THEN free_credits ELSE NEW.balance_after END, free_chat_messages = CASE WHEN NEW.feature_type = 'chat_message' THEN NEW.balance_after ELSE free_chat_messages END, ledger_seq = CASE WHEN ledger_seq = -2 THEN -1 ELSE NEW.seq END, ledger_hash = NEW.hash, updated_at = now() WHERE id = NEW.user_id AND (ledger_seq = NEW.seq - 1 OR (ledger_seq < 0 AND NEW.seq = (CASE WHEN ledger_seq = -1 AND free_credits > 0 AND free_chat_messages > 0 THEN 2 ELSE 1 END) AND NEW.balance_after = (CASE WHEN NEW.feature_type = 'chat_message' THEN free_chat_messages ELSE free_credits END)));

@@ -4,16 +4,17 @@
 -- set the balance credit_tx_apply's UPDATE writes, or change a row after credit_tx_prepare
 -- hashed it. The owner's own triggers are the owner's to answer for (credits:verify lists
 -- every trigger that is not the ledger's); a built-in function (pg_catalog) is nobody's, and
--- counts as foreign. `triggers` is how many run inside a write (on the trail or
--- "CreditHold", any; on "User", those that fire on UPDATE), `own` how many of those are the
--- ledger's: the catalog is only read again when they differ.
-CREATE OR REPLACE FUNCTION "credit_ledger"."credit_rule_no_foreign_trigger"(relid oid, triggers bigint, own bigint) RETURNS boolean
+-- counts as foreign. `foreign_count` is credit_tx_prepare's count of the triggers that run inside a
+-- write (on the trail or "CreditHold", any; on "User", those that fire on UPDATE) with a
+-- function that is not one of the ledger's: the catalog is only read again, for their
+-- functions' owners, when there is one.
+CREATE OR REPLACE FUNCTION "credit_ledger"."credit_rule_no_foreign_triggers"(relid oid, foreign_count bigint) RETURNS boolean
 LANGUAGE plpgsql
 AS $$
 DECLARE
   foreign_list text;
 BEGIN
-  IF triggers = own THEN
+  IF foreign_count = 0 THEN
     RETURN true;
   END IF;
   SELECT string_agg(format('%I on %s (function %s)', t.tgname, t.tgrelid::regclass, t.tgfoid::regproc), ', ' ORDER BY t.tgname)
