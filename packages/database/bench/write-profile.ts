@@ -42,10 +42,22 @@ const NO_INSTALLED_CHECK: Edit[] = [
     from: /\(SELECT count\(\*\) FROM pg_trigger t\s+WHERE t\.tgrelid IN \(TG_RELID, '"public"\."User"'[\s\S]*?\) AS foreign_triggers/,
     to: '0::bigint AS foreign_triggers',
   },
+];
+const NO_FOREIGN_KEY_CENSUS: Edit[] = [
   {
     fn: 'credit_tx_prepare',
     from: /\(SELECT count\(\*\) FROM pg_trigger t\s+WHERE t\.tgrelid IN \(TG_RELID, '"public"\."CreditTransaction"'[\s\S]*?\) AS foreign_keys/,
     to: '0::bigint AS foreign_keys',
+  },
+];
+const NO_LOCK_TIMEOUT: Edit[] = [
+  { fn: 'credit_tx_prepare', from: /\n SET lock_timeout TO '5s'/, to: '' },
+];
+const NO_LIMIT_READ: Edit[] = [
+  {
+    fn: 'credit_tx_prepare',
+    from: /CASE WHEN NEW\.operation IN \('deduct', 'hold'\) THEN\s+\(SELECT l\.max_amount[\s\S]*?END AS daily_limit/,
+    to: 'NULL::integer AS daily_limit',
   },
 ];
 const NO_GUARD: Edit[] = [
@@ -71,9 +83,24 @@ const NO_HOLDS: Edit[] = [
 const VARIANTS: Variant[] = [
   { name: 'the ledger as migrated', buys: '', edits: [] },
   {
-    name: 'without the installed-trigger and foreign-key census',
-    buys: "a write refuses while a ledger trigger is missing or disabled, a foreign one runs inside it, or another role's foreign key references a ledger table",
+    name: 'without the trigger census',
+    buys: 'a write refuses while a ledger trigger is missing or disabled, or a foreign one runs inside it',
     edits: NO_INSTALLED_CHECK,
+  },
+  {
+    name: 'without the foreign-key census',
+    buys: 'a write refuses while another role\'s foreign key references the trail or "CreditHold"',
+    edits: NO_FOREIGN_KEY_CENSUS,
+  },
+  {
+    name: 'without the lock_timeout',
+    buys: 'a write waits at most 5 s for a lock another transaction holds on its user or hold',
+    edits: NO_LOCK_TIMEOUT,
+  },
+  {
+    name: 'without the daily limit read',
+    buys: 'limits per feature and day, as data',
+    edits: NO_LIMIT_READ,
   },
   {
     name: 'without the guard on "User"',
