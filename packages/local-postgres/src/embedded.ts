@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { chownSync, existsSync, mkdirSync, rmSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { constants } from 'node:os';
 import path from 'node:path';
 import { firstUnreachableDir, type OsUser, postgresOsUser } from './access.js';
@@ -139,6 +139,14 @@ function unreachable(what: string, dir: string, user: OsUser, fix: string): Loca
  * under a 0700 home) are run from a verified copy under the temporary directory; a data
  * directory it cannot reach is an error that says so.
  */
+/** Creates the missing directories of `dir`, each 0755, from the outermost in. */
+function makeParents(dir: string): void {
+  if (existsSync(dir)) return;
+  makeParents(path.dirname(dir));
+  mkdirSync(dir);
+  chmodSync(dir, 0o755);
+}
+
 export async function startEmbeddedPostgres(
   options: EmbeddedPostgresOptions,
 ): Promise<EmbeddedServer> {
@@ -219,7 +227,10 @@ export async function startEmbeddedPostgres(
 
   if (initialised) {
     try {
-      mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+      // Parents this creates are 0755 whatever the umask: a recursive mkdir would give them the
+      // data directory's 0700 and root as owner, and the server's user could not reach it.
+      makeParents(path.dirname(dataDir));
+      mkdirSync(dataDir, { mode: 0o700 });
       if (asUser) chownSync(dataDir, asUser.uid, asUser.gid);
       await run(
         bin('initdb'),

@@ -5,6 +5,7 @@ import {
   mkdtempSync,
   readFileSync,
   rmSync,
+  statSync,
   writeFileSync,
 } from 'node:fs';
 import { connect } from 'node:net';
@@ -37,6 +38,23 @@ describe('startEmbeddedPostgres()', () => {
         /^Embedded PostgreSQL did not start \(data .*\): spawn .*initdb EACCES/,
       ),
     });
+  });
+});
+
+describe('a data directory whose parents do not exist yet', () => {
+  it('starts on the first run, creating its parents so the server user can reach them, whatever the umask', async () => {
+    const dataDir = path.join(scratch, 'checkout', '.data', 'postgres17');
+    const umask = process.umask(0o077);
+    let server: Awaited<ReturnType<typeof startEmbeddedPostgres>> | undefined;
+    try {
+      server = await startEmbeddedPostgres({ dataDir, throwaway: true });
+      expect(await accepts(server.port)).toBe(true);
+      for (const dir of [path.join(scratch, 'checkout'), path.dirname(dataDir)])
+        expect(statSync(dir).mode & 0o777).toBe(0o755);
+    } finally {
+      process.umask(umask);
+      await server?.stop();
+    }
   });
 });
 
