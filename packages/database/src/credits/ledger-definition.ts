@@ -1,4 +1,4 @@
-import { readMigrations, stripLeadingComments } from '../migrate/migrations.js';
+import { type MigrationFile, readMigrations, stripLeadingComments } from '../migrate/migrations.js';
 
 /** A trigger as the migrations create it. `type` uses pg_trigger.tgtype's bits. */
 export interface ExpectedTrigger {
@@ -144,12 +144,17 @@ function triggerType(timing: string, events: string, level: string): number {
  * `credits:verify` compares a database with what its migrations define, not with a copy
  * kept in code that could drift from them. A statement that defines a function or trigger in
  * a form this cannot read is an error naming it, never skipped. `upTo` stops after that
- * migration (the last one a database has applied).
+ * migration (the last one a database has applied). Takes the folder, or its migrations
+ * already read.
  */
-export function readLedgerDefinition(migrationsFolder: string, upTo?: string): LedgerDefinition {
+export function readLedgerDefinition(
+  migrations: string | MigrationFile[],
+  upTo?: string,
+): LedgerDefinition {
   const triggers = new Map<string, ExpectedTrigger>();
   const functions = new Map<string, ExpectedFunction>();
-  for (const migration of readMigrations(migrationsFolder)) {
+  const files = typeof migrations === 'string' ? readMigrations(migrations) : migrations;
+  for (const migration of files) {
     for (const statement of migration.statements) {
       const text = statementText(statement);
       let m = CREATE_FUNCTION.exec(text);

@@ -1,6 +1,6 @@
 import { is, sql, TransactionRollbackError } from 'drizzle-orm';
 import type { Database, Transaction } from '../client.js';
-import { readMigrations } from '../migrate/migrations.js';
+import { type MigrationFile, readMigrations } from '../migrate/migrations.js';
 import { defaultMigrationsFolder } from '../migrate/migrator.js';
 import { LedgerVersionMismatchError } from './errors.js';
 import {
@@ -82,9 +82,9 @@ export interface LedgerAnchor {
  */
 async function installationViolations(
   tx: Database | Transaction,
-  migrationsFolder: string,
+  migrations: MigrationFile[],
 ): Promise<LedgerViolation[]> {
-  const expected = readLedgerDefinition(migrationsFolder);
+  const expected = readLedgerDefinition(migrations);
   const found: LedgerViolation[] = [];
   const violation = (kind: string, detail: string) =>
     found.push({ userId: null, seq: null, kind, detail });
@@ -334,7 +334,7 @@ async function installationViolations(
  * database without drizzle's table (built by another tool), or whose table the verifying role
  * may not read, is compared as it is.
  */
-async function refuseOtherVersion(tx: Database | Transaction, migrationsFolder: string) {
+async function refuseOtherVersion(tx: Database | Transaction, files: MigrationFile[]) {
   // From the catalog, which every role reads: a verifying role may have no USAGE on the
   // schema "drizzle" (then it cannot read the table either, and the check is skipped).
   const [table] = rowsOf(
@@ -350,7 +350,6 @@ async function refuseOtherVersion(tx: Database | Transaction, migrationsFolder: 
       Number(r.created_at),
     ),
   );
-  const files = readMigrations(migrationsFolder);
   const known = new Set(files.map((f) => f.folderMillis));
   const pending = files.filter((f) => !applied.has(f.folderMillis)).map((f) => f.name);
   const unknown = [...applied].filter((key) => !known.has(key)).length;
@@ -538,11 +537,10 @@ export async function verifyLedger(
   const userId = options.userId === undefined ? null : parse(userIdInput, options.userId, 'userId');
   const limit = options.limit ?? 1000;
   const run = async (tx: Database | Transaction): Promise<LedgerVerification> => {
-    await refuseOtherVersion(tx, options.migrationsFolder ?? defaultMigrationsFolder);
-    const installation = await installationViolations(
-      tx,
-      options.migrationsFolder ?? defaultMigrationsFolder,
-    );
+    // The folder is read once, for both the version check and the definitions.
+    const migrations = readMigrations(options.migrationsFolder ?? defaultMigrationsFolder);
+    await refuseOtherVersion(tx, migrations);
+    const installation = await installationViolations(tx, migrations);
     const rows = rowsOf(await tx.execute(dataViolationsQuery(userId, limit)));
     const anchored: LedgerViolation[] = options.anchors?.length
       ? rowsOf(

@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm';
 import postgres from 'postgres';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/client.js';
 import {
   DailyLimitExceededError,
@@ -26,6 +26,14 @@ beforeAll(async () => {
   await database.db.execute(
     sql`insert into credit_ledger.credit_limit values ('document_generation', 'day', 5)`,
   );
+});
+
+// Each test's writes must fall in one UTC day: within 15 s of midnight by the server's
+// clock, wait for the new day first (at most 15 s, on any date, whatever the machine's load).
+beforeEach(async () => {
+  await database.db.execute(sql`
+    select pg_sleep(extract(epoch from (date_trunc('day', now(), 'UTC') + interval '24 hours' - clock_timestamp())) + 0.1)
+     where date_trunc('day', now(), 'UTC') + interval '24 hours' - clock_timestamp() < interval '15 seconds'`);
 });
 
 describe('a daily limit of 5 document credits', () => {
