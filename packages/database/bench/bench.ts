@@ -31,6 +31,7 @@ import { measureReads, readTargets } from './reads.js';
 import { BENCH_RESULTS_VERSION, type BenchResults } from './results.js';
 import { seedTrail } from './seed.js';
 import { type Figure, figure, formatSpread, timed } from './stats.js';
+import { measureAgainstBase } from './write-base.js';
 import { measureWriteProfile } from './write-profile.js';
 import { createBaselineTables, measureWrites } from './writes.js';
 
@@ -45,6 +46,9 @@ const { values } = parseArgs({
     drivers: { type: 'boolean', default: false },
     // Where a ledger write's time goes (bench/write-profile.ts).
     'profile-writes': { type: 'boolean', default: false },
+    // With --profile-writes: also each kind of write on the ledger as of this migration (a
+    // tag's prefix, e.g. 0005) beside the ledger as migrated, in alternating rounds.
+    'base-migration': { type: 'string' },
     // Rows of the drivers section's own seeded trail (its heavy users get 2% each).
     'driver-rows': { type: 'string', default: '200000' },
     'open-holds': { type: 'string', default: '1000' },
@@ -66,7 +70,7 @@ const onlyIndexBuild = values.only === 'index-build';
 const int = (
   name: Exclude<
     keyof typeof values,
-    'holds' | 'drivers' | 'profile-writes' | 'only' | 'json' | 'no-pin'
+    'holds' | 'drivers' | 'profile-writes' | 'base-migration' | 'only' | 'json' | 'no-pin'
   >,
 ) => {
   const n = Number(String(values[name]).replaceAll('_', ''));
@@ -140,6 +144,24 @@ if (runWriteProfile) {
     );
   } finally {
     await profile.close();
+  }
+  const baseMigration = values['base-migration'];
+  if (baseMigration !== undefined) {
+    const base = await pg.createDatabase({ empty: true });
+    const current = await pg.createDatabase();
+    try {
+      figures.push(
+        ...(await measureAgainstBase(
+          base,
+          current,
+          { baseMigration, rounds: 4 * int('rounds'), perRound: 250 },
+          log,
+        )),
+      );
+    } finally {
+      await base.close();
+      await current.close();
+    }
   }
 }
 if (!picked && !onlyIndexBuild)

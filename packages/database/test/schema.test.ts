@@ -288,6 +288,7 @@ describe('a database migrated by db:migrate', () => {
         config: ['search_path=pg_catalog, pg_temp', 'lock_timeout=5s'],
         public_execute: true,
       },
+      rule('credit_refuse'),
       rule('credit_rule_balance_range'),
       rule('credit_rule_daily_limit'),
       rule('credit_rule_hold_close'),

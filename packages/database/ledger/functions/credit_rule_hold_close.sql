@@ -17,9 +17,19 @@ DECLARE
   target "public"."CreditTransaction"%ROWTYPE;
   closing "public"."CreditTransaction"%ROWTYPE;
 BEGIN
-  SELECT * INTO target FROM "public"."CreditTransaction" t
+  -- The hold's row in "CreditHold", which credit_tx_apply deletes, is locked with the read:
+  -- here the wait is bounded by the caller's lock_timeout (a role with UPDATE on
+  -- "CreditHold" can hold the row), so that credit_tx_apply needs no lock_timeout of its own.
+  -- An open hold has that row; without it, the hold row is read alone, to say what is wrong.
+  SELECT t.* INTO target FROM "public"."CreditTransaction" t, "public"."CreditHold" h
     WHERE t.id = credit_rule_hold_close.hold_id AND t.user_id = credit_rule_hold_close.user_id
-      AND "credit_ledger"."credit_tx_is_trail"(t.tableoid::pg_catalog.regclass);
+      AND "credit_ledger"."credit_tx_is_trail"(t.tableoid::pg_catalog.regclass) AND h.id = t.id
+    FOR UPDATE OF h;
+  IF NOT FOUND THEN
+    SELECT * INTO target FROM "public"."CreditTransaction" t
+      WHERE t.id = credit_rule_hold_close.hold_id AND t.user_id = credit_rule_hold_close.user_id
+        AND "credit_ledger"."credit_tx_is_trail"(t.tableoid::pg_catalog.regclass);
+  END IF;
   IF NOT FOUND OR target.operation <> 'hold' OR target.feature_type <> credit_rule_hold_close.feature_type THEN
     RAISE EXCEPTION 'hold % is not a % hold of user %', hold_id, feature_type, user_id
       USING ERRCODE = 'BC012',

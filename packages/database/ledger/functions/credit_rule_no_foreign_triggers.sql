@@ -4,10 +4,10 @@
 -- set the balance credit_tx_apply's UPDATE writes, or change a row after credit_tx_prepare
 -- hashed it. The owner's own triggers are the owner's to answer for (credits:verify lists
 -- every trigger that is not the ledger's); a built-in function (pg_catalog) is nobody's, and
--- counts as foreign. `foreign_count` is credit_tx_prepare's count of the triggers that run inside a
--- write (on the trail or "CreditHold", any; on "User", those that fire on UPDATE) with a
--- function that is not one of the ledger's: the catalog is only read again, for their
--- functions' owners, when there is one.
+-- counts as foreign. `foreign_count` is not 0 when credit_tx_prepare's census found a
+-- trigger that runs inside a write (on the trail or "CreditHold", any; on "User", those that
+-- fire on UPDATE) with a function that is not one of the ledger's, or a foreign key it counts
+-- above them: the catalog is only read again, for their functions' owners, then.
 CREATE OR REPLACE FUNCTION "credit_ledger"."credit_rule_no_foreign_triggers"(relid oid, foreign_count bigint) RETURNS boolean
 LANGUAGE plpgsql
 AS $$

@@ -17,7 +17,10 @@ function sourcesRaising(): Map<string, string[]> {
       const full = path.join(d, entry.name);
       if (entry.isDirectory()) walk(full);
       else if (entry.name.endsWith('.sql'))
-        for (const [, code = ''] of readFileSync(full, 'utf8').matchAll(/ERRCODE = '(BC\d{3})'/g))
+        // RAISE … USING ERRCODE in PL/pgSQL; credit_refuse('BC…', …) in the SQL rules.
+        for (const [, code = ''] of readFileSync(full, 'utf8').matchAll(
+          /(?:ERRCODE = |"credit_refuse"\()'(BC\d{3})'/g,
+        ))
           found.set(code, [...(found.get(code) ?? []), path.relative(dir, full)]);
     }
   };

@@ -116,6 +116,19 @@ describe('a foreign key onto a ledger table', () => {
     expect(result.violations.filter((v) => v.kind === 'foreign_key_reference')).toEqual([]);
   });
 
+  it("the owner's own reference does not hide another role's beside it: writes still refuse, naming only the other", async () => {
+    const userId = await env.newUser();
+    await pinTable(owner, 'public.document_charge_kept', 'public."CreditTransaction"(id)');
+    await pinTable(app, 'app_pins.pin_beside', 'public."CreditTransaction"(id)');
+    const error = await deductCredits(appDb, { userId, amount: 1, featureType: FEATURE }).catch(
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(ForeignLedgerReferenceError);
+    const named = (error as ForeignLedgerReferenceError).constraints;
+    expect(named).toContain('app_pins.pin_beside');
+    expect(named).not.toContain('document_charge_kept');
+  });
+
   it('the owner\'s own onto "CreditHold" is the owner\'s to answer for: verify reports it, and the sweeper expires every other due hold, warning of the pinned one', async () => {
     const pinned = await env.newUser();
     const free = await env.newUser();
