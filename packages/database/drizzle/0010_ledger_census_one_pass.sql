@@ -52,6 +52,48 @@ AS $$
 $$;
 -- ledger:end functions/credit_rule_balance_range.sql
 --> statement-breakpoint
+-- ledger:source functions/credit_rule_daily_limit.sql
+-- Rule (BC020): what a user takes for a feature in one UTC day (its deductions and holds
+-- dated from midnight UTC) stays within that feature's daily limit, when
+-- credit_ledger.credit_limit has one. A hold counts in full when it is taken: what it gives
+-- back later does not make room again, so the limit bounds what could be charged. The day is
+-- UTC's, whatever the session's TimeZone. The user's lock (the caller holds it) serialises
+-- the user's writes, so two writes cannot both see the same room. A retry of a request that
+-- already took the room is a replay, reported as the unique index would report its used key.
+CREATE OR REPLACE FUNCTION "credit_ledger"."credit_rule_daily_limit"(
+  user_id uuid, feature_type "public"."feature_type", amount integer, idempotency_key text,
+  at timestamptz, max_amount integer
+) RETURNS boolean
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  ok boolean;
+  day_start timestamptz;
+  used bigint;
+BEGIN
+  IF max_amount IS NULL THEN
+    RETURN true;
+  END IF;
+  day_start := date_trunc('day', at, 'UTC');
+  -- credit_tx_user_created_at_idx: this user's rows of the day only.
+  SELECT coalesce(sum(t.amount), 0) INTO used FROM "public"."CreditTransaction" t
+   WHERE t.user_id = credit_rule_daily_limit.user_id AND t.created_at >= day_start
+     AND t.feature_type = credit_rule_daily_limit.feature_type AND t.operation IN ('deduct', 'hold')
+     AND "credit_ledger"."credit_tx_is_trail"(t.tableoid::pg_catalog.regclass);
+  IF used + amount <= max_amount THEN
+    RETURN true;
+  END IF;
+  ok := "credit_ledger"."credit_rule_key_unused"(user_id, idempotency_key);
+  RAISE EXCEPTION 'user % has taken % of its daily limit of % for %, so % more would exceed it', user_id, used, max_amount, feature_type, amount
+    USING ERRCODE = 'BC020',
+          DETAIL = json_build_object('userId', user_id, 'featureType', feature_type, 'period', 'day',
+            'limit', max_amount, 'used', used, 'requested', amount,
+            'resetsAt', day_start + interval '24 hours')::text,
+          HINT = 'The limit is a row of credit_ledger.credit_limit, changed by the owner in a migration.';
+END;
+$$;
+-- ledger:end functions/credit_rule_daily_limit.sql
+--> statement-breakpoint
 -- ledger:source functions/credit_rule_hold_close.sql
 -- Rule: a settle, void or expire row closes exactly one open hold of its user and balance, in
 -- time, within its amount. The hold is a hold row of this user and feature (BC012), not
@@ -174,6 +216,29 @@ AS $$
 $$;
 -- ledger:end functions/credit_rule_hold_expiry.sql
 --> statement-breakpoint
+-- ledger:source functions/credit_rule_key_unused.sql
+-- Rule (23505, the unique index's own): a write that another rule is about to refuse, but
+-- whose idempotency key this user already used, is a retry of a request that was applied:
+-- it is reported as credit_tx_user_idempotency_key_idx would report the used key, so the
+-- package replays the first row, rather than as the refusal (a retried deduction would
+-- otherwise read "insufficient credits" once the first attempt had spent them). Called by
+-- the rules that refuse on what earlier writes did (credit_rule_sufficient,
+-- credit_rule_refund_cap, credit_rule_daily_limit) just before they raise.
+CREATE OR REPLACE FUNCTION "credit_ledger"."credit_rule_key_unused"(user_id uuid, idempotency_key text) RETURNS boolean
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  IF idempotency_key IS NOT NULL AND EXISTS (
+       SELECT 1 FROM "public"."CreditTransaction" t
+        WHERE t.user_id = credit_rule_key_unused.user_id AND t.idempotency_key = credit_rule_key_unused.idempotency_key) THEN
+    RAISE EXCEPTION 'idempotency key "%" of user % was already used', idempotency_key, user_id
+      USING ERRCODE = 'unique_violation', CONSTRAINT = 'credit_tx_user_idempotency_key_idx';
+  END IF;
+  RETURN true;
+END;
+$$;
+-- ledger:end functions/credit_rule_key_unused.sql
+--> statement-breakpoint
 -- ledger:source functions/credit_rule_no_foreign_reference.sql
 -- Rule (BC019): no foreign key of a table the ledger's owner does not own references the
 -- trail or "CreditHold". REFERENCES (part of GRANT ALL) and CREATE on any schema let a role
@@ -250,6 +315,85 @@ BEGIN
 END;
 $$;
 -- ledger:end functions/credit_rule_no_foreign_triggers.sql
+--> statement-breakpoint
+-- ledger:source functions/credit_rule_refund_cap.sql
+-- Rule: the refunds of a deduction never add up to more than it. A refund with refund_of
+-- names a deduction of its user and feature (BC004), and with the refunds before it stays
+-- within that deduction (BC003); it cannot run under REPEATABLE READ (BC007), whose snapshot
+-- would not see a refund committed after it was taken, so two refunds could both pass. The
+-- user's lock, which the caller holds, serialises the refunds of the deduction (it is the
+-- same user's): each one here sees those committed before it. Only trail rows count, not
+-- rows of a table that inherits from it. A retry of the refund that used the deduction up is
+-- a replay, not an excess: it is reported as the unique index would report its used key.
+CREATE OR REPLACE FUNCTION "credit_ledger"."credit_rule_refund_cap"(
+  user_id uuid, feature_type "public"."feature_type", amount integer, refund_of uuid, idempotency_key text
+) RETURNS boolean
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  ok boolean;
+  target "public"."CreditTransaction"%ROWTYPE;
+  refunded bigint;
+BEGIN
+  IF current_setting('transaction_isolation') = 'repeatable read' THEN
+    RAISE EXCEPTION 'a refund of a deduction cannot run under REPEATABLE READ'
+      USING ERRCODE = 'BC007', HINT = 'Use READ COMMITTED (the default) or SERIALIZABLE.';
+  END IF;
+  SELECT * INTO target FROM "public"."CreditTransaction" t
+    WHERE t.id = credit_rule_refund_cap.refund_of AND t.user_id = credit_rule_refund_cap.user_id
+      AND "credit_ledger"."credit_tx_is_trail"(t.tableoid::pg_catalog.regclass);
+  IF NOT FOUND OR target.operation <> 'deduct' OR target.feature_type <> credit_rule_refund_cap.feature_type THEN
+    RAISE EXCEPTION 'refund_of % is not a % deduction of user %', refund_of, feature_type, user_id
+      USING ERRCODE = 'BC004',
+            DETAIL = json_build_object('refundOf', refund_of,
+              'reason', CASE WHEN NOT FOUND THEN
+                               CASE WHEN EXISTS (SELECT 1 FROM "public"."CreditTransaction" t
+                                                  WHERE t.id = credit_rule_refund_cap.refund_of)
+                                    THEN 'other_user' ELSE 'not_found' END
+                             WHEN target.operation <> 'deduct' THEN 'not_a_deduction'
+                             ELSE 'other_feature' END)::text;
+  END IF;
+  SELECT coalesce(sum(t.amount), 0) INTO refunded FROM "public"."CreditTransaction" t
+    WHERE t.refund_of = credit_rule_refund_cap.refund_of AND t.user_id = credit_rule_refund_cap.user_id
+      AND "credit_ledger"."credit_tx_is_trail"(t.tableoid::pg_catalog.regclass);
+  IF refunded + amount > target.amount THEN
+    ok := "credit_ledger"."credit_rule_key_unused"(user_id, idempotency_key);
+    RAISE EXCEPTION 'refund of % would exceed deduction % (% deducted, % refunded already)',
+        amount, refund_of, target.amount, refunded
+      USING ERRCODE = 'BC003',
+            DETAIL = json_build_object('refundOf', refund_of, 'deducted', target.amount,
+              'refunded', refunded, 'requested', amount)::text;
+  END IF;
+  RETURN true;
+END;
+$$;
+-- ledger:end functions/credit_rule_refund_cap.sql
+--> statement-breakpoint
+-- ledger:source functions/credit_rule_sufficient.sql
+-- Rule (BC001): a balance never goes below zero: a deduction or a hold takes only what is
+-- there. A retry of a request that already spent the balance is a replay, not "insufficient
+-- credits": it is reported as the unique index would report its used key.
+CREATE OR REPLACE FUNCTION "credit_ledger"."credit_rule_sufficient"(
+  user_id uuid, feature_type "public"."feature_type", amount integer, idempotency_key text, available integer
+) RETURNS boolean
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  ok boolean;
+  balance text;
+BEGIN
+  IF available >= amount THEN
+    RETURN true;
+  END IF;
+  ok := "credit_ledger"."credit_rule_key_unused"(user_id, idempotency_key);
+  balance := CASE WHEN feature_type = 'chat_message' THEN 'free_chat_messages' ELSE 'free_credits' END;
+  RAISE EXCEPTION 'user % has % % but % is required', user_id, available, balance, amount
+    USING ERRCODE = 'BC001',
+          DETAIL = json_build_object('userId', user_id, 'balance', balance,
+            'available', available, 'required', amount)::text;
+END;
+$$;
+-- ledger:end functions/credit_rule_sufficient.sql
 --> statement-breakpoint
 -- ledger:source functions/credit_tx_prepare.sql
 -- BEFORE INSERT on the trail: lock the user, check, number, date and hash the row. No side

@@ -294,6 +294,7 @@ describe('a database migrated by db:migrate', () => {
       rule('credit_rule_hold_close'),
       rule('credit_rule_hold_columns'),
       rule('credit_rule_hold_expiry'),
+      rule('credit_rule_key_unused'),
       rule('credit_rule_ledger_triggers'),
       rule('credit_rule_no_foreign_reference'),
       rule('credit_rule_no_foreign_triggers'),

@@ -12,6 +12,7 @@ CREATE OR REPLACE FUNCTION "credit_ledger"."credit_rule_daily_limit"(
 LANGUAGE plpgsql
 AS $$
 DECLARE
+  ok boolean;
   day_start timestamptz;
   used bigint;
 BEGIN
@@ -27,12 +28,7 @@ BEGIN
   IF used + amount <= max_amount THEN
     RETURN true;
   END IF;
-  IF idempotency_key IS NOT NULL AND EXISTS (
-       SELECT 1 FROM "public"."CreditTransaction" t
-        WHERE t.user_id = credit_rule_daily_limit.user_id AND t.idempotency_key = credit_rule_daily_limit.idempotency_key) THEN
-    RAISE EXCEPTION 'idempotency key "%" of user % was already used', idempotency_key, user_id
-      USING ERRCODE = 'unique_violation', CONSTRAINT = 'credit_tx_user_idempotency_key_idx';
-  END IF;
+  ok := "credit_ledger"."credit_rule_key_unused"(user_id, idempotency_key);
   RAISE EXCEPTION 'user % has taken % of its daily limit of % for %, so % more would exceed it', user_id, used, max_amount, feature_type, amount
     USING ERRCODE = 'BC020',
           DETAIL = json_build_object('userId', user_id, 'featureType', feature_type, 'period', 'day',

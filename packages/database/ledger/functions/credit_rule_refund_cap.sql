@@ -12,6 +12,7 @@ CREATE OR REPLACE FUNCTION "credit_ledger"."credit_rule_refund_cap"(
 LANGUAGE plpgsql
 AS $$
 DECLARE
+  ok boolean;
   target "public"."CreditTransaction"%ROWTYPE;
   refunded bigint;
 BEGIN
@@ -37,12 +38,7 @@ BEGIN
     WHERE t.refund_of = credit_rule_refund_cap.refund_of AND t.user_id = credit_rule_refund_cap.user_id
       AND "credit_ledger"."credit_tx_is_trail"(t.tableoid::pg_catalog.regclass);
   IF refunded + amount > target.amount THEN
-    IF idempotency_key IS NOT NULL AND EXISTS (
-         SELECT 1 FROM "public"."CreditTransaction" t
-          WHERE t.user_id = credit_rule_refund_cap.user_id AND t.idempotency_key = credit_rule_refund_cap.idempotency_key) THEN
-      RAISE EXCEPTION 'idempotency key "%" of user % was already used', idempotency_key, user_id
-        USING ERRCODE = 'unique_violation', CONSTRAINT = 'credit_tx_user_idempotency_key_idx';
-    END IF;
+    ok := "credit_ledger"."credit_rule_key_unused"(user_id, idempotency_key);
     RAISE EXCEPTION 'refund of % would exceed deduction % (% deducted, % refunded already)',
         amount, refund_of, target.amount, refunded
       USING ERRCODE = 'BC003',

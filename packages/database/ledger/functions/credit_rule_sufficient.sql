@@ -7,17 +7,13 @@ CREATE OR REPLACE FUNCTION "credit_ledger"."credit_rule_sufficient"(
 LANGUAGE plpgsql
 AS $$
 DECLARE
+  ok boolean;
   balance text;
 BEGIN
   IF available >= amount THEN
     RETURN true;
   END IF;
-  IF idempotency_key IS NOT NULL AND EXISTS (
-       SELECT 1 FROM "public"."CreditTransaction" t
-        WHERE t.user_id = credit_rule_sufficient.user_id AND t.idempotency_key = credit_rule_sufficient.idempotency_key) THEN
-    RAISE EXCEPTION 'idempotency key "%" of user % was already used', idempotency_key, user_id
-      USING ERRCODE = 'unique_violation', CONSTRAINT = 'credit_tx_user_idempotency_key_idx';
-  END IF;
+  ok := "credit_ledger"."credit_rule_key_unused"(user_id, idempotency_key);
   balance := CASE WHEN feature_type = 'chat_message' THEN 'free_chat_messages' ELSE 'free_credits' END;
   RAISE EXCEPTION 'user % has % % but % is required', user_id, available, balance, amount
     USING ERRCODE = 'BC001',
