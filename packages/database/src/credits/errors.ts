@@ -287,6 +287,67 @@ export class UnsupportedServerLocaleError extends CreditsError {
   }
 }
 
+/**
+ * An UPDATE, DELETE or TRUNCATE of a trail row, or a change of "CreditHold" by hand (BC005):
+ * both only grow through the ledger, so nothing was changed. `reason` is the server's message.
+ */
+export class LedgerAppendOnlyError extends CreditsError {
+  readonly code = 'LEDGER_APPEND_ONLY';
+
+  constructor(readonly reason: string) {
+    super(
+      `${reason}. The credit trail is append-only and "CreditHold" lists its open holds, so nothing was changed. ` +
+        'Correct a balance with a new row (grantCredits, deductCredits, refundCredits); settle, void or expire a hold through the ledger.',
+    );
+  }
+}
+
+/**
+ * A balance, head or id of "User" changed other than by the ledger applying a trail row
+ * (BC006): an UPDATE of "User" that touches them is refused, so nothing was changed.
+ */
+export class BalanceOutsideLedgerError extends CreditsError {
+  readonly code = 'BALANCE_OUTSIDE_LEDGER';
+
+  constructor(readonly reason: string) {
+    super(
+      `${reason}, so nothing was changed. Change a balance with grantCredits, deductCredits or refundCredits ` +
+        '(a row of "CreditTransaction"), never an UPDATE of "User"\'s credit columns.',
+    );
+  }
+}
+
+/**
+ * A trail row out of its user's order (BC008): two rows of one user in one statement, a
+ * change of a user in the statement that creates it, or a grant claiming to be an opening
+ * row. Nothing was written. `reason` is the server's message, `hint` what to do instead.
+ */
+export class LedgerWriteOrderError extends CreditsError {
+  readonly code = 'LEDGER_WRITE_ORDER';
+
+  constructor(
+    readonly reason: string,
+    readonly hint: string | undefined,
+  ) {
+    super(`${reason}, so nothing was written. ${hint ?? 'Write one row per user per statement.'}`);
+  }
+}
+
+/**
+ * A ledger function ran other than as its own trigger (BC010): attached to another table or
+ * event by the owner, say. Nothing was changed.
+ */
+export class LedgerFunctionMisuseError extends CreditsError {
+  readonly code = 'LEDGER_FUNCTION_MISUSE';
+
+  constructor(readonly reason: string) {
+    super(
+      `${reason}, so nothing was changed. The ledger's functions run only as the triggers its migrations create: ` +
+        'drop the trigger that calls one elsewhere, and run `pnpm credits:verify` to see what else differs.',
+    );
+  }
+}
+
 /** withCreditReservation: `fn` failed and so did the void of its hold. */
 export class ReservationRefundError extends CreditsError {
   readonly code = 'RESERVATION_REFUND_FAILED';
@@ -570,7 +631,9 @@ export function isConnectionLost(error: unknown): boolean {
 
 interface PgError {
   code?: string;
+  message?: string;
   detail?: string;
+  hint?: string;
   table_name?: string;
   column_name?: string;
   constraint_name?: string;
@@ -611,24 +674,23 @@ export function constraintOf(error: unknown): string | undefined {
 
 /**
  * Every SQLSTATE of class BC the ledger's sources (ledger/) raise, and the `code` of the typed
- * error toCreditsError turns it into: the one registry of the ledger's error codes. Empty
- * where no call of the package can meet it: refusals of raw SQL (the append-only trail, a
- * balance changed by hand, a row out of the user's order, a trigger function run by hand),
- * which reach the caller as the driver's error. test/credits/error-registry.test.ts fails when
- * a source raises a code missing here, one is not turned into its error, its error is not
- * exported, or the README does not name it.
+ * error toCreditsError turns it into: the one registry of the ledger's error codes. Some only
+ * raw SQL meets (the append-only trail, a balance changed by hand, a row out of the user's
+ * order, a trigger function run by hand); toCreditsError types them for an app's own SQL.
+ * test/credits/error-registry.test.ts fails when a source raises a code missing here, one is
+ * not turned into its error, its error is not exported, or the README does not name it.
  */
 export const LEDGER_SQLSTATES = {
   BC001: ['INSUFFICIENT_CREDITS'],
   BC002: ['USER_NOT_FOUND'],
   BC003: ['REFUND_EXCEEDS_DEDUCTION'],
   BC004: ['INVALID_REFUND_TARGET'],
-  BC005: [],
-  BC006: [],
+  BC005: ['LEDGER_APPEND_ONLY'],
+  BC006: ['BALANCE_OUTSIDE_LEDGER'],
   BC007: ['UNSUPPORTED_ISOLATION'],
-  BC008: [],
+  BC008: ['LEDGER_WRITE_ORDER'],
   BC009: ['LEDGER_NOT_INSTALLED'],
-  BC010: [],
+  BC010: ['LEDGER_FUNCTION_MISUSE'],
   BC011: ['UNSUPPORTED_SERVER_LOCALE'],
   BC012: ['HOLD_NOT_FOUND'],
   BC013: ['HOLD_ALREADY_SETTLED', 'HOLD_ALREADY_VOIDED', 'HOLD_EXPIRED'],
@@ -642,10 +704,30 @@ export const LEDGER_SQLSTATES = {
   BC021: ['HOLDS_EXPIRY_BACKLOG'],
 } as const satisfies Record<`BC${string}`, readonly string[]>;
 
-/** Turns the ledger's SQLSTATEs (LEDGER_SQLSTATES, and lock timeouts) into typed errors. */
-export function toCreditsError(error: unknown, userId: string): unknown {
+/**
+ * Turns an error carrying one of the ledger's SQLSTATEs (`BC…`, LEDGER_SQLSTATES) into the
+ * package's typed error, and returns any other error unchanged: a driver's error, drizzle's
+ * (its `cause`), from the package or from an app's own SQL (a raw INSERT into the trail
+ * beyond the balance becomes InsufficientCreditsError, so a route's catch can send 402). The
+ * user comes from the error's DETAIL.
+ */
+export function toCreditsError(error: unknown): unknown {
   const pg = pgErrorOf(error);
-  if (!pg) return error;
+  return pg && /^BC\d{3}$/.test(pg.code ?? '') ? typed(error, pg, undefined) : error;
+}
+
+/**
+ * What a ledger write for `userId` failed with: its BC codes as toCreditsError types them,
+ * and the server's own errors such a write meets (a lock timeout, an int4 overflow, a
+ * statement a pooler lost, the triggers missing), which only the write's context says are
+ * the ledger's.
+ */
+export function toLedgerWriteError(error: unknown, userId: string): unknown {
+  const pg = pgErrorOf(error);
+  return pg ? typed(error, pg, userId) : error;
+}
+
+function typed(error: unknown, pg: PgError, writeUserId: string | undefined): unknown {
   const detail = (() => {
     try {
       return JSON.parse(pg.detail ?? '{}') as Record<string, unknown>;
@@ -653,6 +735,9 @@ export function toCreditsError(error: unknown, userId: string): unknown {
       return {};
     }
   })();
+  // The write's user, or the one the ledger names in DETAIL (every BC error of a user does).
+  const userId = writeUserId || String(detail.userId ?? '');
+  const reason = pg.message ?? 'refused by the credits ledger';
   switch (pg.code) {
     case 'BC001':
       return new InsufficientCreditsError(
@@ -698,6 +783,14 @@ export function toCreditsError(error: unknown, userId: string): unknown {
       return new HoldsExpiryBacklogError(userId, Number(detail.limit));
     case 'BC019':
       return new ForeignLedgerReferenceError(String(detail.constraints));
+    case 'BC005':
+      return new LedgerAppendOnlyError(reason);
+    case 'BC006':
+      return new BalanceOutsideLedgerError(reason);
+    case 'BC008':
+      return new LedgerWriteOrderError(reason, pg.hint);
+    case 'BC010':
+      return new LedgerFunctionMisuseError(reason);
     case '55P03':
       return new LedgerLockTimeoutError(userId);
     case '23502':

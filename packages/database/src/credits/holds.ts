@@ -7,7 +7,7 @@ import {
   HoldAlreadyVoidedError,
   HoldNotFoundError,
   sqlStateOf,
-  toCreditsError,
+  toLedgerWriteError,
 } from './errors.js';
 import { apply, type CreditChangeInput, type CreditChangeResult, runStatement } from './ledger.js';
 import { prepared, rowsOf } from './prepared.js';
@@ -154,7 +154,7 @@ async function close(
     rows = await runStatement(db, (target) => closeStatement(target).execute(values));
   } catch (error) {
     if (sqlStateOf(error) === 'BC002') throw await missingHold(db, holdId, userId);
-    throw toCreditsError(error, userId ?? '');
+    throw toLedgerWriteError(error, userId ?? '');
   }
   const [row] = rows;
   if (!row) throw new Error('INSERT … RETURNING returned no row');
@@ -273,7 +273,7 @@ export async function expireCreditHolds(
       const rows = rowsOf(await runStatement(db, statement));
       return { expired: rows.map(toCreditTransaction) };
     } catch (error) {
-      throw toCreditsError(error, parsed.userId ?? '');
+      throw toLedgerWriteError(error, parsed.userId ?? '');
     }
   });
 }

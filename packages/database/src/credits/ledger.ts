@@ -11,7 +11,7 @@ import {
   IdempotencyConflictError,
   PreparedStatementsUnsupportedError,
   sqlStateOf,
-  toCreditsError,
+  toLedgerWriteError,
 } from './errors.js';
 import { isTransaction, prepared, rowsOf } from './prepared.js';
 import { withRetry } from './retry.js';
@@ -240,7 +240,7 @@ async function applyNow(db: Database | Transaction, change: Change): Promise<Cre
     ) {
       return replay(db, change, change.idempotencyKey);
     }
-    throw toCreditsError(error, change.userId);
+    throw toLedgerWriteError(error, change.userId);
   }
 }
 
