@@ -254,8 +254,9 @@ describe('the retry policy against a server that is not there', () => {
         /could not connect to the database \(tried \d+ times\)/,
       );
       expect(ms).toBeGreaterThan(300);
-      // The deadline, plus one refused try and the driver's reconnect delay (at most 0.5 s).
-      expect(ms).toBeLessThan(1_200);
+      // The deadline, plus one refused try and the driver's reconnect delay (at most 0.5 s),
+      // with room for a busy machine: 1,000 attempts without the deadline would take minutes.
+      expect(ms).toBeLessThan(400 + 5_000);
     } finally {
       await handle.close();
     }
