@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util';
 import { compareCatalogs, describeDifference, readCatalog } from '../src/migrate/catalog.js';
 import { layoutProblems } from '../src/migrate/journal.js';
 import { redactUrl } from '../src/migrate/redact.js';
+import { readAppObjects, splitAppObjects } from './app-objects.js';
 import { drizzleKitBin } from './drizzle-kit-bin.js';
 import { sourceDrift } from './ledger-sources.js';
 import { referenceCatalog } from './reference-schema.js';
@@ -59,13 +60,32 @@ function ungeneratedChanges(): string[] {
  * `db:check --against <url>`: builds what the migrations produce in a throwaway database
  * and compares it with the live one, object by object. Read-only on the live database.
  */
-async function checkAgainst(url: string, folder: string): Promise<number> {
+async function checkAgainst(
+  url: string,
+  folder: string,
+  appObjectsFile: string | undefined,
+): Promise<number> {
   const started = performance.now();
   console.log(`Comparing ${redactUrl(url)} with what the migrations of ${folder} build.`);
+  const declarations = appObjectsFile ? readAppObjects(appObjectsFile) : [];
   // The live database first: a wrong URL fails before anything is built.
   const actual = await readCatalog(url);
   const expected = await referenceCatalog(folder, { log: (line) => console.log(line) });
-  const differences = compareCatalogs(expected, actual);
+  const app = splitAppObjects(compareCatalogs(expected, actual), declarations);
+  if (app.refused.length > 0) {
+    console.error(`✗ ${appObjectsFile} declares what the ledger relies on as the app's own:`);
+    for (const r of app.refused) console.error(`  ${r}`);
+    console.error('Remove those lines: only objects the app added can be declared.');
+    return 1;
+  }
+  if (app.declared.length > 0)
+    console.log(
+      `  ${app.declared.length} difference${app.declared.length === 1 ? '' : 's'} declared the app's own in ${appObjectsFile}, not drift:`,
+    );
+  for (const d of app.declared) console.log(`    ${describeDifference(d)}`);
+  for (const key of app.unused)
+    console.log(`  ${appObjectsFile} declares ${key}, which the live database does not have.`);
+  const differences = app.drift;
   if (differences.length > 0) {
     console.error(
       `✗ ${differences.length} difference${differences.length === 1 ? '' : 's'} between the migrations and ${redactUrl(url)}:`,
@@ -73,7 +93,8 @@ async function checkAgainst(url: string, folder: string): Promise<number> {
     for (const d of differences) console.error(`  ${describeDifference(d)}`);
     console.error(
       'Undo the hand-made changes (or put them in a migration), or, for triggers lost to ' +
-        'drizzle-kit push, build the database with pnpm db:migrate.',
+        'drizzle-kit push, build the database with pnpm db:migrate. Objects the app added on ' +
+        'purpose can be declared: --app-objects FILE, one key per line as printed after "+ ".',
     );
     return 1;
   }
@@ -147,10 +168,17 @@ const { values } = parseArgs({
   options: {
     against: { type: 'string' },
     migrations: { type: 'string', default: migrationsDir },
+    'app-objects': { type: 'string' },
   },
 });
 if (values.against) {
-  checkAgainst(values.against, path.resolve(values.migrations)).then(
+  checkAgainst(
+    values.against,
+    path.resolve(values.migrations),
+    values['app-objects'] === undefined
+      ? undefined
+      : path.resolve(process.env.INIT_CWD ?? process.cwd(), values['app-objects']),
+  ).then(
     (code) => process.exit(code),
     (error: unknown) => {
       console.error(

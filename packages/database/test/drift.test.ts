@@ -1,3 +1,5 @@
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { createTestDatabase, type TestDatabase, withSql } from '@bragdoc/test-postgres';
 import { afterEach, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
 import { referenceCatalog } from '../scripts/reference-schema.js';
@@ -123,6 +125,86 @@ describe('pnpm db:check --against <url>', () => {
     const result = await checkAgainst();
     expect(result.code).toBe(1);
     expect(result.stderr).toContain('~ enum public.feature_type: the migrations define');
+  });
+});
+
+describe('pnpm db:check --against <url> --app-objects <file>', () => {
+  // What an adopting app adds by hand beside the package's schema.
+  const APP_DDL = `
+    create table "StripeEvent" (id text primary key, payload jsonb not null);
+    alter table "User" add column plan text;
+    create index user_plan_idx on "User" (plan);
+    alter type feature_type add value 'image_generation';`;
+  const declare = (lines: string[]) => {
+    const file = path.join(folder.dir, 'app-objects.txt');
+    writeFileSync(file, `# the app's own\n${lines.join('\n')}\n`);
+    return runScript(
+      'scripts/check.ts',
+      ['--against', database.url, '--migrations', folder.dir, '--app-objects', file],
+      { env: env() },
+    );
+  };
+
+  it("reports the app's additions as drift until they are declared", async () => {
+    await migrate(database.url, { migrationsFolder: folder.dir });
+    await exec(APP_DDL);
+    const result = await checkAgainst();
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('+ table public."StripeEvent": only in the live database');
+    expect(result.stderr).toContain('+ column public."User".plan: only in the live database');
+    expect(result.stderr).toContain('--app-objects FILE');
+  });
+
+  it('passes once they are declared (a table covers its columns, key and index), listing them', async () => {
+    await migrate(database.url, { migrationsFolder: folder.dir });
+    await exec(APP_DDL);
+    const result = await declare([
+      'table public."StripeEvent"',
+      'column public."User".plan',
+      'index public.user_plan_idx',
+      'enum public.feature_type',
+    ]);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain("declared the app's own");
+    expect(result.stdout).toContain('+ column public."StripeEvent".payload');
+    expect(result.stdout).toContain('~ enum public.feature_type');
+  });
+
+  it("still catches what was not declared, and a change of the ledger's beside the declared ones", async () => {
+    await migrate(database.url, { migrationsFolder: folder.dir });
+    await exec(APP_DDL);
+    await exec('alter table "CreditTransaction" disable trigger "credit_tx_apply"');
+    const result = await declare(['table public."StripeEvent"', 'enum public.feature_type']);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('+ column public."User".plan');
+    expect(result.stderr).toMatch(/~ trigger credit_tx_apply on public."CreditTransaction"/);
+    expect(result.stderr).not.toContain('StripeEvent');
+  });
+
+  it('refuses to declare what the ledger relies on, in one line each, whatever the database holds', async () => {
+    await migrate(database.url, { migrationsFolder: folder.dir });
+    await exec(`create trigger app_audit after update on "User" for each row
+                execute function suppress_redundant_updates_trigger()`);
+    const result = await declare([
+      'trigger app_audit on public."User"',
+      'column public."CreditTransaction".note',
+      'enum public.operation_type',
+    ]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(
+      'trigger app_audit on public."User": a trigger on "User" runs inside every ledger write',
+    );
+    expect(result.stderr).toContain('column public."CreditTransaction".note: the trail and');
+    expect(result.stderr).toContain('enum public.operation_type: every operation');
+  });
+
+  it('an appended feature type is declared; values in another order are not', async () => {
+    await migrate(database.url, { migrationsFolder: folder.dir });
+    await exec(`alter type feature_type add value 'image_generation' before 'chat_tool_call'`);
+    const result = await declare(['enum public.feature_type']);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('~ enum public.feature_type');
   });
 });
 
