@@ -72,8 +72,9 @@ export const user = pgTable(
     ledgerHash: text('ledger_hash'),
   },
   (t) => [
-    // A balance is spent with a conditional UPDATE; the CHECK is the last line of
-    // defence so that no code path can ever overdraw it.
+    // A balance changes only through a trail row (the ledger's triggers refuse an UPDATE of
+    // it, and refuse a row that would overdraw it); the CHECK is the last line of defence, so
+    // that no code path can ever overdraw it.
     check('user_free_credits_non_negative', sql`${t.freeCredits} >= 0`),
     check('user_free_chat_messages_non_negative', sql`${t.freeChatMessages} >= 0`),
   ],
