@@ -18,6 +18,13 @@ export function median(sample: number[]): number {
 
 export const round = (n: number, digits = 3) => Number(n.toFixed(digits));
 
+/** A figure's name from a description: lower case, words joined by `_`. */
+export const slug = (name: string) =>
+  name
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '_')
+    .replace(/^_|_$/g, '');
+
 export async function timed(fn: () => Promise<unknown>): Promise<number> {
   const started = performance.now();
   await fn();

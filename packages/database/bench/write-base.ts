@@ -3,13 +3,14 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import postgres from 'postgres';
 import { defaultMigrationsFolder, migrate } from '../src/migrate/index.js';
-import { type Figure, figure, median, percentile } from './stats.js';
+import { backendCpu, commitLoop } from './backend-cpu.js';
+import { type Figure, figure, median, percentile, slug } from './stats.js';
 
 /**
  * The ledger as migrated against the ledger as of an earlier migration (`--base-migration
  * 0005`), in the same process: two databases of one server, one migrated to the end and one
  * only up to the base, each write measured on both in alternating rounds as the backend's CPU
- * time (/proc/<pid>/schedstat). Runs apart in time on a shared machine differ by more than
+ * time (backend-cpu.ts). Runs apart in time on a shared machine differ by more than
  * the change being measured (the same code measured 20–40% apart between runs here); rounds
  * taken side by side do not.
  */
@@ -66,42 +67,38 @@ export async function measureAgainstBase(
       await sql`insert into "User" (id, email, free_credits, free_chat_messages)
                 values (${USER}, 'bench-base@example.com', 2000000000, 0)`;
       await sql`set synchronous_commit = off`;
-      const [row] = await sql<{ pid: number }[]>`select pg_backend_pid() as pid`;
-      return { ...side, sql, file: `/proc/${row?.pid}/schedstat` };
+      return { ...side, sql, cpu: await backendCpu(sql) };
     }),
   );
-  const cpu = (file: string) => Number(readFileSync(file, 'utf8').split(' ')[0]) / 1000;
-  try {
-    cpu(sessions[0]?.file ?? '');
-  } catch {
+  const measured = sessions.flatMap((s) => (s.cpu ? [{ ...s, cpu: s.cpu }] : []));
+  if (measured.length < sessions.length) {
     log('  against the base: skipped (the server is not on this machine: no per-backend CPU time)');
     await Promise.all(sessions.map((s) => s.sql.end()));
     return [];
   }
   const figures: Figure[] = [];
+  // `n` numbers the loops, so that idempotency keys never repeat between them.
   let n = 0;
-  const loop = (statement: string, count: number) => {
-    n++;
-    return `DO $$ DECLARE r record; n int := ${n}; BEGIN FOR i IN 1..${count} LOOP ${statement} COMMIT; END LOOP; END $$`;
-  };
+  const loop = (statement: string, count: number) =>
+    commitLoop(statement, count, ` n int := ${++n};`);
   try {
     log(
       `  server µs CPU per write, the ledger as of ${folder.last} (base) and as migrated, side by side ` +
         `(${options.rounds} alternating rounds of ${options.perRound}, one user, synchronous_commit off):`,
     );
     for (const write of WRITES) {
-      const samples = new Map<string, number[]>(sessions.map((s) => [s.name, []]));
+      const samples = new Map<string, number[]>(measured.map((s) => [s.name, []]));
       // Warm both (plans, caches), and ANALYZE so that neither plans on an empty table's guess.
-      for (const s of sessions) {
+      for (const s of measured) {
         await s.sql.unsafe(loop(write.statement, 200));
         await s.sql`analyze "CreditTransaction", "User", "CreditHold"`;
       }
       for (let round = 0; round < options.rounds; round++) {
-        const order = round % 2 === 0 ? sessions : [...sessions].reverse();
+        const order = round % 2 === 0 ? measured : [...measured].reverse();
         for (const s of order) {
-          const before = cpu(s.file);
+          const before = s.cpu();
           await s.sql.unsafe(loop(write.statement, options.perRound));
-          samples.get(s.name)?.push((cpu(s.file) - before) / options.perRound);
+          samples.get(s.name)?.push((s.cpu() - before) / options.perRound);
         }
       }
       const a = samples.get('base') ?? [];
@@ -129,12 +126,6 @@ export async function measureAgainstBase(
   }
   return figures;
 }
-
-const slug = (name: string) =>
-  name
-    .toLowerCase()
-    .replace(/[^a-z0-9]+/g, '_')
-    .replace(/^_|_$/g, '');
 
 /**
  * A copy of the migrations folder whose journal stops at the first migration whose tag

@@ -1,8 +1,8 @@
-import { readFileSync } from 'node:fs';
 import postgres from 'postgres';
 import { createDatabase } from '../src/client.js';
 import { deductCredits } from '../src/credits/index.js';
-import { type Figure, figure, formatSpread, median } from './stats.js';
+import { backendCpu, commitLoop } from './backend-cpu.js';
+import { type Figure, figure, formatSpread, median, slug } from './stats.js';
 import { createBaselineTables } from './writes.js';
 
 /**
@@ -218,12 +218,6 @@ export async function measureWriteProfile(
   return figures;
 }
 
-const slug = (name: string) =>
-  name
-    .toLowerCase()
-    .replace(/[^a-z0-9]+/g, '_')
-    .replace(/^_|_$/g, '');
-
 /** The definitions with the edits made, or why they could not be (a function changed). */
 function edited(originals: Map<string, string>, edits: Edit[]): string[] | string {
   const defs = new Map(originals);
@@ -248,30 +242,16 @@ function skeletonDefinitions(originals: Map<string, string>): string[] | string 
   return out;
 }
 
-/**
- * The backend's CPU time per statement from /proc/<pid>/schedstat when the server runs on
- * this machine (the measure least disturbed by other work on the cores), wall time otherwise.
- */
+/** The backend's CPU time per statement when the server runs on this machine, wall time otherwise. */
 async function serverClock(sql: postgres.Sql) {
-  const [row] = await sql<{ pid: number }[]>`select pg_backend_pid() as pid`;
-  const file = `/proc/${row?.pid}/schedstat`;
-  const readCpu = () => Number(readFileSync(file, 'utf8').split(' ')[0]) / 1000;
-  let local = false;
-  try {
-    readCpu();
-    local = true;
-  } catch {}
-  const loop = (statement: string, n: number) =>
-    sql.unsafe(
-      `DO $$ DECLARE r record; BEGIN FOR i IN 1..${n} LOOP ${statement} COMMIT; END LOOP; END $$`,
-    );
+  const readCpu = await backendCpu(sql);
   return {
-    unit: local ? 'µs CPU' : 'µs',
+    unit: readCpu ? 'µs CPU' : 'µs',
     perStatement: async (statement: string, n: number) => {
-      const cpu0 = local ? readCpu() : 0;
+      const cpu0 = readCpu?.() ?? 0;
       const wall0 = performance.now();
-      await loop(statement, n);
-      return local ? (readCpu() - cpu0) / n : ((performance.now() - wall0) * 1000) / n;
+      await sql.unsafe(commitLoop(statement, n));
+      return readCpu ? (readCpu() - cpu0) / n : ((performance.now() - wall0) * 1000) / n;
     },
   };
 }
