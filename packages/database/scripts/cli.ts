@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { LocalPostgresError } from '@bragdoc/local-postgres';
 import { DatabaseError } from '../src/errors.js';
+import { adopt } from '../src/migrate/adopt.js';
 import { baseline } from '../src/migrate/baseline.js';
 import {
   BaselineRefusedError,
@@ -29,6 +30,10 @@ Commands:
   baseline  adopt a database built without db:migrate (drizzle-kit push, another tool):
             when its schema equals what the migrations up to --to build (checked in a
             throwaway database), record them as applied
+  adopt     take over a live database built the seed plan's way (nullable counters on
+            "User", a seven-column "CreditTransaction" log), DATABASE_URL only: brings it to
+            migration 0001's shape and records 0000 and 0001; then run migrate, which turns
+            the log into the trail (docs/ADOPTING.md)
   studio    open drizzle-kit studio on the same database as migrate; migrates the local
             embedded PostgreSQL first, never DATABASE_URL unless --migrate is given
 
@@ -42,6 +47,11 @@ Options:
   --lock-retries N     retries of a migration whose statement hit the lock timeout, with
                        a doubling backoff from 1 s (default 3)
   --to NAME            baseline: the last migration the database has (default: the last)
+  --log-time-zone TZ   adopt: the zone the log's timestamp-without-time-zone values are in
+                       (default UTC)
+  --null-credits N     adopt: what a NULL free_credits becomes (default 10)
+  --null-chat-messages N
+                       adopt: what a NULL free_chat_messages becomes (default 20)
   --exit-code          status: exit 1 also when a migration is pending
   --json               status: print one JSON document (counts, each migration's state)
   --migrate            studio: apply pending migrations to DATABASE_URL first
@@ -64,6 +74,9 @@ interface Options {
   lockRetries: number;
   migrateDatabaseUrl: boolean;
   prepareOnly: boolean;
+  logTimeZone: string;
+  nullCredits: number;
+  nullChatMessages: number;
 }
 
 /** Runs `work` on the resolved database, stopping the local server if this run started it. */
@@ -225,7 +238,37 @@ async function baselineCommand(options: Options): Promise<number> {
   });
 }
 
+/**
+ * Adopts a live database in place; only the one DATABASE_URL names: there is nothing to
+ * adopt in the local embedded server, and guessing a database to convert is not an option.
+ */
+async function adoptCommand(options: Options): Promise<number> {
+  const configured = databaseUrlFromEnv(process.env);
+  if (!configured) {
+    console.error(
+      '✗ db:adopt converts the database DATABASE_URL names, and it is not set: set it to the ' +
+        "app's database (its owner's direct URL) and run again. Nothing was changed.",
+    );
+    return 2;
+  }
+  return onTarget(
+    { url: configured.url, source: configured.variable, stop: async () => {} },
+    async ({ url }) => {
+      await adopt(url, {
+        migrationsFolder: options.migrationsFolder,
+        logTimeZone: options.logTimeZone,
+        nullCredits: options.nullCredits,
+        nullChatMessages: options.nullChatMessages,
+        lockTimeoutMs: options.statementLockTimeoutMs || 5000,
+        log,
+      });
+      return 0;
+    },
+  );
+}
+
 const commands: Record<string, (options: Options) => Promise<number>> = {
+  adopt: adoptCommand,
   baseline: baselineCommand,
   migrate: migrateCommand,
   status: statusCommand,
@@ -247,6 +290,9 @@ async function main(): Promise<number> {
       'exit-code': { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
       to: { type: 'string' },
+      'log-time-zone': { type: 'string', default: 'UTC' },
+      'null-credits': { type: 'string', default: '10' },
+      'null-chat-messages': { type: 'string', default: '20' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -261,6 +307,8 @@ async function main(): Promise<number> {
     ['statement-lock-timeout', 0],
     ['statement-timeout', 0],
     ['lock-retries', 0],
+    ['null-credits', 0],
+    ['null-chat-messages', 0],
   ] as const) {
     const value = Number(values[flag]);
     if (!Number.isInteger(value) || value < min) {
@@ -282,6 +330,9 @@ async function main(): Promise<number> {
     lockRetries: numbers['lock-retries'] ?? 3,
     migrateDatabaseUrl: values.migrate,
     prepareOnly: values['prepare-only'],
+    logTimeZone: values['log-time-zone'],
+    nullCredits: numbers['null-credits'] ?? 10,
+    nullChatMessages: numbers['null-chat-messages'] ?? 20,
   });
 }
 

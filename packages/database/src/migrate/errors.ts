@@ -155,3 +155,15 @@ export class BaselineRefusedError extends DatabaseError {
     super(`${message} Nothing was recorded.`);
   }
 }
+
+/**
+ * `db:adopt` refused a database it cannot take over as it is (not built the seed plan's
+ * way, negative balances, a name the migrations need taken): nothing was changed.
+ */
+export class AdoptionRefusedError extends DatabaseError {
+  readonly code = 'ADOPTION_REFUSED';
+
+  constructor(message: string) {
+    super(`${message} Nothing was changed.`);
+  }
+}

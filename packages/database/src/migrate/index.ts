@@ -1,3 +1,11 @@
+export {
+  ADOPTED_METADATA_KEY,
+  ADOPTION_TABLE,
+  type AdoptOptions,
+  type AdoptResult,
+  adopt,
+  SKIPPED_ROWS_TABLE,
+} from './adopt.js';
 export { type BaselineOptions, type BaselineResult, baseline } from './baseline.js';
 export {
   type Catalog,
@@ -7,6 +15,7 @@ export {
   readCatalog,
 } from './catalog.js';
 export {
+  AdoptionRefusedError,
   BaselineRefusedError,
   DatabaseUrlRequiredError,
   MigrationChecksumMismatchError,

@@ -92,7 +92,9 @@ export function connect(url: string, settings: Record<string, string> = {}): Sql
     // backend, so a named prepared statement may not exist where the next query lands.
     prepare: false,
     onnotice: () => {},
-    connection: { application_name: '@bragdoc/database migrate', ...settings },
+    // UTC, so that a migration reading a `timestamp without time zone` (an adopted app's
+    // "User".created_at) reads it the same on every server, whatever its default zone.
+    connection: { application_name: '@bragdoc/database migrate', TimeZone: 'UTC', ...settings },
   });
 }
 

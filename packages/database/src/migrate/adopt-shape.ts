@@ -1,0 +1,350 @@
+import type postgres from 'postgres';
+import { AdoptionRefusedError } from './errors.js';
+
+/**
+ * What `db:adopt` takes over: a database built the way the seed plan builds it. Its
+ * "CreditTransaction" has the seed's seven columns and enums (values may be appended), and
+ * its "User" a uuid id and the two counters; everything else on them is the app's. This
+ * reads the catalog and the data (nothing else) and refuses, in one line naming what
+ * differs and what to do, anything the conversion could not take over whole.
+ */
+
+/** The seed's enum values, in the seed's order; an app may have appended more. */
+export const SEED_OPERATIONS = ['deduct', 'refund', 'grant'] as const;
+export const SEED_FEATURES = [
+  'document_generation',
+  'workstream_clustering',
+  'chat_tool_call',
+  'chat_message',
+] as const;
+
+// Values the package's later migrations append (0004): an app's own value of that name would
+// make them fail half-way through the ledger's installation.
+const LEDGER_OPERATIONS = ['hold', 'settle', 'void', 'expire'];
+
+// Names the package's migrations create: taken already, they would fail after adoption.
+const LEDGER_RELATIONS = [
+  'public."CreditHold"',
+  'public.credit_tx_user_idempotency_key_idx',
+  'public.credit_tx_refund_of_idx',
+  'public.credit_tx_user_seq_idx',
+];
+const LEDGER_COLUMNS: Record<string, string[]> = {
+  User: ['ledger_seq', 'ledger_hash'],
+  CreditTransaction: [
+    'balance_after',
+    'idempotency_key',
+    'refund_of',
+    'seq',
+    'hash',
+    'hold_id',
+    'hold_expires_at',
+  ],
+};
+
+export interface Column {
+  name: string;
+  /** `format_type`, e.g. `integer`, `timestamp without time zone`. */
+  type: string;
+  typeOid: number;
+  notNull: boolean;
+  hasDefault: boolean;
+}
+
+export interface SeedShape {
+  userColumns: Column[];
+  logColumns: Column[];
+  /** The log's created_at is `timestamp without time zone` (read in the chosen zone). */
+  logTimeWithoutZone: boolean;
+  constraintRenames: { table: string; from: string; to: string }[];
+  users: number;
+  usersWithNullBalance: number;
+  logRows: number;
+}
+
+type Sql = postgres.Sql | postgres.TransactionSql;
+
+async function columns(sql: Sql, table: string): Promise<Column[]> {
+  const rows = await sql<Column[]>`
+    select a.attname as name, format_type(a.atttypid, a.atttypmod) as type,
+           a.atttypid::int as "typeOid", a.attnotnull as "notNull", a.atthasdef as "hasDefault"
+      from pg_attribute a
+     where a.attrelid = ${`public."${table}"`}::regclass and a.attnum > 0 and not a.attisdropped
+     order by a.attnum`;
+  return rows;
+}
+
+async function enumLabels(sql: Sql, type: string): Promise<string[] | undefined> {
+  const [found] = await sql<{ oid: number | null }[]>`
+    select to_regtype(${`public.${type}`})::oid::int as oid`;
+  if (!found?.oid) return undefined;
+  const rows = await sql<{ label: string }[]>`
+    select enumlabel as label from pg_enum where enumtypid = ${found.oid} order by enumsortorder`;
+  return rows.map((r) => r.label);
+}
+
+function refuse(what: string, next: string): never {
+  throw new AdoptionRefusedError(`${what}: ${next}.`);
+}
+
+/** Reads the database and returns its seed shape, or throws AdoptionRefusedError. */
+export async function readSeedShape(sql: Sql): Promise<SeedShape> {
+  const [tables] = await sql<{ user: boolean; log: boolean }[]>`
+    select to_regclass('public."User"') is not null as user,
+           to_regclass('public."CreditTransaction"') is not null as log`;
+  if (!tables?.user || !tables.log) {
+    const missing = [!tables?.user && '"User"', !tables?.log && '"CreditTransaction"']
+      .filter(Boolean)
+      .join(' and ');
+    refuse(
+      `This database has no ${missing} table, so it was not built the seed plan's way`,
+      'db:adopt takes over only such a database; an empty one needs only pnpm db:migrate',
+    );
+  }
+
+  const [owner] = await sql<{ name: string | null }[]>`
+    select string_agg(format('%s (owner %I)', c.oid::regclass, pg_get_userbyid(c.relowner)), ', ') as name
+      from pg_class c
+     where c.oid in ('public."User"'::regclass, 'public."CreditTransaction"'::regclass)
+       and not pg_has_role(current_user, c.relowner, 'USAGE')`;
+  if (owner?.name) {
+    refuse(
+      `The role ${await currentUser(sql)} does not own ${owner.name}`,
+      "run db:adopt with a DATABASE_URL of the tables' owner (or a role that is a member of it)",
+    );
+  }
+
+  const userColumns = await columns(sql, 'User');
+  const logColumns = await columns(sql, 'CreditTransaction');
+  const userColumn = (name: string) => userColumns.find((c) => c.name === name);
+  const logColumn = (name: string) => logColumns.find((c) => c.name === name);
+
+  // "User": a uuid primary key `id` and two integer counters; the rest is the app's.
+  if (userColumn('id')?.type !== 'uuid') {
+    refuse(
+      `"User".id is ${userColumn('id')?.type ?? 'missing'}, not uuid`,
+      'the ledger keys every trail row by a uuid user id; db:adopt takes over only a "User" with one',
+    );
+  }
+  for (const name of ['free_credits', 'free_chat_messages']) {
+    const type = userColumn(name)?.type;
+    if (type !== 'integer') {
+      refuse(
+        `"User".${name} is ${type ?? 'missing'}, not integer`,
+        "db:adopt takes over the seed plan's integer counters only; make it integer (or add it) first",
+      );
+    }
+  }
+  for (const name of ['created_at', 'updated_at']) {
+    const type = userColumn(name)?.type;
+    if (type !== undefined && !type.startsWith('timestamp')) {
+      refuse(
+        `"User".${name} is ${type}, not a timestamp`,
+        'the ledger dates opening rows by "User".created_at and sets updated_at on every change; rename the app\'s column first',
+      );
+    }
+  }
+  const primaryKey = await keyColumns(sql, 'User');
+  if (primaryKey.join(',') !== 'id') {
+    refuse(
+      `"User"'s primary key is (${primaryKey.join(', ') || 'none'}), not (id)`,
+      'the trail references "User"(id); make id the primary key first',
+    );
+  }
+
+  // "CreditTransaction": the seed's seven columns, exactly typed; more columns are the app's.
+  const [operationType, featureType] = await sql<{ oid: number | null }[]>`
+    select to_regtype('public.operation_type')::oid::int as oid
+    union all select to_regtype('public.feature_type')::oid::int`;
+  const expected: [string, (c: Column) => boolean, string][] = [
+    ['id', (c) => c.type === 'uuid', 'uuid'],
+    ['user_id', (c) => c.type === 'uuid' && c.notNull, 'uuid not null'],
+    ['amount', (c) => c.type === 'integer' && c.notNull, 'integer not null'],
+    [
+      'operation',
+      (c) => c.typeOid === operationType?.oid && c.notNull,
+      'public.operation_type not null',
+    ],
+    [
+      'feature_type',
+      (c) => c.typeOid === featureType?.oid && c.notNull,
+      'public.feature_type not null',
+    ],
+    ['metadata', (c) => c.type === 'jsonb', 'jsonb'],
+    [
+      'created_at',
+      (c) => c.type.startsWith('timestamp') && c.notNull,
+      'timestamp not null (with or without time zone)',
+    ],
+  ];
+  for (const [name, ok, want] of expected) {
+    const column = logColumn(name);
+    if (!column || !ok(column)) {
+      refuse(
+        `"CreditTransaction".${name} is ${column ? `${column.type}${column.notNull ? ' not null' : ''}` : 'missing'}, the seed's is ${want}`,
+        "db:adopt takes over only the seed plan's log; make the column match first",
+      );
+    }
+  }
+  if ((await keyColumns(sql, 'CreditTransaction')).join(',') !== 'id') {
+    refuse(
+      '"CreditTransaction" has no primary key on (id)',
+      'every trail row is found by its id; make id the primary key first',
+    );
+  }
+  for (const [table, taken] of Object.entries(LEDGER_COLUMNS)) {
+    const clash = (table === 'User' ? userColumns : logColumns).find((c) => taken.includes(c.name));
+    if (clash) {
+      refuse(
+        `"${table}".${clash.name} exists already, a column the ledger's migrations add`,
+        "this database was partly migrated: if it was built by this package's migrations, use pnpm db:baseline; else rename the app's column",
+      );
+    }
+  }
+  const known = new Set(expected.map(([name]) => name));
+  const required = logColumns.find((c) => !known.has(c.name) && c.notNull && !c.hasDefault);
+  if (required) {
+    refuse(
+      `"CreditTransaction".${required.name} is the app's, not null and without a default`,
+      'the ledger writes rows without it; give it a default or make it nullable first',
+    );
+  }
+
+  const operations = await enumLabels(sql, 'operation_type');
+  const features = await enumLabels(sql, 'feature_type');
+  if (!startsWith(operations, SEED_OPERATIONS)) {
+    refuse(
+      `public.operation_type is (${operations?.join(', ')}), not the seed's (${SEED_OPERATIONS.join(', ')}) with values appended`,
+      "db:adopt takes over only the seed plan's enums",
+    );
+  }
+  const clashing = operations?.find((v) => LEDGER_OPERATIONS.includes(v));
+  if (clashing) {
+    refuse(
+      `public.operation_type has a value "${clashing}", which the ledger's migrations add`,
+      "rename the app's value first (ALTER TYPE … RENAME VALUE)",
+    );
+  }
+  if (!startsWith(features, SEED_FEATURES)) {
+    refuse(
+      `public.feature_type is (${features?.join(', ')}), not the seed's (${SEED_FEATURES.join(', ')}) with values appended`,
+      "db:adopt takes over only the seed plan's enums",
+    );
+  }
+
+  const constraintRenames = await foreignKeys(sql);
+
+  const [taken] = await sql<{ names: string | null }[]>`
+    select string_agg(name, ', ') as names
+      from unnest(${LEDGER_RELATIONS}::text[]) name where to_regclass(name) is not null`;
+  const [ledgerSchema] = await sql<{ exists: boolean }[]>`
+    select to_regnamespace('credit_ledger') is not null as exists`;
+  if (taken?.names || ledgerSchema?.exists) {
+    refuse(
+      `${taken?.names ?? 'schema credit_ledger'} exists already, a name the ledger's migrations create`,
+      "if this database was built by this package's migrations, use pnpm db:baseline; else rename the app's object first",
+    );
+  }
+
+  const [negative] = await sql<{ n: number; example: string | null }[]>`
+    select count(*)::int as n, min(id::text) as example from "public"."User"
+     where free_credits < 0 or free_chat_messages < 0`;
+  if (negative && negative.n > 0) {
+    refuse(
+      `${negative.n} user(s) have a negative free_credits or free_chat_messages (${negative.example}${negative.n > 1 ? ', …' : ''})`,
+      'a balance cannot be below 0 in the ledger; correct them to what they should be, and run again',
+    );
+  }
+  if (userColumn('created_at')) {
+    const [undated] = await sql<{ n: number }[]>`
+      select count(*)::int as n from "public"."User" where created_at is null`;
+    if (undated && undated.n > 0) {
+      refuse(
+        `${undated.n} user(s) have no created_at`,
+        "the ledger dates a user's opening rows by it; set it (to the sign-up time, or the first log row's) and run again",
+      );
+    }
+  }
+
+  const [counts] = await sql<{ users: number; nulls: number; log: number }[]>`
+    select (select count(*)::int from "public"."User") as users,
+           (select count(*)::int from "public"."User" where free_credits is null or free_chat_messages is null) as nulls,
+           (select count(*)::int from "public"."CreditTransaction") as log`;
+  return {
+    userColumns,
+    logColumns,
+    logTimeWithoutZone: logColumn('created_at')?.type.includes('without time zone') ?? false,
+    constraintRenames,
+    users: counts?.users ?? 0,
+    usersWithNullBalance: counts?.nulls ?? 0,
+    logRows: counts?.log ?? 0,
+  };
+}
+
+async function currentUser(sql: Sql): Promise<string> {
+  const [row] = await sql<{ name: string }[]>`select current_user as name`;
+  return row?.name ?? 'unknown';
+}
+
+async function keyColumns(sql: Sql, table: string): Promise<string[]> {
+  const rows = await sql<{ name: string }[]>`
+    select a.attname as name
+      from pg_index i join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any(i.indkey)
+     where i.indrelid = ${`public."${table}"`}::regclass and i.indisprimary
+     order by a.attnum`;
+  return rows.map((r) => r.name);
+}
+
+function startsWith(values: string[] | undefined, prefix: readonly string[]): boolean {
+  return !!values && prefix.every((value, i) => values[i] === value);
+}
+
+/**
+ * The log's reference to "User" must be the seed's (user_id → "User"(id), on delete cascade:
+ * a user leaves with its trail), and nothing may reference the log: the conversion moves the
+ * rows the ledger cannot hold out of it, and the ledger refuses another role's reference to
+ * its trail. The primary keys and the user reference get the names the migrations give them.
+ */
+async function foreignKeys(sql: Sql): Promise<SeedShape['constraintRenames']> {
+  const references = await sql<{ name: string; from: string }[]>`
+    select conname as name, conrelid::regclass::text as from from pg_constraint
+     where contype = 'f' and confrelid = 'public."CreditTransaction"'::regclass
+       and conrelid <> 'public."CreditTransaction"'::regclass`;
+  if (references[0]) {
+    refuse(
+      `${references[0].from} references "CreditTransaction" (constraint ${references[0].name})`,
+      'the conversion moves log rows the ledger cannot hold out of the log, and the ledger refuses references to its trail; drop the constraint first',
+    );
+  }
+  const [userKey] = await sql<{ name: string; cascade: boolean }[]>`
+    select c.conname as name, c.confdeltype = 'c' as cascade
+      from pg_constraint c
+     where c.contype = 'f' and c.conrelid = 'public."CreditTransaction"'::regclass
+       and c.confrelid = 'public."User"'::regclass
+       and c.conkey = array[(select attnum from pg_attribute
+                              where attrelid = c.conrelid and attname = 'user_id')]
+       and c.confkey = array[(select attnum from pg_attribute
+                               where attrelid = c.confrelid and attname = 'id')]`;
+  if (!userKey?.cascade) {
+    refuse(
+      `"CreditTransaction".user_id ${userKey ? 'references "User"(id) without on delete cascade' : 'has no foreign key to "User"(id)'}`,
+      "the ledger deletes a user's trail with the user; add the seed's reference (on delete cascade) first",
+    );
+  }
+  const renames: SeedShape['constraintRenames'] = [];
+  if (userKey.name !== 'CreditTransaction_user_id_User_id_fk') {
+    renames.push({
+      table: 'CreditTransaction',
+      from: userKey.name,
+      to: 'CreditTransaction_user_id_User_id_fk',
+    });
+  }
+  const keys = await sql<{ table: string; name: string }[]>`
+    select conrelid::regclass::text as table, conname as name from pg_constraint
+     where contype = 'p' and conrelid in ('public."User"'::regclass, 'public."CreditTransaction"'::regclass)`;
+  for (const key of keys) {
+    const table = key.table.replace(/^(public\.)?"?|"$/g, '');
+    if (key.name !== `${table}_pkey`) renames.push({ table, from: key.name, to: `${table}_pkey` });
+  }
+  return renames;
+}

@@ -1,0 +1,307 @@
+import type postgres from 'postgres';
+import { readSeedShape, SEED_OPERATIONS, type SeedShape } from './adopt-shape.js';
+import { AdoptionRefusedError } from './errors.js';
+import { readMigrations } from './migrations.js';
+import {
+  compare,
+  connect,
+  defaultMigrationsFolder,
+  ensureBookkeeping,
+  lockInTransaction,
+  readApplied,
+  record,
+} from './migrator.js';
+import { redactUrl } from './redact.js';
+
+/**
+ * `db:adopt`: takes over a live database built the seed plan's way (nullable counters on
+ * "User", a seven-column "CreditTransaction" log) in place. It brings the two tables to
+ * the shape migrations 0000 and 0001 build, applying 0001 itself, and records both; then
+ * `db:migrate` installs the ledger, whose migration 0003 turns the log into the trail
+ * (opening rows, running balances, chain). Everything happens in one transaction: a refusal
+ * or a failure changes nothing, and a second run finds 0000/0001 recorded and does nothing.
+ */
+
+export interface AdoptOptions {
+  migrationsFolder?: string;
+  /** The zone a `timestamp without time zone` log time is read in. Default `UTC`. */
+  logTimeZone?: string;
+  /** What a NULL free_credits becomes (NULL meant "use the default"). Default 10. */
+  nullCredits?: number;
+  /** What a NULL free_chat_messages becomes. Default 20. */
+  nullChatMessages?: number;
+  /** lock_timeout for the tables' locks, per attempt. Default 5 s. */
+  lockTimeoutMs?: number;
+  /** Attempts when the tables' locks are not granted in time or a deadlock is found. Default 3. */
+  attempts?: number;
+  log?: (line: string) => void;
+}
+
+export interface AdoptResult {
+  /** false when the database was adopted (or migrated) already: nothing was done. */
+  adopted: boolean;
+  users: number;
+  /** Users whose NULL counter became the default; their opening row explains it. */
+  nullBalancesDefaulted: number;
+  /** Log rows kept, to become trail rows. */
+  logRows: number;
+  /** Log rows the ledger cannot hold (amount ≤ 0, an operation it does not know), moved out. */
+  skippedRows: number;
+  /** How long the tables were locked (app writes waited), in ms. */
+  lockedMs: number;
+}
+
+/** The key every adopted log row's metadata carries, telling it apart from ledger-written rows. */
+export const ADOPTED_METADATA_KEY = 'adopted_from_log';
+/** Where rows the ledger cannot hold are kept, with their values. */
+export const SKIPPED_ROWS_TABLE = 'drizzle.adoption_skipped_log_row';
+/** One row per adoption: when, how, and the counts. */
+export const ADOPTION_TABLE = 'drizzle.adoption';
+
+const ADOPTED_MIGRATIONS = 2; // 0000 and 0001
+
+export async function adopt(url: string, options: AdoptOptions = {}): Promise<AdoptResult> {
+  const log = options.log ?? (() => {});
+  const files = readMigrations(options.migrationsFolder ?? defaultMigrationsFolder);
+  const adopted = files.slice(0, ADOPTED_MIGRATIONS);
+  const target = redactUrl(url);
+  const settings = {
+    logTimeZone: options.logTimeZone ?? 'UTC',
+    nullCredits: options.nullCredits ?? 10,
+    nullChatMessages: options.nullChatMessages ?? 20,
+  };
+  for (const [name, value] of [
+    ['--null-credits', settings.nullCredits],
+    ['--null-chat-messages', settings.nullChatMessages],
+  ] as const) {
+    if (!Number.isInteger(value) || value < 0 || value > 2_147_483_647) {
+      throw new AdoptionRefusedError(
+        `${name} must be a whole number from 0 to 2147483647, got ${value}.`,
+      );
+    }
+  }
+
+  const sql = connect(url);
+  try {
+    await checkTimeZone(sql, settings.logTimeZone);
+    const attempts = options.attempts ?? 3;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await sql.begin(async (tx) => {
+          await lockInTransaction(tx, 60_000, log);
+          const rows = await readApplied(tx);
+          if (rows.length > 0) return alreadyManaged(tx, files, rows, target, log);
+          // Refuse a foreign database before taking any table lock it would not need.
+          await readSeedShape(tx);
+          await tx.unsafe(`set local lock_timeout = ${options.lockTimeoutMs ?? 5000}`);
+          const started = performance.now();
+          // "User" first, as the app's own writes take them (the counter, then the log).
+          await tx`lock table "public"."User", "public"."CreditTransaction" in access exclusive mode`;
+          // Read under the locks: what was checked is what is converted.
+          const shape = await readSeedShape(tx);
+          const result = await convert(tx, shape, settings);
+          // 0001 as its file says it (the log's new columns), then both recorded: the database
+          // is now exactly where db:migrate would have left it after 0001.
+          for (const statement of adopted.at(-1)?.statements ?? []) await tx.unsafe(statement);
+          await ensureBookkeeping(tx);
+          for (const migration of adopted) await record(tx, migration);
+          const lockedMs = Math.round(performance.now() - started);
+          await tx`
+            insert into drizzle.adoption (log_time_zone, null_credits, null_chat_messages,
+              users, null_balances_defaulted, log_rows, skipped_rows, locked_ms)
+            values (${settings.logTimeZone}, ${settings.nullCredits}, ${settings.nullChatMessages},
+              ${shape.users}, ${shape.usersWithNullBalance}, ${result.logRows},
+              ${result.skippedRows}, ${lockedMs})`;
+          log(
+            `Adopted ${target}: ${shape.users} user(s), ${shape.usersWithNullBalance} with a NULL ` +
+              `balance set to the default (${settings.nullCredits} credits, ` +
+              `${settings.nullChatMessages} chat messages); ${result.logRows} log row(s) kept ` +
+              `(times read as ${settings.logTimeZone}, metadata marked "${ADOPTED_METADATA_KEY}"); ` +
+              `${result.skippedRows} the ledger cannot hold moved to ${SKIPPED_ROWS_TABLE}. ` +
+              `The tables were locked for ${lockedMs} ms.`,
+          );
+          log(
+            `Recorded ${adopted.map((m) => m.name).join(' and ')} as applied; ` +
+              `${files.length - adopted.length} pending: run pnpm db:migrate to install the ledger ` +
+              '(it turns the log into the trail, with opening and reconciliation rows).',
+          );
+          return {
+            adopted: true,
+            users: shape.users,
+            ...result,
+            nullBalancesDefaulted: shape.usersWithNullBalance,
+            lockedMs,
+          };
+        });
+      } catch (error) {
+        const state = (error as { code?: string }).code;
+        // 55P03: the app held a table longer than lock_timeout; 40P01: the app's transaction
+        // and this one waited for each other. Either way nothing changed; try again.
+        if ((state === '55P03' || state === '40P01') && attempt < attempts) {
+          log(
+            `  the tables were busy (SQLSTATE ${state}); nothing changed, trying again (${attempt + 1}/${attempts})`,
+          );
+          await new Promise((resolve) => setTimeout(resolve, 500 * attempt));
+          continue;
+        }
+        if (state === '55P03' || state === '40P01') {
+          throw new AdoptionRefusedError(
+            `The app's transactions held "User" or "CreditTransaction" through ${attempts} attempt(s) ` +
+              `(SQLSTATE ${state}): run db:adopt again when traffic is lower, or raise --lock-timeout.`,
+          );
+        }
+        throw error;
+      }
+    }
+  } finally {
+    await sql.end();
+  }
+}
+
+async function checkTimeZone(sql: postgres.Sql, zone: string): Promise<void> {
+  try {
+    await sql`select now() at time zone ${zone}`;
+  } catch {
+    throw new AdoptionRefusedError(
+      `--log-time-zone ${JSON.stringify(zone)} is not a time zone this server knows (see pg_timezone_names).`,
+    );
+  }
+}
+
+async function alreadyManaged(
+  tx: postgres.TransactionSql,
+  files: ReturnType<typeof readMigrations>,
+  rows: Awaited<ReturnType<typeof readApplied>>,
+  target: string,
+  log: (line: string) => void,
+): Promise<AdoptResult> {
+  const status = compare(files, rows);
+  const applied = status.migrations
+    .slice(0, ADOPTED_MIGRATIONS)
+    .every((m) => m.state === 'applied');
+  if (!applied || status.unknownApplied.length > 0) {
+    throw new AdoptionRefusedError(
+      `${target} records ${rows.length} migration(s) already, not as db:adopt or db:migrate leaves ` +
+        'them: see pnpm db:status.',
+    );
+  }
+  const [when] = await tx<{ at: string | null }[]>`
+    select (select max(adopted_at)::text from drizzle.adoption
+             where to_regclass('drizzle.adoption') is not null) as at`.catch(() => [{ at: null }]);
+  log(
+    `${target} is managed by db:migrate already${when?.at ? ` (adopted ${when.at})` : ''}: ` +
+      'nothing to adopt, nothing changed. Run pnpm db:migrate for pending migrations.',
+  );
+  return {
+    adopted: false,
+    users: 0,
+    nullBalancesDefaulted: 0,
+    logRows: 0,
+    skippedRows: 0,
+    lockedMs: 0,
+  };
+}
+
+const quote = (value: string) => `'${value.replaceAll("'", "''")}'`;
+
+async function convert(
+  tx: postgres.TransactionSql,
+  shape: SeedShape,
+  settings: { logTimeZone: string; nullCredits: number; nullChatMessages: number },
+): Promise<{ logRows: number; skippedRows: number }> {
+  const instant = shape.logTimeWithoutZone
+    ? `(created_at AT TIME ZONE ${quote(settings.logTimeZone)})`
+    : 'created_at';
+
+  await tx`create schema if not exists drizzle`;
+  await tx`
+    create table if not exists drizzle.adoption (
+      adopted_at timestamptz primary key default now(),
+      log_time_zone text not null,
+      null_credits integer not null,
+      null_chat_messages integer not null,
+      users integer not null,
+      null_balances_defaulted integer not null,
+      log_rows bigint not null,
+      skipped_rows bigint not null,
+      locked_ms integer not null
+    )`;
+  // The log's rows as they were (created_at as the instant it meant), and why each stayed out.
+  await tx`
+    create table if not exists drizzle.adoption_skipped_log_row (
+      id uuid primary key,
+      user_id uuid not null,
+      amount integer not null,
+      operation text not null,
+      feature_type text not null,
+      metadata jsonb,
+      created_at timestamptz not null,
+      reason text not null
+    )`;
+  const known = `'{${SEED_OPERATIONS.join(',')}}'::text[]`;
+  const cannotHold = `amount <= 0 OR NOT (operation::text = ANY (${known}))`;
+  const skipped = await tx.unsafe(`
+    INSERT INTO drizzle.adoption_skipped_log_row
+    SELECT id, user_id, amount, operation::text, feature_type::text, metadata, ${instant},
+           CASE WHEN amount <= 0 THEN 'amount_not_positive' ELSE 'operation_not_in_seed' END
+      FROM "public"."CreditTransaction" WHERE ${cannotHold}`);
+  await tx.unsafe(`DELETE FROM "public"."CreditTransaction" WHERE ${cannotHold}`);
+
+  // NULL meant "never initialised, use the default": the default is now the balance, and
+  // 0003's opening row explains it.
+  await tx`
+    update "public"."User"
+       set free_credits = coalesce(free_credits, ${settings.nullCredits}),
+           free_chat_messages = coalesce(free_chat_messages, ${settings.nullChatMessages})
+     where free_credits is null or free_chat_messages is null`;
+  const userHas = (name: string) => shape.userColumns.some((c) => c.name === name);
+  const userChanges = [
+    'ALTER COLUMN free_credits SET DEFAULT 10',
+    'ALTER COLUMN free_credits SET NOT NULL',
+    'ALTER COLUMN free_chat_messages SET DEFAULT 20',
+    'ALTER COLUMN free_chat_messages SET NOT NULL',
+    'ADD CONSTRAINT "user_free_credits_non_negative" CHECK (free_credits >= 0)',
+    'ADD CONSTRAINT "user_free_chat_messages_non_negative" CHECK (free_chat_messages >= 0)',
+    // The ledger dates a user's opening rows by created_at and sets updated_at on each change.
+    ...(userHas('created_at')
+      ? []
+      : ['ADD COLUMN created_at timestamp (3) with time zone DEFAULT now() NOT NULL']),
+    ...(userHas('updated_at')
+      ? []
+      : ['ADD COLUMN updated_at timestamp (3) with time zone DEFAULT now() NOT NULL']),
+  ];
+  await tx.unsafe(`ALTER TABLE "public"."User" ${userChanges.join(', ')}`);
+
+  // One rewrite of the log: its time as the instant it meant, at the ledger's milliseconds,
+  // and the adopted key in every row's metadata (an object keeps its keys; anything else
+  // is kept under "value").
+  const tag = `'{"${ADOPTED_METADATA_KEY}": true}'::jsonb`;
+  await tx.unsafe(`
+    ALTER TABLE "public"."CreditTransaction"
+      ALTER COLUMN created_at TYPE timestamp (3) with time zone USING ${instant},
+      ALTER COLUMN created_at SET DEFAULT now(),
+      ALTER COLUMN metadata TYPE jsonb USING CASE
+        WHEN metadata IS NULL THEN ${tag}
+        WHEN jsonb_typeof(metadata) = 'object' THEN metadata || ${tag}
+        ELSE jsonb_build_object('${ADOPTED_METADATA_KEY}', true, 'value', metadata) END,
+      ADD CONSTRAINT "credit_tx_amount_positive" CHECK (amount > 0)`);
+  for (const rename of shape.constraintRenames) {
+    await tx.unsafe(
+      `ALTER TABLE "public"."${rename.table}" RENAME CONSTRAINT "${rename.from.replaceAll('"', '""')}" TO "${rename.to}"`,
+    );
+  }
+  // The seed's indexes (0000's), in case the app dropped one.
+  await tx.unsafe(
+    'CREATE INDEX IF NOT EXISTS "credit_tx_user_id_idx" ON "public"."CreditTransaction" USING btree ("user_id")',
+  );
+  await tx.unsafe(
+    'CREATE INDEX IF NOT EXISTS "credit_tx_created_at_idx" ON "public"."CreditTransaction" USING btree ("created_at")',
+  );
+  await tx.unsafe(
+    'CREATE INDEX IF NOT EXISTS "credit_tx_user_created_at_idx" ON "public"."CreditTransaction" USING btree ("user_id", "created_at")',
+  );
+  const [first] = await tx<
+    { n: number }[]
+  >`select count(*)::int as n from "public"."CreditTransaction"`;
+  return { logRows: first?.n ?? 0, skippedRows: skipped.count };
+}

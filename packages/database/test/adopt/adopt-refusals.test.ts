@@ -1,0 +1,216 @@
+import { createTestDatabase, type TestDatabase } from '@bragdoc/test-postgres';
+import postgres from 'postgres';
+import { afterAll, describe, expect, inject, it } from 'vitest';
+import { AdoptionRefusedError } from '../../src/migrate/errors.js';
+import { adopt, migrate, readCatalog } from '../../src/migrate/index.js';
+import { passwordRole } from '../support.js';
+import { fillSeedDatabase, SEED_SCHEMA } from './seed-database.js';
+
+// db:adopt takes over only what it can convert whole. Anything else is refused in one line
+// that names what differs and what to do, and the database is left exactly as it was: its
+// schema (the catalog) and its data.
+
+const log = () => {};
+const cleanups: (() => Promise<void>)[] = [];
+afterAll(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+});
+
+async function seedDatabase(schema = SEED_SCHEMA, after = ''): Promise<TestDatabase> {
+  const database = await createTestDatabase({ empty: true });
+  cleanups.push(() => database.close());
+  const sql = postgres(database.url, { max: 1, onnotice: () => {} });
+  try {
+    if (schema) {
+      await sql.unsafe(schema);
+      await fillSeedDatabase(sql, { users: 20, logRows: 200 });
+    }
+    if (after) await sql.unsafe(after);
+  } finally {
+    await sql.end();
+  }
+  return database;
+}
+
+/** The schema and every row of every table outside pg_catalog, as one string. */
+async function snapshot(url: string): Promise<string> {
+  const sql = postgres(url, { max: 1, onnotice: () => {} });
+  try {
+    const tables = await sql<{ name: string }[]>`
+      select format('%I.%I', schemaname, tablename) as name from pg_tables
+       where schemaname not in ('pg_catalog', 'information_schema') order by 1`;
+    const data: string[] = [];
+    for (const { name } of tables) {
+      const rows = await sql.unsafe(`select to_jsonb(t)::text as row from ${name} t order by 1`);
+      data.push(name, ...rows.map((r) => r.row as string));
+    }
+    return JSON.stringify({ catalog: await readCatalog(url), data });
+  } finally {
+    await sql.end();
+  }
+}
+
+async function refusal(url: string): Promise<AdoptionRefusedError> {
+  const before = await snapshot(url);
+  const error = await adopt(url, { log }).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(AdoptionRefusedError);
+  expect((error as AdoptionRefusedError).message).not.toContain('\n');
+  expect((error as AdoptionRefusedError).message).toMatch(/Nothing was changed\.$/);
+  expect(await snapshot(url)).toBe(before);
+  return error as AdoptionRefusedError;
+}
+
+describe('db:adopt refuses, changing nothing, a database it cannot take over whole', () => {
+  it('an empty database: it has no seed tables, and needs only db:migrate', async () => {
+    const database = await seedDatabase('');
+    expect((await refusal(database.url)).message).toMatch(
+      /no "User" and "CreditTransaction" table.*an empty one needs only pnpm db:migrate/,
+    );
+  });
+
+  it("a log whose amount is bigint, not the seed's integer", async () => {
+    const database = await seedDatabase(
+      SEED_SCHEMA.replace('amount integer NOT NULL', 'amount bigint NOT NULL'),
+    );
+    expect((await refusal(database.url)).message).toMatch(
+      /"CreditTransaction"\.amount is bigint not null, the seed's is integer not null/,
+    );
+  });
+
+  it('a "User" whose balances are numeric, not integer counters', async () => {
+    const database = await seedDatabase(
+      SEED_SCHEMA.replace('free_credits integer,', 'free_credits numeric,'),
+    );
+    expect((await refusal(database.url)).message).toMatch(
+      /"User"\.free_credits is numeric, not integer/,
+    );
+  });
+
+  it('a user with a negative balance, naming how many and one of them', async () => {
+    const database = await seedDatabase(
+      SEED_SCHEMA,
+      `update "User" set free_credits = -3 where id = (select id from "User" order by id limit 1)`,
+    );
+    expect((await refusal(database.url)).message).toMatch(
+      /1 user\(s\) have a negative free_credits or free_chat_messages \([0-9a-f-]{36}\).*correct them/,
+    );
+  });
+
+  it("an operation_type with a value the ledger's migrations add", async () => {
+    const database = await seedDatabase(
+      SEED_SCHEMA.replace(
+        "('deduct', 'refund', 'grant')",
+        "('deduct', 'refund', 'grant', 'expire')",
+      ),
+    );
+    expect((await refusal(database.url)).message).toMatch(
+      /operation_type has a value "expire", which the ledger's migrations add/,
+    );
+  });
+
+  it("a feature_type that is not the seed's", async () => {
+    const database = await seedDatabase(
+      SEED_SCHEMA.replace(", 'chat_message')", ", 'chat_message', 'image')").replace(
+        "('document_generation', 'workstream_clustering'",
+        "('workstream_clustering', 'document_generation'",
+      ),
+    );
+    expect((await refusal(database.url)).message).toMatch(
+      /public\.feature_type is \(workstream_clustering, document_generation/,
+    );
+  });
+
+  it("an app column on the log that is not null without a default (the ledger's rows would have none)", async () => {
+    const database = await seedDatabase(
+      SEED_SCHEMA,
+      `alter table "CreditTransaction" add column request_id text not null default 'r';
+       alter table "CreditTransaction" alter column request_id drop default`,
+    );
+    expect((await refusal(database.url)).message).toMatch(
+      /"CreditTransaction"\.request_id is the app's, not null and without a default/,
+    );
+  });
+
+  it('an app table that references log rows', async () => {
+    const database = await seedDatabase(
+      SEED_SCHEMA,
+      `create table "Invoice" (id serial primary key, charge uuid references "CreditTransaction"(id))`,
+    );
+    expect((await refusal(database.url)).message).toMatch(
+      /"Invoice" references "CreditTransaction" \(constraint Invoice_charge_fkey\).*drop the constraint first/,
+    );
+  });
+
+  it('a log without the seed\'s cascade to "User"', async () => {
+    const database = await seedDatabase(
+      SEED_SCHEMA.replace(
+        'REFERENCES "public"."User"(id) ON DELETE CASCADE',
+        'REFERENCES "public"."User"(id)',
+      ),
+    );
+    expect((await refusal(database.url)).message).toMatch(
+      /user_id references "User"\(id\) without on delete cascade/,
+    );
+  });
+
+  it("a database this package's migrations built without recording them: that is db:baseline's", async () => {
+    const database = await createTestDatabase({ empty: true });
+    cleanups.push(() => database.close());
+    await migrate(database.url, { log });
+    const sql = postgres(database.url, { max: 1, onnotice: () => {} });
+    await sql`drop schema drizzle cascade`;
+    await sql.end();
+    expect((await refusal(database.url)).message).toMatch(
+      /exists already, a column the ledger's migrations add.*use pnpm db:baseline/,
+    );
+  });
+
+  it('a role that does not own the tables, even with every grant on them: naming the owner', async () => {
+    const database = await seedDatabase(SEED_SCHEMA);
+    const role = await passwordRole(database.url, inject('testPostgres').serverUrl);
+    cleanups.unshift(role.drop);
+    const sql = postgres(database.url, { max: 1, onnotice: () => {} });
+    const name = new URL(role.url).username;
+    await sql.unsafe(
+      `grant all on all tables in schema public to ${name}; grant create on schema public to ${name}`,
+    );
+    await sql.end();
+    expect((await refusal(role.url)).message).toMatch(
+      new RegExp(
+        `The role ${name} does not own "User" \\(owner \\w+\\), "CreditTransaction" \\(owner \\w+\\).*tables' owner`,
+      ),
+    );
+  });
+});
+
+describe('db:adopt takes over what the seed allows beyond itself', () => {
+  it('keeps a feature the app appended, and moves out rows of an operation it appended (the ledger does not know what it means)', async () => {
+    const database = await seedDatabase(
+      SEED_SCHEMA.replace(
+        "('deduct', 'refund', 'grant')",
+        "('deduct', 'refund', 'grant', 'adjust')",
+      ).replace("'chat_message')", "'chat_message', 'image_generation')"),
+      `insert into "CreditTransaction" (user_id, amount, operation, feature_type)
+         select id, 2, 'adjust', 'document_generation' from "User" order by id limit 1;
+       insert into "CreditTransaction" (user_id, amount, operation, feature_type)
+         select id, 3, 'deduct', 'image_generation' from "User" order by id limit 1`,
+    );
+    const result = await adopt(database.url, { log });
+    await migrate(database.url, { log });
+    const sql = postgres(database.url, { max: 1, onnotice: () => {} });
+    try {
+      const [kept] =
+        await sql`select count(*)::int as n from "CreditTransaction" where feature_type = 'image_generation'`;
+      expect(kept?.n).toBe(1);
+      const skipped =
+        await sql`select operation, reason from drizzle.adoption_skipped_log_row where operation = 'adjust'`;
+      expect(skipped).toEqual([{ operation: 'adjust', reason: 'operation_not_in_seed' }]);
+      expect(result.skippedRows).toBeGreaterThanOrEqual(1);
+    } finally {
+      await sql.end();
+    }
+  });
+});
