@@ -87,8 +87,11 @@ function refuse(what: string, next: string): never {
   throw new AdoptionRefusedError(`${what}: ${next}.`);
 }
 
-/** Reads the database and returns its seed shape, or throws AdoptionRefusedError. */
-export async function readSeedShape(sql: Sql): Promise<SeedShape> {
+/**
+ * Reads the database and returns its seed shape, or throws AdoptionRefusedError.
+ * `logTimeZone`: the zone a `timestamp without time zone` log time is read in.
+ */
+export async function readSeedShape(sql: Sql, logTimeZone: string): Promise<SeedShape> {
   const [tables] = await sql<{ user: boolean; log: boolean }[]>`
     select to_regclass('public."User"') is not null as user,
            to_regclass('public."CreditTransaction"') is not null as log`;
@@ -266,6 +269,36 @@ export async function readSeedShape(sql: Sql): Promise<SeedShape> {
     }
   }
 
+  // The ledger dates each new row by the clock and keeps each trail in time order: a time
+  // after now (a log written in local time read as UTC, a skewed clock) would come after
+  // the rows written next.
+  const logTimeWithoutZone = logColumn('created_at')?.type.includes('without time zone') ?? false;
+  const [future] = await sql<{ n: number; latest: string | null }[]>`
+    select count(*)::int as n, max(at)::text as latest from (
+      select case when ${logTimeWithoutZone} then created_at::timestamp at time zone ${logTimeZone}
+                  else created_at::timestamptz end as at
+        from "public"."CreditTransaction") t
+     where at > clock_timestamp()`;
+  if (future && future.n > 0) {
+    refuse(
+      `${future.n} log row(s) are dated after now (the latest ${future.latest}, its time read as ${logTimeZone})`,
+      'if the log was written in another zone, pass it as --log-time-zone; else correct those times, and run again',
+    );
+  }
+  const userTime = userColumn('created_at')?.type;
+  if (userTime) {
+    const [early] = await sql<{ n: number }[]>`
+      select count(*)::int as n from "public"."User"
+       where case when ${userTime.includes('without time zone')}
+                  then created_at::timestamp at time zone 'UTC' else created_at::timestamptz end > clock_timestamp()`;
+    if (early && early.n > 0) {
+      refuse(
+        `${early.n} user(s) have a created_at after now (read as UTC)`,
+        "the ledger dates a user's opening rows by it; correct those times, and run again",
+      );
+    }
+  }
+
   const [counts] = await sql<{ users: number; nulls: number; log: number }[]>`
     select (select count(*)::int from "public"."User") as users,
            (select count(*)::int from "public"."User" where free_credits is null or free_chat_messages is null) as nulls,
@@ -273,7 +306,7 @@ export async function readSeedShape(sql: Sql): Promise<SeedShape> {
   return {
     userColumns,
     logColumns,
-    logTimeWithoutZone: logColumn('created_at')?.type.includes('without time zone') ?? false,
+    logTimeWithoutZone,
     constraintRenames,
     users: counts?.users ?? 0,
     usersWithNullBalance: counts?.nulls ?? 0,

@@ -30,10 +30,10 @@ export interface AdoptOptions {
   nullCredits?: number;
   /** What a NULL free_chat_messages becomes. Default 20. */
   nullChatMessages?: number;
-  /** lock_timeout for the tables' locks, per attempt. Default 5 s. */
+  /** How long one attempt waits for "User"'s lock (lock_timeout). Default 5 s. */
   lockTimeoutMs?: number;
-  /** Attempts when the tables' locks are not granted in time or a deadlock is found. Default 3. */
-  attempts?: number;
+  /** How long to keep trying to lock both tables before giving up. Default 60 s. */
+  lockWaitMs?: number;
   log?: (line: string) => void;
 }
 
@@ -49,6 +49,8 @@ export interface AdoptResult {
   skippedRows: number;
   /** How long the tables were locked (app writes waited), in ms. */
   lockedMs: number;
+  /** On which attempt both tables' locks were taken. */
+  attempts: number;
 }
 
 /** The key every adopted log row's metadata carries, telling it apart from ledger-written rows. */
@@ -84,75 +86,53 @@ export async function adopt(url: string, options: AdoptOptions = {}): Promise<Ad
   const sql = connect(url);
   try {
     await checkTimeZone(sql, settings.logTimeZone);
-    const attempts = options.attempts ?? 3;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await sql.begin(async (tx) => {
-          await lockInTransaction(tx, 60_000, log);
-          const rows = await readApplied(tx);
-          if (rows.length > 0) return alreadyManaged(tx, files, rows, target, log);
-          // Refuse a foreign database before taking any table lock it would not need.
-          await readSeedShape(tx);
-          await tx.unsafe(`set local lock_timeout = ${options.lockTimeoutMs ?? 5000}`);
-          const started = performance.now();
-          // "User" first, as the app's own writes take them (the counter, then the log).
-          await tx`lock table "public"."User", "public"."CreditTransaction" in access exclusive mode`;
-          // Read under the locks: what was checked is what is converted.
-          const shape = await readSeedShape(tx);
-          const result = await convert(tx, shape, settings);
-          // 0001 as its file says it (the log's new columns), then both recorded: the database
-          // is now exactly where db:migrate would have left it after 0001.
-          for (const statement of adopted.at(-1)?.statements ?? []) await tx.unsafe(statement);
-          await ensureBookkeeping(tx);
-          for (const migration of adopted) await record(tx, migration);
-          const lockedMs = Math.round(performance.now() - started);
-          await tx`
-            insert into drizzle.adoption (log_time_zone, null_credits, null_chat_messages,
-              users, null_balances_defaulted, log_rows, skipped_rows, locked_ms)
-            values (${settings.logTimeZone}, ${settings.nullCredits}, ${settings.nullChatMessages},
-              ${shape.users}, ${shape.usersWithNullBalance}, ${result.logRows},
-              ${result.skippedRows}, ${lockedMs})`;
-          log(
-            `Adopted ${target}: ${shape.users} user(s), ${shape.usersWithNullBalance} with a NULL ` +
-              `balance set to the default (${settings.nullCredits} credits, ` +
-              `${settings.nullChatMessages} chat messages); ${result.logRows} log row(s) kept ` +
-              `(times read as ${settings.logTimeZone}, metadata marked "${ADOPTED_METADATA_KEY}"); ` +
-              `${result.skippedRows} the ledger cannot hold moved to ${SKIPPED_ROWS_TABLE}. ` +
-              `The tables were locked for ${lockedMs} ms.`,
-          );
-          log(
-            `Recorded ${adopted.map((m) => m.name).join(' and ')} as applied; ` +
-              `${files.length - adopted.length} pending: run pnpm db:migrate to install the ledger ` +
-              '(it turns the log into the trail, with opening and reconciliation rows).',
-          );
-          return {
-            adopted: true,
-            users: shape.users,
-            ...result,
-            nullBalancesDefaulted: shape.usersWithNullBalance,
-            lockedMs,
-          };
-        });
-      } catch (error) {
-        const state = (error as { code?: string }).code;
-        // 55P03: the app held a table longer than lock_timeout; 40P01: the app's transaction
-        // and this one waited for each other. Either way nothing changed; try again.
-        if ((state === '55P03' || state === '40P01') && attempt < attempts) {
-          log(
-            `  the tables were busy (SQLSTATE ${state}); nothing changed, trying again (${attempt + 1}/${attempts})`,
-          );
-          await new Promise((resolve) => setTimeout(resolve, 500 * attempt));
-          continue;
-        }
-        if (state === '55P03' || state === '40P01') {
-          throw new AdoptionRefusedError(
-            `The app's transactions held "User" or "CreditTransaction" through ${attempts} attempt(s) ` +
-              `(SQLSTATE ${state}): run db:adopt again when traffic is lower, or raise --lock-timeout.`,
-          );
-        }
-        throw error;
-      }
-    }
+    return await sql.begin(async (tx) => {
+      await lockInTransaction(tx, 60_000, log);
+      const rows = await readApplied(tx);
+      if (rows.length > 0) return alreadyManaged(tx, files, rows, target, log);
+      // Refuse a foreign database before taking any table lock it would not need.
+      await readSeedShape(tx, settings.logTimeZone);
+      const { attempts, started } = await lockTables(tx, {
+        lockTimeoutMs: options.lockTimeoutMs ?? 5000,
+        lockWaitMs: options.lockWaitMs ?? 60_000,
+      });
+      // Read under the locks: what was checked is what is converted.
+      const shape = await readSeedShape(tx, settings.logTimeZone);
+      const result = await convert(tx, shape, settings);
+      // 0001 as its file says it (the log's new columns), then both recorded: the database
+      // is now exactly where db:migrate would have left it after 0001.
+      for (const statement of adopted.at(-1)?.statements ?? []) await tx.unsafe(statement);
+      await ensureBookkeeping(tx);
+      for (const migration of adopted) await record(tx, migration);
+      const lockedMs = Math.round(performance.now() - started);
+      await tx`
+        insert into drizzle.adoption (log_time_zone, null_credits, null_chat_messages,
+          users, null_balances_defaulted, log_rows, skipped_rows, locked_ms)
+        values (${settings.logTimeZone}, ${settings.nullCredits}, ${settings.nullChatMessages},
+          ${shape.users}, ${shape.usersWithNullBalance}, ${result.logRows},
+          ${result.skippedRows}, ${lockedMs})`;
+      log(
+        `Adopted ${target}: ${shape.users} user(s), ${shape.usersWithNullBalance} with a NULL ` +
+          `balance set to the default (${settings.nullCredits} credits, ` +
+          `${settings.nullChatMessages} chat messages); ${result.logRows} log row(s) kept ` +
+          `(times read as ${settings.logTimeZone}, metadata marked "${ADOPTED_METADATA_KEY}"); ` +
+          `${result.skippedRows} the ledger cannot hold moved to ${SKIPPED_ROWS_TABLE}. ` +
+          `The app's writes waited at most ${lockedMs} ms (the tables' locks, taken on attempt ${attempts}).`,
+      );
+      log(
+        `Recorded ${adopted.map((m) => m.name).join(' and ')} as applied; ` +
+          `${files.length - adopted.length} pending: run pnpm db:migrate to install the ledger ` +
+          '(it turns the log into the trail, with opening and reconciliation rows).',
+      );
+      return {
+        adopted: true,
+        users: shape.users,
+        nullBalancesDefaulted: shape.usersWithNullBalance,
+        ...result,
+        lockedMs,
+        attempts,
+      };
+    });
   } finally {
     await sql.end();
   }
@@ -199,7 +179,55 @@ async function alreadyManaged(
     logRows: 0,
     skippedRows: 0,
     lockedMs: 0,
+    attempts: 0,
   };
+}
+
+/** A log row's metadata, marked: an object keeps its keys; anything else is kept under "value". */
+function marked(metadata: string): string {
+  const tag = `'{"${ADOPTED_METADATA_KEY}": true}'::jsonb`;
+  return `CASE WHEN ${metadata} IS NULL THEN ${tag}
+    WHEN jsonb_typeof(${metadata}) = 'object' THEN ${metadata} OPERATOR(pg_catalog.||) ${tag}
+    ELSE jsonb_build_object('${ADOPTED_METADATA_KEY}', true, 'value', ${metadata}) END`;
+}
+
+/**
+ * Locks both tables so that the app never deadlocks on them: the app takes them in either
+ * order (its UPDATE of "User" then its log INSERT; an INSERT's foreign-key check on "User"
+ * while it holds the log), so this never waits while it holds one. Each attempt waits for
+ * "User" (lock_timeout), then takes the log only if it is free at once (NOWAIT); when it is
+ * not, rolling back to the savepoint lets "User" go, and it tries again after a short pause,
+ * until `lockWaitMs`. Returns the attempt that took both, and when its wait began (from
+ * then on the app's writes wait).
+ */
+async function lockTables(
+  tx: postgres.TransactionSql,
+  options: { lockTimeoutMs: number; lockWaitMs: number },
+): Promise<{ attempts: number; started: number }> {
+  const deadline = performance.now() + options.lockWaitMs;
+  await tx.unsafe(`set local lock_timeout = ${Math.max(1, Math.floor(options.lockTimeoutMs))}`);
+  for (let attempt = 1; ; attempt++) {
+    const started = performance.now();
+    try {
+      await tx.savepoint(async (sp) => {
+        await sp`lock table "public"."User" in access exclusive mode`;
+        await sp`lock table "public"."CreditTransaction" in access exclusive mode nowait`;
+      });
+      await tx.unsafe('set local lock_timeout to default');
+      return { attempts: attempt, started };
+    } catch (error) {
+      // 55P03: a table was busy (longer than lock_timeout, or at the NOWAIT's instant).
+      if ((error as { code?: string }).code !== '55P03') throw error;
+      if (performance.now() > deadline) {
+        throw new AdoptionRefusedError(
+          `The app's transactions kept "User" or "CreditTransaction" busy for ${options.lockWaitMs} ms ` +
+            `(${attempt} attempts): run db:adopt again when traffic is lower, or find the long ` +
+            'transaction holding them (pg_stat_activity).',
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, 10 + Math.random() * 40));
+    }
+  }
 }
 
 const quote = (value: string) => `'${value.replaceAll("'", "''")}'`;
@@ -273,18 +301,31 @@ async function convert(
   await tx.unsafe(`ALTER TABLE "public"."User" ${userChanges.join(', ')}`);
 
   // One rewrite of the log: its time as the instant it meant, at the ledger's milliseconds,
-  // and the adopted key in every row's metadata (an object keeps its keys; anything else
-  // is kept under "value").
-  const tag = `'{"${ADOPTED_METADATA_KEY}": true}'::jsonb`;
+  // and every row's metadata marked.
   await tx.unsafe(`
     ALTER TABLE "public"."CreditTransaction"
       ALTER COLUMN created_at TYPE timestamp (3) with time zone USING ${instant},
       ALTER COLUMN created_at SET DEFAULT now(),
-      ALTER COLUMN metadata TYPE jsonb USING CASE
-        WHEN metadata IS NULL THEN ${tag}
-        WHEN jsonb_typeof(metadata) = 'object' THEN metadata || ${tag}
-        ELSE jsonb_build_object('${ADOPTED_METADATA_KEY}', true, 'value', metadata) END,
+      ALTER COLUMN metadata TYPE jsonb USING ${marked('metadata')},
       ADD CONSTRAINT "credit_tx_amount_positive" CHECK (amount > 0)`);
+  // The app keeps writing its log until db:migrate installs the ledger: those rows are the
+  // log's too, and are marked the same way. The mark stops once 0003 has numbered the trail
+  // ("User".ledger_seq exists: its opening rows are the ledger's), and 0011 drops it.
+  await tx.unsafe(`
+    CREATE OR REPLACE FUNCTION drizzle.adoption_mark() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+    BEGIN
+      IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '"public"."User"'::regclass
+                    AND attname = 'ledger_seq' AND NOT attisdropped) THEN
+        RETURN NEW;
+      END IF;
+      NEW.metadata := ${marked('NEW.metadata')};
+      RETURN NEW;
+    END;
+    $$`);
+  await tx.unsafe(`
+    CREATE TRIGGER "credit_tx_adoption_mark" BEFORE INSERT ON "public"."CreditTransaction"
+      FOR EACH ROW EXECUTE FUNCTION drizzle.adoption_mark()`);
   for (const rename of shape.constraintRenames) {
     await tx.unsafe(
       `ALTER TABLE "public"."${rename.table}" RENAME CONSTRAINT "${rename.from.replaceAll('"', '""')}" TO "${rename.to}"`,

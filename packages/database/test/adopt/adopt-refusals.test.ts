@@ -71,6 +71,61 @@ describe('db:adopt refuses, changing nothing, a database it cannot take over who
     );
   });
 
+  it('a log with rows dated after now, as a log written in a zone east of UTC reads as UTC', async () => {
+    const database = await seedDatabase(
+      SEED_SCHEMA,
+      `insert into "CreditTransaction" (user_id, amount, operation, feature_type, created_at)
+         select id, 1, 'deduct', 'chat_tool_call', now() at time zone 'Asia/Tokyo'
+           from "User" order by id limit 1`,
+    );
+    expect((await refusal(database.url)).message).toMatch(
+      /1 log row\(s\) are dated after now \(the latest .*, its time read as UTC\).*pass it as --log-time-zone/,
+    );
+  });
+
+  it('an unknown --log-time-zone', async () => {
+    const database = await seedDatabase(SEED_SCHEMA);
+    const before = await snapshot(database.url);
+    await expect(adopt(database.url, { log, logTimeZone: 'Mars/Olympus' })).rejects.toThrow(
+      /--log-time-zone "Mars\/Olympus" is not a time zone this server knows/,
+    );
+    expect(await snapshot(database.url)).toBe(before);
+  });
+
+  it("a log the app's transaction keeps busy past the wait's budget: the app's transaction goes on, untouched", async () => {
+    const database = await seedDatabase(SEED_SCHEMA);
+    const before = await snapshot(database.url);
+    const app = postgres(database.url, { max: 1, onnotice: () => {} });
+    let release = () => {};
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let holding = () => {};
+    const held = new Promise<void>((resolve) => {
+      holding = resolve;
+    });
+    const transaction = app.begin(async (tx) => {
+      await tx`insert into "CreditTransaction" (user_id, amount, operation, feature_type)
+               select id, 1, 'deduct', 'chat_tool_call' from "User" order by id limit 1`;
+      holding();
+      await released;
+    });
+    try {
+      await held;
+      await expect(
+        adopt(database.url, { log, lockTimeoutMs: 100, lockWaitMs: 500 }),
+      ).rejects.toThrow(
+        /kept "User" or "CreditTransaction" busy for 500 ms .*run db:adopt again.*Nothing was changed\.$/,
+      );
+      expect(await snapshot(database.url)).toBe(before);
+    } finally {
+      release();
+      // The app's transaction commits: adopt's attempts cost it nothing.
+      await transaction;
+      await app.end();
+    }
+  });
+
   it("a log whose amount is bigint, not the seed's integer", async () => {
     const database = await seedDatabase(
       SEED_SCHEMA.replace('amount integer NOT NULL', 'amount bigint NOT NULL'),
@@ -187,6 +242,28 @@ describe('db:adopt refuses, changing nothing, a database it cannot take over who
 });
 
 describe('db:adopt takes over what the seed allows beyond itself', () => {
+  it("reads the log's times in the zone --log-time-zone names", async () => {
+    const database = await seedDatabase(
+      SEED_SCHEMA,
+      `insert into "CreditTransaction" (id, user_id, amount, operation, feature_type, created_at)
+         select '00000000-0000-4000-8000-00000000001a', id, 1, 'deduct', 'chat_tool_call',
+                timestamp '2025-06-01 09:00:00'
+           from "User" order by id limit 1`,
+    );
+    await adopt(database.url, { log, logTimeZone: 'Asia/Tokyo' });
+    const sql = postgres(database.url, { max: 1, onnotice: () => {} });
+    try {
+      const [row] = await sql`
+        select created_at = timestamptz '2025-06-01 00:00:00+00' as utc from "CreditTransaction"
+         where id = '00000000-0000-4000-8000-00000000001a'`;
+      expect(row?.utc).toBe(true);
+      const [record] = await sql`select log_time_zone from drizzle.adoption`;
+      expect(record?.log_time_zone).toBe('Asia/Tokyo');
+    } finally {
+      await sql.end();
+    }
+  });
+
   it('keeps a feature the app appended, and moves out rows of an operation it appended (the ledger does not know what it means)', async () => {
     const database = await seedDatabase(
       SEED_SCHEMA.replace(

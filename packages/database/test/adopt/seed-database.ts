@@ -43,6 +43,9 @@ export const SEED_SCHEMA = `
   );
 `;
 
+// now() as the UTC wall-clock time a `timestamp without time zone` column holds.
+const sqlNowUtc = `(now() at time zone 'UTC')`;
+
 export interface SeedData {
   users: number;
   logRows: number;
@@ -55,11 +58,18 @@ export interface SeedData {
  * users never initialised (NULL counters), balances the log does and does not explain,
  * deductions, uncapped refunds and grants of every feature, metadata objects, NULL and the
  * odd array, microsecond times from many months, and a few rows of amount 0 or less (the seed
- * had no check). Generated in SQL, so a million rows take seconds.
+ * had no check). Times are UTC wall-clock times, as the seed's `timestamp` column held them,
+ * and all in the past whatever today is: users from 600 to 400 days ago, each one's rows in
+ * the 399 days after it signed up. Generated in SQL, so a million rows take seconds.
  */
-export async function fillSeedDatabase(sql: postgres.Sql, data: SeedData): Promise<void> {
+export async function fillSeedDatabase(pool: postgres.Sql, data: SeedData): Promise<void> {
+  // One transaction, so that setseed() seeds the session that draws.
+  await pool.begin((sql) => fill(sql, data));
+}
+
+async function fill(sql: postgres.TransactionSql, data: SeedData): Promise<void> {
   await sql`select setseed(${data.seed ?? 0.42})`;
-  await sql`
+  await sql.unsafe(`
     insert into "User" (id, email, name, level, stripe_customer_id, free_credits,
                         free_chat_messages, created_at, updated_at)
     select gen_random_uuid(), 'user' || i || '@example.com', 'User ' || i,
@@ -67,9 +77,9 @@ export async function fillSeedDatabase(sql: postgres.Sql, data: SeedData): Promi
            case when i % 4 = 1 then 'cus_' || md5(i::text) end,
            case when random() < 0.25 then null else floor(random() * 60)::int end,
            case when random() < 0.25 then null else floor(random() * 40)::int end,
-           timestamp '2025-01-01' + random() * interval '200 days',
-           timestamp '2025-08-01' + random() * interval '100 days'
-      from generate_series(1, ${data.users}) i`;
+           ${sqlNowUtc} - interval '600 days' + random() * interval '200 days',
+           ${sqlNowUtc} - random() * interval '100 days'
+      from generate_series(1, ${Math.floor(data.users)}) i`);
   await sql`
     insert into "StripeEvent" (id, user_id, type, payload, received_at)
     select 'evt_' || md5(u.id::text), u.id, 'checkout.session.completed',
@@ -101,6 +111,6 @@ export async function fillSeedDatabase(sql: postgres.Sql, data: SeedData): Promi
                 when d.odd > 0.975 then jsonb_build_array('legacy', floor(d.size * 100)::int)
                 when d.kind < 0.4 then jsonb_build_object('chatId', md5(d.at::text))
                 else jsonb_build_object('documentId', md5(d.size::text), 'model', 'gpt-4o-mini') end,
-           u.created_at + d.at * interval '540 days'
+           u.created_at + d.at * interval '399 days'
       from drawn d join numbered u on u.n = d.n`;
 }
