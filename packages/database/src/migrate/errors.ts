@@ -62,8 +62,19 @@ export class MigrationFailedError extends DatabaseError {
         ? 'Every pending migration of this run was rolled back; the database is as it was.'
         : `Its transaction was rolled back; ${appliedBefore.join(', ')} had been committed ` +
           'before it (they needed a transaction of their own) and stay applied.';
-    const next =
-      sqlState === '55P03'
+    // duplicate_table, duplicate_object, duplicate_column: what the migration creates is
+    // there already, unrecorded. At the first migration, the database was built without
+    // db:migrate; later, something was created beside the migrations under the same name.
+    const duplicate = ['42P07', '42710', '42701'].includes(sqlState ?? '');
+    const next = duplicate
+      ? /^0000_/.test(migration) && appliedBefore.length === 0
+        ? ' The database already has what the first migration creates, without a record of ' +
+          'applying it: it was built without db:migrate. If it was built the seed plan\'s way ' +
+          '(nullable counters on "User", a seven-column "CreditTransaction" log), run pnpm ' +
+          'db:adopt; if by these migrations (drizzle-kit push), run pnpm db:baseline.'
+        : ' Something of that name was created outside the migrations: rename or drop it, then ' +
+          'run again.'
+      : sqlState === '55P03'
         ? ' A lock was not granted within the statement lock timeout, even after the retries: ' +
           'find the long transaction holding it (pg_stat_activity, pg_locks), then run again, or ' +
           'raise --statement-lock-timeout.'
