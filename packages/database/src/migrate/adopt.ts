@@ -301,13 +301,15 @@ async function convert(
   await tx.unsafe(`ALTER TABLE "public"."User" ${userChanges.join(', ')}`);
 
   // One rewrite of the log: its time as the instant it meant, at the ledger's milliseconds,
-  // and every row's metadata marked.
+  // and every row's metadata marked; half full, so that 0003's two updates of each row stay
+  // on its page (HOT: no index entries; 14% faster at 100k rows). 0011 resets it.
   await tx.unsafe(`
     ALTER TABLE "public"."CreditTransaction"
       ALTER COLUMN created_at TYPE timestamp (3) with time zone USING ${instant},
       ALTER COLUMN created_at SET DEFAULT now(),
       ALTER COLUMN metadata TYPE jsonb USING ${marked('metadata')},
-      ADD CONSTRAINT "credit_tx_amount_positive" CHECK (amount > 0)`);
+      ADD CONSTRAINT "credit_tx_amount_positive" CHECK (amount > 0),
+      SET (fillfactor = 50)`);
   // The app keeps writing its log until db:migrate installs the ledger: those rows are the
   // log's too, and are marked the same way. The mark stops once 0003 has numbered the trail
   // ("User".ledger_seq exists: its opening rows are the ledger's), and 0011 drops it.

@@ -69,7 +69,7 @@ export class MigrationFailedError extends DatabaseError {
     const next = duplicate
       ? /^0000_/.test(migration) && appliedBefore.length === 0
         ? ' The database already has what the first migration creates, without a record of ' +
-          'applying it: it was built without db:migrate. If it was built the seed plan\'s way ' +
+          "applying it: it was built without db:migrate. If it was built the seed plan's way " +
           '(nullable counters on "User", a seven-column "CreditTransaction" log), run pnpm ' +
           'db:adopt; if by these migrations (drizzle-kit push), run pnpm db:baseline.'
         : ' Something of that name was created outside the migrations: rename or drop it, then ' +

@@ -33,14 +33,18 @@ describe('pnpm db:adopt', () => {
     const result = await runScript(cli, ['adopt']);
     expect(result.code).toBe(2);
     expect(result.stderr.trim().split('\n')).toHaveLength(1);
-    expect(result.stderr).toMatch(/✗ db:adopt converts the database DATABASE_URL names, and it is not set/);
+    expect(result.stderr).toMatch(
+      /✗ db:adopt converts the database DATABASE_URL names, and it is not set/,
+    );
   });
 
   it('db:migrate on the seed-built database fails pointing at db:adopt, not at the migration', async () => {
     const result = await runScript(cli, ['migrate'], { env: { DATABASE_URL: seed.url } });
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/Migration 0000_init failed: .*already exists/);
-    expect(result.stderr).toMatch(/built without db:migrate\. If it was built the seed plan's way .* run pnpm db:adopt/);
+    expect(result.stderr).toMatch(
+      /built without db:migrate\. If it was built the seed plan's way .* run pnpm db:adopt/,
+    );
     expect(result.stderr).not.toMatch(/Fix the migration/);
   });
 
@@ -49,7 +53,9 @@ describe('pnpm db:adopt', () => {
     expect(result.code).toBe(1);
     const errors = result.stderr.trim().split('\n');
     expect(errors).toHaveLength(1);
-    expect(errors[0]).toMatch(/^✗ This database has no "User" and "CreditTransaction" table.*Nothing was changed\. \[ADOPTION_REFUSED\]$/);
+    expect(errors[0]).toMatch(
+      /^✗ This database has no "User" and "CreditTransaction" table.*Nothing was changed\. \[ADOPTION_REFUSED\]$/,
+    );
   });
 
   it('adopts, prints what it did, and db:migrate then installs the ledger; a second db:adopt does nothing', async () => {
@@ -59,7 +65,9 @@ describe('pnpm db:adopt', () => {
     expect(adopted.stdout).toMatch(
       /Adopted .*: 30 user\(s\), \d+ with a NULL balance set to the default \(10 credits, 20 chat messages\); \d+ log row\(s\) kept \(times read as UTC, metadata marked "adopted_from_log"\); \d+ the ledger cannot hold moved to drizzle\.adoption_skipped_log_row\. The app's writes waited at most \d+ ms/,
     );
-    expect(adopted.stdout).toMatch(/Recorded 0000_init and 0001_credit_ledger_columns as applied; \d+ pending: run pnpm db:migrate/);
+    expect(adopted.stdout).toMatch(
+      /Recorded 0000_init and 0001_credit_ledger_columns as applied; \d+ pending: run pnpm db:migrate/,
+    );
 
     const migrated = await runScript(cli, ['migrate'], { env: { DATABASE_URL: seed.url } });
     expect(migrated.code).toBe(0);
@@ -68,9 +76,13 @@ describe('pnpm db:adopt', () => {
 
     const again = await runScript(cli, ['adopt'], { env: { DATABASE_URL: seed.url } });
     expect(again.code).toBe(0);
-    expect(again.stdout).toMatch(/is managed by db:migrate already \(adopted .*\): nothing to adopt, nothing changed/);
+    expect(again.stdout).toMatch(
+      /is managed by db:migrate already \(adopted .*\): nothing to adopt, nothing changed/,
+    );
 
-    const verified = await runScript('scripts/credits-verify.ts', [], { env: { DATABASE_URL: seed.url } });
+    const verified = await runScript('scripts/credits-verify.ts', [], {
+      env: { DATABASE_URL: seed.url },
+    });
     expect(verified.code).toBe(0);
   });
 });
