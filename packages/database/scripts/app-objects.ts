@@ -8,8 +8,11 @@ import type { CatalogDifference } from '../src/migrate/catalog.js';
  * db:check prints them after `+ ` (`table public."StripeEvent"`, `column public."User".plan`,
  * `index public.user_plan_idx`); `#` starts a comment. A declared table covers its columns,
  * constraints, indexes and triggers. `enum public.feature_type` accepts values appended after
- * the migrations' own. Only additions can be declared: a missing or changed object is always
- * drift, and nothing the ledger relies on can be declared the app's.
+ * the migrations' own. Only additions can be declared, with one exception: on "User", a column,
+ * constraint or index the ledger does not rely on (`email`, `name`, `created_at`, `updated_at`,
+ * `user_email_unique`) may also be declared the app's when it is defined differently or
+ * missing, as an adopted database's own "User" has them (db:adopt leaves them as they were).
+ * Nothing the ledger relies on can be declared the app's.
  */
 
 export interface AppObjectsResult {
@@ -64,6 +67,16 @@ function tableOf(d: CatalogDifference): string | undefined {
   return undefined;
 }
 
+/** A column, constraint or index of "User": an adopted app's own definition may differ. */
+function onUser(d: CatalogDifference): boolean {
+  if (d.key.startsWith('column public."User".')) return true;
+  if (/^constraint .* on public\."User"$/.test(d.key)) return true;
+  return (
+    d.key.startsWith('index ') &&
+    / ON (?:ONLY )?public\."User" USING /.test(d.expected ?? d.actual ?? '')
+  );
+}
+
 export function splitAppObjects(
   differences: CatalogDifference[],
   declarations: string[],
@@ -87,6 +100,8 @@ export function splitAppObjects(
     if (d.kind === 'extra' && !ledgerReason(d.key)) {
       if (keys.has(d.key)) match = d.key;
       else if (table && tables.has(table)) match = `table ${table}`;
+    } else if (d.kind !== 'extra' && keys.has(d.key) && onUser(d) && !ledgerReason(d.key)) {
+      match = d.key;
     } else if (
       d.kind === 'changed' &&
       d.key.startsWith('enum ') &&

@@ -94,7 +94,9 @@ async function checkAgainst(
     console.error(
       'Undo the hand-made changes (or put them in a migration), or, for triggers lost to ' +
         'drizzle-kit push, build the database with pnpm db:migrate. Objects the app added on ' +
-        'purpose can be declared: --app-objects FILE, one key per line as printed after "+ ".',
+        'purpose can be declared: --app-objects FILE, one key per line as printed after "+ " ' +
+        '(and, for a "User" column, constraint or index the ledger does not rely on, after ' +
+        '"~ " or "- ": an adopted database\'s own).',
     );
     return 1;
   }

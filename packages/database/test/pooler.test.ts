@@ -7,7 +7,8 @@ import {
   withSql,
 } from '@bragdoc/test-postgres';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
-import { migrate, readMigrations } from '../src/migrate/index.js';
+import { adopt, migrate, readMigrations } from '../src/migrate/index.js';
+import { fillSeedDatabase, SEED_SCHEMA } from './adopt/seed-database.js';
 import { MigrationsFolder } from './migrations-folder.js';
 import { runScript } from './run-script.js';
 
@@ -122,4 +123,21 @@ describe.skipIf('missing' in pgbouncer)('db:migrate through a transaction-mode P
     expect(direct.code, direct.stderr).toBe(0);
     expect(direct.stdout).toMatch(/Applied 1 migration to/);
   });
+
+  it('db:adopt, then db:migrate, through the pooler: a seed-built database is taken over once, and a second adoption does nothing', async () => {
+    await withSql(database.url, async (sql) => {
+      await sql.unsafe(SEED_SCHEMA);
+      await fillSeedDatabase(sql, { users: 20, logRows: 300 });
+    });
+    const pooled = bouncer.pooledUrl(database.url);
+    const first = await adopt(pooled, { migrationsFolder: folder.dir });
+    expect(first.adopted).toBe(true);
+    await migrate(pooled, { migrationsFolder: folder.dir });
+    const second = await adopt(pooled, { migrationsFolder: folder.dir });
+    expect(second.adopted).toBe(false);
+    const verified = await runScript('scripts/credits-verify.ts', [], {
+      env: { DATABASE_URL: database.url },
+    });
+    expect(verified.code, verified.stdout + verified.stderr).toBe(0);
+  }, 60_000);
 });

@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { createTestDatabase, type TestDatabase } from '@bragdoc/test-postgres';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -85,4 +88,42 @@ describe('pnpm db:adopt', () => {
     });
     expect(verified.code).toBe(0);
   });
+
+  it("db:check --against passes on the adopted database once the app's own objects are declared, as docs/ADOPTING.md lists them", async () => {
+    const folder = mkdtempSync(path.join(tmpdir(), 'bragdoc-adopted-'));
+    const file = path.join(folder, 'app-objects.txt');
+    writeFileSync(
+      file,
+      [
+        'table public."StripeEvent"',
+        'enum public.user_level',
+        'column public."User".level',
+        'column public."User".password',
+        'column public."User".stripe_customer_id',
+        "# the seed's columns, as the app defined them",
+        'column public."User".email',
+        'column public."User".name',
+        'column public."User".created_at',
+        'column public."User".updated_at',
+        'constraint user_email_unique on public."User"',
+        'index public.user_email_unique',
+      ].join('\n'),
+    );
+    try {
+      const undeclared = await runScript('scripts/check.ts', ['--against', seed.url]);
+      expect(undeclared.code).toBe(1);
+      expect(undeclared.stderr).toContain('~ column public."User".email');
+      const declared = await runScript('scripts/check.ts', [
+        '--against',
+        seed.url,
+        '--app-objects',
+        file,
+      ]);
+      expect(declared.stderr).toBe('');
+      expect(declared.code).toBe(0);
+      expect(declared.stdout).toContain('~ column public."User".email');
+    } finally {
+      rmSync(folder, { recursive: true, force: true });
+    }
+  }, 120_000);
 });

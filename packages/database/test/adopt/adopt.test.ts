@@ -190,6 +190,16 @@ describe('db:adopt and db:migrate on a seed-built database', () => {
     });
   });
 
+  it("leaves no trace of the conversion on the trail: its trigger is dropped and its storage is the migrations' again", async () => {
+    const [trail] = await sql`
+      select reloptions, (select count(*)::int from pg_trigger
+                           where tgrelid = c.oid and tgname = 'credit_tx_adoption_mark') as marks
+        from pg_class c where oid = '"CreditTransaction"'::regclass`;
+    expect(trail).toEqual({ reloptions: null, marks: 0 });
+    const [mark] = await sql`select to_regprocedure('drizzle.adoption_mark()') as fn`;
+    expect(mark?.fn).toBeNull();
+  });
+
   it('changes nothing when run again, and says the database is managed already', async () => {
     const fingerprint = async () =>
       JSON.stringify(
