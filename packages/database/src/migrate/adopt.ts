@@ -314,7 +314,7 @@ async function convert(
   // every row's metadata marked. Then laid out for 0003, which walks the log user by user
   // and updates each row twice: each user's rows together (CLUSTER), on pages a third full
   // so that both updates stay on the row's page (HOT: no new index entries). At 1M rows
-  // (bench:adopt) that took 0003 from 88–94 s to 52 s, for 8 s more here; 0011 resets the
+  // (bench:adopt) that took 0003 from 88–94 s to 52–58 s, for 5–8 s more here; 0011 resets the
   // fill factor.
   await tx.unsafe(`
     ALTER TABLE "public"."CreditTransaction"
