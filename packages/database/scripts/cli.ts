@@ -6,6 +6,7 @@ import { adopt } from '../src/migrate/adopt.js';
 import { baseline } from '../src/migrate/baseline.js';
 import {
   BaselineRefusedError,
+  connectionLost,
   MigrationFailedError,
   NonTransactionalMigrationFailedError,
 } from '../src/migrate/errors.js';
@@ -336,6 +337,14 @@ async function main(): Promise<number> {
   });
 }
 
+// A run whose work never settled (a promise left pending) must not look like a success:
+// the event loop drains, and Node would exit 0 having said nothing.
+process.exitCode = 1;
+process.once('beforeExit', () => {
+  console.error(
+    '✗ The command stopped before it finished (its connection to the database was lost?); run it again.',
+  );
+});
 // Exit explicitly: a clean event loop is not guaranteed while a child server winds down.
 main().then(
   (code) => process.exit(code),
@@ -349,6 +358,11 @@ main().then(
     } else if (error instanceof BaselineRefusedError) {
       for (const line of error.differences) console.error(`  ${line}`);
       console.error(`✗ ${error.message} [${error.code}]`);
+    } else if (connectionLost((error as { code?: string }).code, error)) {
+      console.error(
+        `✗ The connection to the database was lost before the command finished (${(error as Error).message}): ` +
+          'the server rolled back what it had not committed (pnpm db:status shows what is applied); run it again.',
+      );
     } else if (error instanceof DatabaseError || error instanceof LocalPostgresError) {
       console.error(`✗ ${error.message} [${error.code}]`);
     } else {

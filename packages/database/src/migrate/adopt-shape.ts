@@ -83,6 +83,14 @@ async function enumLabels(sql: Sql, type: string): Promise<string[] | undefined>
   return rows.map((r) => r.label);
 }
 
+/**
+ * A text[] literal: the migrator's connections do not read the server's types (connect()),
+ * so an array goes as text and is cast in the SQL.
+ */
+function textArray(values: readonly string[]): string {
+  return `{${values.map((v) => `"${v.replace(/["\\]/g, '\\$&')}"`).join(',')}}`;
+}
+
 function refuse(what: string, next: string): never {
   throw new AdoptionRefusedError(`${what}: ${next}.`);
 }
@@ -235,11 +243,12 @@ export async function readSeedShape(sql: Sql, logTimeZone: string): Promise<Seed
     );
   }
 
+  await refuseWhatTheConversionCannotRewrite(sql);
   const constraintRenames = await foreignKeys(sql);
 
   const [taken] = await sql<{ names: string | null }[]>`
     select string_agg(name, ', ') as names
-      from unnest(${LEDGER_RELATIONS}::text[]) name where to_regclass(name) is not null`;
+      from unnest(${textArray(LEDGER_RELATIONS)}::text[]) name where to_regclass(name) is not null`;
   const [ledgerSchema] = await sql<{ exists: boolean }[]>`
     select to_regnamespace('credit_ledger') is not null as exists`;
   if (taken?.names || ledgerSchema?.exists) {
@@ -380,4 +389,137 @@ async function foreignKeys(sql: Sql): Promise<SeedShape['constraintRenames']> {
     if (key.name !== `${table}_pkey`) renames.push({ table, from: key.name, to: `${table}_pkey` });
   }
   return renames;
+}
+
+/**
+ * Refuses a log whose trail could not be built: 0003 opens each balance with what the log
+ * does not explain and keeps a running balance in an integer, so an opening or a running
+ * balance above 2147483647 would fail db:migrate on every run, after the adoption. It reads
+ * the whole log (a sort by user and time), so it runs once, before the tables are locked.
+ */
+export async function checkBalancesFit(
+  sql: Sql,
+  defaults: { nullCredits: number; nullChatMessages: number },
+): Promise<void> {
+  const [over] = await sql<{ n: number; example: string | null }[]>`
+    with d as (
+      select user_id, feature_type::text = 'chat_message' as chat,
+             case when operation::text = 'deduct' then -amount::bigint else amount::bigint end as delta,
+             created_at, id
+        from "public"."CreditTransaction"
+       where amount > 0 and operation::text = any(${textArray(SEED_OPERATIONS)}::text[])
+    ), r as (
+      select user_id, chat, delta,
+             sum(delta) over (partition by user_id, chat order by created_at, id) as run
+        from d
+    ), a as (
+      select user_id, chat, min(run) as low, max(run) as high, sum(delta) as net
+        from r group by user_id, chat
+    )
+    select count(*)::int as n, min(u.id::text) as example
+      from a join "public"."User" u on u.id = a.user_id
+     where greatest(0, -least(a.low, 0),
+                    (case when a.chat then coalesce(u.free_chat_messages, ${defaults.nullChatMessages})
+                          else coalesce(u.free_credits, ${defaults.nullCredits}) end) - a.net)
+           + greatest(a.high, 0) > 2147483647`;
+  if (over && over.n > 0) {
+    refuse(
+      `${over.n} user(s) (${over.example}${over.n > 1 ? ', …' : ''}) would need a balance above 2147483647 at some point of their trail`,
+      'the ledger keeps balances in an integer; correct the balance or the log rows that make it so, and run again',
+    );
+  }
+}
+
+// Constraint names the conversion and 0001 add to the two tables.
+const LEDGER_CONSTRAINTS = [
+  'credit_tx_amount_positive',
+  'credit_tx_balance_after_non_negative',
+  'credit_tx_refund_of_only_on_refunds',
+  'CreditTransaction_refund_of_CreditTransaction_id_fk',
+  'user_free_credits_non_negative',
+  'user_free_chat_messages_non_negative',
+];
+const SEED_INDEXES = [
+  'credit_tx_user_id_idx',
+  'credit_tx_created_at_idx',
+  'credit_tx_user_created_at_idx',
+];
+
+/**
+ * What would make the conversion fail half-way with a raw error, or change what it must
+ * not: a partitioned or inherited table (the rewrite and the ledger's triggers act on one
+ * plain table), a view on the log (its columns' types change), a seed index name on
+ * something else (the log is clustered by it), a constraint name the migrations add, row
+ * security forced on the owner (the conversion must see every row), and a trigger of the
+ * app's on either table: it would run inside the backfill's writes (changing the app's own
+ * tables from 0003's rows), and credits:verify reports every trigger that is not the
+ * ledger's on its tables, so the ledger could never verify.
+ */
+async function refuseWhatTheConversionCannotRewrite(sql: Sql): Promise<void> {
+  const tables = await sql<{ name: string; kind: string; forced: boolean; inherits: boolean }[]>`
+    select c.oid::regclass::text as name, c.relkind::text as kind, c.relforcerowsecurity as forced,
+           exists (select 1 from pg_inherits i where i.inhrelid = c.oid or i.inhparent = c.oid) as inherits
+      from pg_class c
+     where c.oid in ('public."User"'::regclass, 'public."CreditTransaction"'::regclass)
+     order by 1`;
+  for (const table of tables) {
+    if (table.kind !== 'r' || table.inherits) {
+      refuse(
+        `${table.name} is ${table.kind === 'p' ? 'partitioned' : table.kind !== 'r' ? 'not a plain table' : 'in an inheritance tree'}`,
+        "db:adopt takes over plain tables only (the ledger's triggers act on one table); make it one first",
+      );
+    }
+    if (table.forced) {
+      refuse(
+        `row level security is forced on ${table.name}`,
+        "the conversion must see every row, as the ledger's functions do; ALTER TABLE … NO FORCE ROW LEVEL SECURITY first",
+      );
+    }
+  }
+  const [trigger] = await sql<{ name: string; table: string }[]>`
+    select t.tgname as name, t.tgrelid::regclass::text as table from pg_trigger t
+     where t.tgrelid in ('public."User"'::regclass, 'public."CreditTransaction"'::regclass)
+       and not t.tgisinternal
+     order by 2, 1 limit 1`;
+  if (trigger) {
+    refuse(
+      `the app's trigger ${trigger.name} on ${trigger.table} would run inside the ledger's writes`,
+      'credits:verify reports every trigger on the ledger\'s tables that is not the ledger\'s, so it could never pass; drop it first (the ledger sets "User".updated_at itself)',
+    );
+  }
+  const [view] = await sql<{ name: string }[]>`
+    select distinct r.ev_class::regclass::text as name
+      from pg_depend d join pg_rewrite r on r.oid = d.objid
+     where d.classid = 'pg_rewrite'::regclass and d.refobjid = 'public."CreditTransaction"'::regclass
+       and r.ev_class <> 'public."CreditTransaction"'::regclass
+     order by 1 limit 1`;
+  if (view) {
+    refuse(
+      `the view ${view.name} reads "CreditTransaction"`,
+      "the conversion changes the log's column types, which a view prevents; drop it first and create it again after db:migrate",
+    );
+  }
+  const [index] = await sql<{ name: string }[]>`
+    select c.relname as name from pg_class c join pg_index i on i.indexrelid = c.oid
+     where c.relnamespace = 'public'::regnamespace and c.relname = any(${textArray(SEED_INDEXES)}::text[])
+       and (i.indrelid <> 'public."CreditTransaction"'::regclass or i.indpred is not null
+            or i.indexprs is not null)
+     limit 1`;
+  if (index) {
+    refuse(
+      `the index public.${index.name} is not the seed's (on another table, partial or on an expression)`,
+      "the conversion lays the log out by the seed's indexes; rename it first",
+    );
+  }
+  const [constraint] = await sql<{ name: string; table: string }[]>`
+    select conname as name, conrelid::regclass::text as table from pg_constraint
+     where conrelid in ('public."User"'::regclass, 'public."CreditTransaction"'::regclass)
+       and conname = any(${textArray(LEDGER_CONSTRAINTS)}::text[])
+     limit 1`;
+  if (constraint) {
+    refuse(
+      `${constraint.table} has a constraint named ${constraint.name} already, a name the conversion and the ledger's migrations give their own`,
+      "rename the app's constraint first",
+    );
+  }
 }

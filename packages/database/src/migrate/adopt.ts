@@ -1,13 +1,15 @@
 import type postgres from 'postgres';
-import { readSeedShape, SEED_OPERATIONS, type SeedShape } from './adopt-shape.js';
+import { checkBalancesFit, readSeedShape, SEED_OPERATIONS, type SeedShape } from './adopt-shape.js';
 import { AdoptionRefusedError } from './errors.js';
 import { readMigrations } from './migrations.js';
 import {
   compare,
   connect,
   defaultMigrationsFolder,
+  disconnect,
   ensureBookkeeping,
   lockInTransaction,
+  MIGRATION_SEARCH_PATH,
   readApplied,
   record,
 } from './migrator.js';
@@ -88,10 +90,13 @@ export async function adopt(url: string, options: AdoptOptions = {}): Promise<Ad
     await checkTimeZone(sql, settings.logTimeZone);
     return await sql.begin(async (tx) => {
       await lockInTransaction(tx, 60_000, log);
+      // 0001's statements name the log without a schema, meaning public's.
+      await tx.unsafe(`set local search_path = ${MIGRATION_SEARCH_PATH}`);
       const rows = await readApplied(tx);
       if (rows.length > 0) return alreadyManaged(tx, files, rows, target, log);
       // Refuse a foreign database before taking any table lock it would not need.
       await readSeedShape(tx, settings.logTimeZone);
+      await checkBalancesFit(tx, settings);
       const { attempts, started } = await lockTables(tx, {
         lockTimeoutMs: options.lockTimeoutMs ?? 5000,
         lockWaitMs: options.lockWaitMs ?? 60_000,
@@ -134,14 +139,16 @@ export async function adopt(url: string, options: AdoptOptions = {}): Promise<Ad
       };
     });
   } finally {
-    await sql.end();
+    await disconnect(sql);
   }
 }
 
 async function checkTimeZone(sql: postgres.Sql, zone: string): Promise<void> {
   try {
     await sql`select now() at time zone ${zone}`;
-  } catch {
+  } catch (error) {
+    // 22023: time zone "…" not recognized. Anything else (a lost connection) is not the zone's.
+    if ((error as { code?: string }).code !== '22023') throw error;
     throw new AdoptionRefusedError(
       `--log-time-zone ${JSON.stringify(zone)} is not a time zone this server knows (see pg_timezone_names).`,
     );
@@ -183,11 +190,15 @@ async function alreadyManaged(
   };
 }
 
-/** A log row's metadata, marked: an object keeps its keys; anything else is kept under "value". */
+/**
+ * A log row's metadata, marked: an object keeps its keys; anything else, and an object that
+ * has the key already (its value is the app's), is kept whole under "value".
+ */
 function marked(metadata: string): string {
   const tag = `'{"${ADOPTED_METADATA_KEY}": true}'::jsonb`;
   return `CASE WHEN ${metadata} IS NULL THEN ${tag}
-    WHEN jsonb_typeof(${metadata}) = 'object' THEN ${metadata} OPERATOR(pg_catalog.||) ${tag}
+    WHEN jsonb_typeof(${metadata}) = 'object' AND NOT ${metadata} ? '${ADOPTED_METADATA_KEY}'
+      THEN ${metadata} OPERATOR(pg_catalog.||) ${tag}
     ELSE jsonb_build_object('${ADOPTED_METADATA_KEY}', true, 'value', ${metadata}) END`;
 }
 
@@ -326,20 +337,30 @@ async function convert(
   await tx.unsafe('CLUSTER "public"."CreditTransaction" USING "credit_tx_user_created_at_idx"');
   await tx.unsafe('ALTER TABLE "public"."CreditTransaction" SET WITHOUT CLUSTER');
   // The app keeps writing its log until db:migrate installs the ledger: those rows are the
-  // log's too, and are marked the same way. The mark stops once 0003 has numbered the trail
-  // ("User".ledger_seq exists: its opening rows are the ledger's), and 0011 drops it.
+  // log's too, and are treated the same way: marked, or, when the ledger cannot hold them,
+  // kept with the others moved out (as the table's owner: the app's role may not reach
+  // drizzle). It stops once 0003 has numbered the trail ("User".ledger_seq exists: its
+  // opening rows are the ledger's), and 0011 drops it.
   await tx.unsafe(`
     CREATE OR REPLACE FUNCTION drizzle.adoption_mark() RETURNS trigger
-    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     BEGIN
       IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '"public"."User"'::regclass
                     AND attname = 'ledger_seq' AND NOT attisdropped) THEN
         RETURN NEW;
       END IF;
+      IF NEW.amount <= 0 OR NOT (NEW.operation::text = ANY (${known})) THEN
+        INSERT INTO drizzle.adoption_skipped_log_row
+          VALUES (NEW.id, NEW.user_id, NEW.amount, NEW.operation::text, NEW.feature_type::text,
+                  NEW.metadata, NEW.created_at,
+                  CASE WHEN NEW.amount <= 0 THEN 'amount_not_positive' ELSE 'operation_not_in_seed' END);
+        RETURN NULL;
+      END IF;
       NEW.metadata := ${marked('NEW.metadata')};
       RETURN NEW;
     END;
     $$`);
+  await tx.unsafe('REVOKE EXECUTE ON FUNCTION drizzle.adoption_mark() FROM PUBLIC');
   await tx.unsafe(`
     CREATE TRIGGER "credit_tx_adoption_mark" BEFORE INSERT ON "public"."CreditTransaction"
       FOR EACH ROW EXECUTE FUNCTION drizzle.adoption_mark()`);

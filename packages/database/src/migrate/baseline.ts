@@ -5,6 +5,7 @@ import {
   compare,
   connect,
   defaultMigrationsFolder,
+  disconnect,
   ensureBookkeeping,
   lockInTransaction,
   readApplied,
@@ -79,7 +80,7 @@ export async function baseline(url: string, options: BaselineOptions): Promise<B
       for (const migration of adopted) await record(tx, migration);
     });
   } finally {
-    await sql.end();
+    await disconnect(sql);
   }
   const pending = files.length - adopted.length;
   log(

@@ -1,4 +1,5 @@
 import postgres from 'postgres';
+import { disconnect } from './migrator.js';
 
 /**
  * A database's schema as the catalogs describe it, object by object, so two databases can
@@ -122,7 +123,7 @@ export async function readCatalog(url: string): Promise<Catalog> {
       }
     });
   } finally {
-    await sql.end();
+    await disconnect(sql);
   }
   return catalog;
 }

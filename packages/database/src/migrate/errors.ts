@@ -74,11 +74,14 @@ export class MigrationFailedError extends DatabaseError {
           'db:adopt; if by these migrations (drizzle-kit push), run pnpm db:baseline.'
         : ' Something of that name was created outside the migrations: rename or drop it, then ' +
           'run again.'
-      : sqlState === '55P03'
-        ? ' A lock was not granted within the statement lock timeout, even after the retries: ' +
-          'find the long transaction holding it (pg_stat_activity, pg_locks), then run again, or ' +
-          'raise --statement-lock-timeout.'
-        : ' Fix the migration and run again.';
+      : connectionLost(sqlState, cause)
+        ? ' The connection was lost (the server restarted, failed over or ended it), not the ' +
+          'migration at fault: run again.'
+        : sqlState === '55P03'
+          ? ' A lock was not granted within the statement lock timeout, even after the retries: ' +
+            'find the long transaction holding it (pg_stat_activity, pg_locks), then run again, or ' +
+            'raise --statement-lock-timeout.'
+          : ' Fix the migration and run again.';
     super(
       `Migration ${migration} failed: ${reason}${sqlState ? ` (SQLSTATE ${sqlState})` : ''}. ${state}${next}`,
       { cause },
@@ -177,4 +180,17 @@ export class AdoptionRefusedError extends DatabaseError {
   constructor(message: string) {
     super(`${message} Nothing was changed.`);
   }
+}
+
+/**
+ * The connection ended under a statement: 57P01–57P03 (the server shut down or ended the
+ * backend), or the socket closed (postgres.js's CONNECTION_* codes, Node's ECONNRESET).
+ */
+export function connectionLost(sqlState: string | undefined, error: unknown): boolean {
+  if (sqlState && /^57P0[123]$/.test(sqlState)) return true;
+  const code = (error as { code?: unknown } | undefined)?.code;
+  return (
+    typeof code === 'string' &&
+    /^(CONNECTION_(CLOSED|ENDED|DESTROYED)|ECONNRESET|EPIPE|ECONNREFUSED)$/.test(code)
+  );
 }

@@ -31,6 +31,9 @@ const MIGRATIONS_TABLE = '__drizzle_migrations';
  */
 export const MIGRATION_LOCK_KEY = 731_428_019;
 
+/** Where the migrations' unqualified names live (pg_catalog is searched first anyway). */
+export const MIGRATION_SEARCH_PATH = 'public';
+
 export interface MigrateOptions {
   migrationsFolder?: string;
   /** How long to wait for another migrator's lock before giving up. Default 60 s. */
@@ -91,11 +94,24 @@ export function connect(url: string, settings: Record<string, string> = {}): Sql
     // Transaction-mode poolers (PgBouncer, Neon, Supabase) hand each transaction to any
     // backend, so a named prepared statement may not exist where the next query lands.
     prepare: false,
+    // Not read: a connection terminated while postgres.js reads the server's array types
+    // (which it awaits nowhere) would end the process with an unhandled rejection (see
+    // client.ts). Array parameters are sent as text and cast in the SQL.
+    fetch_types: false,
     onnotice: () => {},
     // UTC, so that a migration reading a `timestamp without time zone` (an adopted app's
     // "User".created_at) reads it the same on every server, whatever its default zone.
     connection: { application_name: '@bragdoc/database migrate', TimeZone: 'UTC', ...settings },
   });
+}
+
+/**
+ * Closes a connection of connect(). With a timeout: on a connection whose backend was
+ * terminated (a failover, pg_terminate_backend), end() alone never settles, and the error
+ * that ended the work would never reach the caller (a CLI would exit 0, saying nothing).
+ */
+export async function disconnect(sql: Sql): Promise<void> {
+  await sql.end({ timeout: 5 });
 }
 
 async function migrationsTableExists(sql: Sql | postgres.TransactionSql): Promise<boolean> {
@@ -139,7 +155,7 @@ export async function getMigrationStatus(
   try {
     return compare(files, await readApplied(sql));
   } finally {
-    await sql.end();
+    await disconnect(sql);
   }
 }
 
@@ -294,6 +310,7 @@ async function runOutsideTransaction(
   const sql = connect(url, {
     lock_timeout: String(timeouts.lockMs),
     statement_timeout: String(timeouts.statementMs),
+    search_path: MIGRATION_SEARCH_PATH,
   });
   const done: string[] = [];
   try {
@@ -338,7 +355,7 @@ async function runOutsideTransaction(
       }
     }
   } finally {
-    await sql.end();
+    await disconnect(sql);
   }
 }
 
@@ -379,9 +396,14 @@ async function runStep(
     await tx.unsafe(`set local statement_timeout = ${timeouts.statementMs}`);
     // The transaction holds the lock while another connection works, idle in between.
     await tx.unsafe('set local idle_in_transaction_session_timeout = 0');
+    // The migrations name tables without a schema, meaning public's: a database or role
+    // whose search_path puts another schema first must not get them there.
+    await tx.unsafe(`set local search_path = ${MIGRATION_SEARCH_PATH}`);
     // The bookkeeping table is created in the same transaction, so a failed run leaves
     // the database exactly as it was.
     await ensureBookkeeping(tx);
+    // Committed by earlier steps: this step's own roll back with it if one of them fails.
+    const committed = context.applied.map((m) => m.name);
     for (const migration of step.migrations) {
       const migrationStarted = performance.now();
       if (step.mode === 'no-transaction') {
@@ -396,7 +418,7 @@ async function runStep(
               statement,
               sqlStateOf(error),
               error,
-              context.applied.map((m) => m.name),
+              committed,
             );
           }
         }
@@ -498,6 +520,6 @@ export async function migrate(url: string, options: MigrateOptions = {}): Promis
     );
     return { applied, alreadyApplied, waitedForLockMs, durationMs };
   } finally {
-    await sql.end();
+    await disconnect(sql);
   }
 }

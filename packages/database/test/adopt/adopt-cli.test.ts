@@ -4,7 +4,7 @@ import path from 'node:path';
 import { createTestDatabase, type TestDatabase } from '@bragdoc/test-postgres';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runScript } from '../run-script.js';
+import { runScript, startScript } from '../run-script.js';
 import { fillSeedDatabase, SEED_SCHEMA } from './seed-database.js';
 
 // What a team runs: `pnpm db:migrate` on its live database first (the wrong command, which
@@ -40,6 +40,50 @@ describe('pnpm db:adopt', () => {
       /✗ db:adopt converts the database DATABASE_URL names, and it is not set/,
     );
   });
+
+  it('exits 1, saying so, when its connection is cut mid-way (a failover), having changed nothing', async () => {
+    const database = await createTestDatabase({ empty: true });
+    const sql = postgres(database.url, { max: 2, onnotice: () => {} });
+    try {
+      await sql.unsafe(SEED_SCHEMA);
+      await fillSeedDatabase(sql, { users: 10, logRows: 100 });
+      const before = JSON.stringify(await sql`select count(*) from "CreditTransaction"`);
+      // The app holds the log, so db:adopt keeps trying for its locks: the moment to cut it.
+      const app = await sql.reserve();
+      await app`begin`;
+      await app`insert into "CreditTransaction" (user_id, amount, operation, feature_type)
+                select id, 1, 'deduct', 'chat_tool_call' from "User" order by id limit 1`;
+      const adopting = startScript(cli, ['adopt'], { env: { DATABASE_URL: database.url } });
+      const name = new URL(database.url).pathname.slice(1);
+      let cut = 0;
+      while (cut === 0) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        cut = (
+          await sql`select pg_terminate_backend(pid) from pg_stat_activity
+                     where datname = ${name} and application_name = '@bragdoc/database migrate'`
+        ).length;
+      }
+      const code = await adopting.exited;
+      await app`rollback`;
+      app.release();
+      expect(code).toBe(1);
+      const errors = adopting
+        .output()
+        .split('\n')
+        .filter((line) => line.startsWith('✗'));
+      expect(errors).toHaveLength(1);
+      expect(errors[0]).toMatch(
+        /^✗ The connection to the database was lost before the command finished \(.+\): the server rolled back what it had not committed .*run it again\.$/,
+      );
+      expect(adopting.output()).not.toMatch(/triggerUncaughtException|at TCP/);
+      expect(JSON.stringify(await sql`select count(*) from "CreditTransaction"`)).toBe(before);
+      const [recorded] = await sql`select to_regclass('drizzle.__drizzle_migrations') as t`;
+      expect(recorded?.t).toBeNull();
+    } finally {
+      await sql.end();
+      await database.close();
+    }
+  }, 60_000);
 
   it('db:migrate on the seed-built database fails pointing at db:adopt, not at the migration', async () => {
     const result = await runScript(cli, ['migrate'], { env: { DATABASE_URL: seed.url } });

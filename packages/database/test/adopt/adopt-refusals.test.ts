@@ -3,6 +3,7 @@ import postgres from 'postgres';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { AdoptionRefusedError } from '../../src/migrate/errors.js';
 import { adopt, migrate, readCatalog } from '../../src/migrate/index.js';
+import { runScript } from '../run-script.js';
 import { passwordRole } from '../support.js';
 import { fillSeedDatabase, SEED_SCHEMA } from './seed-database.js';
 
@@ -241,6 +242,119 @@ describe('db:adopt refuses, changing nothing, a database it cannot take over who
   });
 });
 
+describe('db:adopt refuses what its conversion could not finish, or would make unverifiable', () => {
+  it('an app trigger on "User" (an updated_at trigger): it would run inside the ledger\'s writes, and credits:verify would never pass', async () => {
+    const database = await seedDatabase(
+      SEED_SCHEMA,
+      `create function touch() returns trigger language plpgsql as $$ begin new.updated_at := now(); return new; end $$;
+       create trigger user_touch before update on "User" for each row execute function touch()`,
+    );
+    expect((await refusal(database.url)).message).toMatch(
+      /the app's trigger user_touch on "User" would run inside the ledger's writes.*drop it first/,
+    );
+  });
+
+  it('a view that reads the log', async () => {
+    const database = await seedDatabase(
+      SEED_SCHEMA,
+      `create view recent_spend as select user_id, created_at from "CreditTransaction"`,
+    );
+    expect((await refusal(database.url)).message).toMatch(
+      /the view recent_spend reads "CreditTransaction".*drop it first/,
+    );
+  });
+
+  it("a partial index under a seed index's name", async () => {
+    const database = await seedDatabase(
+      SEED_SCHEMA,
+      `drop index credit_tx_user_created_at_idx;
+       create index credit_tx_user_created_at_idx on "CreditTransaction" (user_id, created_at) where amount > 0`,
+    );
+    expect((await refusal(database.url)).message).toMatch(
+      /the index public\.credit_tx_user_created_at_idx is not the seed's/,
+    );
+  });
+
+  it('a constraint of the app under a name the conversion gives its own', async () => {
+    const database = await seedDatabase(
+      SEED_SCHEMA,
+      `alter table "CreditTransaction" add constraint credit_tx_amount_positive check (amount <> 0) not valid`,
+    );
+    expect((await refusal(database.url)).message).toMatch(
+      /has a constraint named credit_tx_amount_positive already/,
+    );
+  });
+
+  it('row level security forced on the log', async () => {
+    const database = await seedDatabase(
+      SEED_SCHEMA,
+      `alter table "CreditTransaction" enable row level security;
+       alter table "CreditTransaction" force row level security`,
+    );
+    expect((await refusal(database.url)).message).toMatch(
+      /row level security is forced on "CreditTransaction"/,
+    );
+  });
+
+  it('a partitioned log', async () => {
+    const database = await seedDatabase(
+      SEED_SCHEMA.replace(
+        `    created_at timestamp NOT NULL DEFAULT now()
+  );
+  CREATE INDEX credit_tx_user_id_idx`,
+        `    created_at timestamp NOT NULL DEFAULT now()
+  ) PARTITION BY HASH (id);
+  CREATE TABLE "public"."CreditTransaction_p0" PARTITION OF "public"."CreditTransaction" FOR VALUES WITH (MODULUS 1, REMAINDER 0);
+  CREATE INDEX credit_tx_user_id_idx`,
+      ),
+    );
+    expect((await refusal(database.url)).message).toMatch(/"CreditTransaction" is partitioned/);
+  });
+
+  it('a balance the trail could only explain above 2147483647 (0003 would fail on every db:migrate)', async () => {
+    const database = await seedDatabase(
+      SEED_SCHEMA,
+      `update "User" set free_credits = 2147483647 where id = (select id from "User" order by id limit 1);
+       insert into "CreditTransaction" (user_id, amount, operation, feature_type, created_at)
+         select id, 1, 'deduct', 'document_generation', timestamp '2025-01-01'
+           from "User" order by id limit 1`,
+    );
+    expect((await refusal(database.url)).message).toMatch(
+      /1 user\(s\) \([0-9a-f-]{36}\) would need a balance above 2147483647/,
+    );
+  });
+});
+
+describe("db:adopt converts public's tables, whatever the session's search_path", () => {
+  it('leaves another schema\'s "CreditTransaction" alone when the database\'s search_path puts it first, and the ledger verifies', async () => {
+    const database = await seedDatabase(SEED_SCHEMA);
+    const sql = postgres(database.url, { max: 1, onnotice: () => {} });
+    try {
+      const name = new URL(database.url).pathname.slice(1);
+      await sql.unsafe(`
+        create schema archive;
+        create table archive."CreditTransaction" (like public."CreditTransaction" including all);
+        insert into archive."CreditTransaction" select * from public."CreditTransaction";
+        alter database "${name}" set search_path = archive, public`);
+      const archived = async () =>
+        JSON.stringify(
+          await sql`select column_name from information_schema.columns
+                     where table_schema = 'archive' order by 1`,
+        );
+      const before = await archived();
+      await adopt(database.url, { log });
+      await migrate(database.url, { log });
+      expect(await archived()).toBe(before);
+      const verified = await runScript('scripts/credits-verify.ts', [], {
+        env: { DATABASE_URL: database.url },
+      });
+      expect(verified.code, verified.stdout + verified.stderr).toBe(0);
+    } finally {
+      await sql.end();
+    }
+  });
+});
+
 describe('db:adopt takes over what the seed allows beyond itself', () => {
   it("reads the log's times in the zone --log-time-zone names", async () => {
     const database = await seedDatabase(
@@ -262,6 +376,62 @@ describe('db:adopt takes over what the seed allows beyond itself', () => {
     } finally {
       await sql.end();
     }
+  });
+
+  it('keeps an object\'s own adopted_from_log whole under "value"', async () => {
+    const database = await seedDatabase(
+      SEED_SCHEMA,
+      `insert into "CreditTransaction" (id, user_id, amount, operation, feature_type, metadata, created_at)
+         select '00000000-0000-4000-8000-00000000002b', id, 1, 'grant', 'chat_message',
+                '{"adopted_from_log": false, "k": 1}', timestamp '2025-01-01'
+           from "User" order by id limit 1`,
+    );
+    await adopt(database.url, { log });
+    const sql = postgres(database.url, { max: 1, onnotice: () => {} });
+    try {
+      const [row] =
+        await sql`select metadata from "CreditTransaction" where id = '00000000-0000-4000-8000-00000000002b'`;
+      expect(row?.metadata).toEqual({
+        adopted_from_log: true,
+        value: { adopted_from_log: false, k: 1 },
+      });
+    } finally {
+      await sql.end();
+    }
+  });
+
+  it('keeps the old logger working until db:migrate: its rows of amount 0 or of an appended operation join the others moved out, and the ledger verifies', async () => {
+    const database = await seedDatabase(
+      SEED_SCHEMA.replace(
+        "('deduct', 'refund', 'grant')",
+        "('deduct', 'refund', 'grant', 'spend_hold')",
+      ),
+    );
+    await adopt(database.url, { log });
+    const sql = postgres(database.url, { max: 1, onnotice: () => {} });
+    try {
+      // The old app, between the two commands: a spend of 4 under an operation of its own, and
+      // a row of amount 0, as its logger writes them.
+      const [u] = await sql`select id from "User" where free_credits >= 4 order by id limit 1`;
+      await sql`update "User" set free_credits = free_credits - 4 where id = ${u?.id}`;
+      await sql`insert into "CreditTransaction" (user_id, amount, operation, feature_type)
+                values (${u?.id}, 4, 'spend_hold', 'document_generation'),
+                       (${u?.id}, 0, 'deduct', 'document_generation')`;
+      const moved = await sql`
+        select amount, operation, reason from drizzle.adoption_skipped_log_row
+         where user_id = ${u?.id} order by amount`;
+      expect(moved.filter((r) => r.operation === 'spend_hold' || r.amount === 0)).toEqual([
+        { amount: 0, operation: 'deduct', reason: 'amount_not_positive' },
+        { amount: 4, operation: 'spend_hold', reason: 'operation_not_in_seed' },
+      ]);
+      await migrate(database.url, { log });
+    } finally {
+      await sql.end();
+    }
+    const verified = await runScript('scripts/credits-verify.ts', [], {
+      env: { DATABASE_URL: database.url },
+    });
+    expect(verified.code, verified.stdout + verified.stderr).toBe(0);
   });
 
   it('keeps a feature the app appended, and moves out rows of an operation it appended (the ledger does not know what it means)', async () => {
