@@ -36,6 +36,19 @@ beforeAll(async () => {
   sql = postgres(database.url, { max: 2, onnotice: () => {} });
   await sql.unsafe(SEED_SCHEMA);
   await fillSeedDatabase(sql, { users: 400, logRows: 20_000 });
+  // Three users whose trails are known exactly (times in UTC, as the seed's column holds them).
+  await sql`
+    insert into "User" (id, email, free_credits, free_chat_messages, created_at)
+    values (${known.addsUp}, 'adds-up@example.com', 7, 0, '2025-03-01 10:00:00'),
+           (${known.short}, 'short@example.com', 7, null, '2025-03-01 10:00:00'),
+           (${known.dips}, 'dips@example.com', 3, 0, '2025-03-01 10:00:00')`;
+  await sql`
+    insert into "CreditTransaction" (user_id, amount, operation, feature_type, created_at)
+    values (${known.addsUp}, 10, 'grant', 'document_generation', '2025-03-01 10:00:01'),
+           (${known.addsUp}, 3, 'deduct', 'chat_tool_call', '2025-03-02 09:00:00'),
+           (${known.short}, 1, 'deduct', 'document_generation', '2025-03-02 09:00:00'),
+           (${known.dips}, 5, 'deduct', 'document_generation', '2025-03-02 09:00:00'),
+           (${known.dips}, 5, 'refund', 'document_generation', '2025-03-03 09:00:00')`;
   usersBefore = new Map(
     (await sql`select id, to_jsonb(u) as row from "User" u`).map((r) => [r.id, r.row]),
   );
@@ -58,6 +71,12 @@ afterAll(async () => {
   await sql.end();
   await database.close();
 });
+
+const known = {
+  addsUp: '00000000-0000-4000-8000-0000000000a1',
+  short: '00000000-0000-4000-8000-0000000000a2',
+  dips: '00000000-0000-4000-8000-0000000000a3',
+};
 
 const appColumns = (row: Record<string, unknown>) => {
   const { free_credits, free_chat_messages, ledger_seq, ledger_hash, ...rest } = row;
@@ -146,6 +165,43 @@ describe('db:adopt and db:migrate on a seed-built database', () => {
     const [marked] = await sql`
       select count(*)::int as n from "CreditTransaction" where metadata ? 'adopted_from_log'`;
     expect(marked?.n).toBe(kept);
+  });
+
+  it('writes each trail as the log explains it: no opening row when the log adds up, an opening row for what it does not explain, and a reconciliation row when the log dips below zero in time order', async () => {
+    const trail = async (id: string) =>
+      (
+        await sql`
+          select seq::int, operation::text, feature_type::text, amount, balance_after,
+                 metadata->>'reason' as reason, to_char(created_at at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS') as at
+            from "CreditTransaction" where user_id = ${id} order by seq`
+      ).map((r) => [r.seq, r.operation, r.feature_type, r.amount, r.balance_after, r.reason, r.at]);
+    expect(await trail(known.addsUp)).toEqual([
+      [1, 'grant', 'document_generation', 10, 10, null, '2025-03-01 10:00:01'],
+      [2, 'deduct', 'chat_tool_call', 3, 7, null, '2025-03-02 09:00:00'],
+    ]);
+    // 7 credits and NULL chat messages (→ 20): the log explains -1 of the 7.
+    expect(await trail(known.short)).toEqual([
+      [1, 'grant', 'document_generation', 8, 8, 'opening_balance', '2025-03-01 10:00:00'],
+      [2, 'grant', 'chat_message', 20, 20, 'opening_balance', '2025-03-01 10:00:00'],
+      [3, 'deduct', 'document_generation', 1, 7, null, '2025-03-02 09:00:00'],
+    ]);
+    // Net 0, but 5 was spent before the refund: the opening is the least that keeps the
+    // balance at or above 0 in time order (5), and a reconciliation row ends at 3.
+    const dips = await trail(known.dips);
+    expect(dips.slice(0, 3)).toEqual([
+      [1, 'grant', 'document_generation', 5, 5, 'opening_balance', '2025-03-01 10:00:00'],
+      [2, 'deduct', 'document_generation', 5, 0, null, '2025-03-02 09:00:00'],
+      [3, 'refund', 'document_generation', 5, 5, null, '2025-03-03 09:00:00'],
+    ]);
+    expect(dips[3]?.slice(0, 6)).toEqual([
+      4,
+      'deduct',
+      'document_generation',
+      2,
+      3,
+      'reconciliation',
+    ]);
+    expect(dips).toHaveLength(4);
   });
 
   it('adds only opening and reconciliation rows beside them, and orders each trail by time', async () => {
