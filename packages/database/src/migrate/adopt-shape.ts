@@ -395,17 +395,25 @@ async function foreignKeys(sql: Sql): Promise<SeedShape['constraintRenames']> {
  * Refuses a log whose trail could not be built: 0003 opens each balance with what the log
  * does not explain and keeps a running balance in an integer, so an opening or a running
  * balance above 2147483647 would fail db:migrate on every run, after the adoption. It reads
- * the whole log (a sort by user and time), so it runs once, before the tables are locked.
+ * the whole log (a sort by user and time), so it runs once, before the tables are locked:
+ * rows the app logs after it are not checked (ADOPTING.md says so).
  */
 export async function checkBalancesFit(
   sql: Sql,
-  defaults: { nullCredits: number; nullChatMessages: number },
+  settings: { nullCredits: number; nullChatMessages: number; logTimeZone: string },
 ): Promise<void> {
+  // Each row's time as 0003 will order it: the instant it meant, at milliseconds (rows of
+  // one millisecond then go by id, as there).
+  const [column] = await sql<{ type: string }[]>`
+    select format_type(atttypid, atttypmod) as type from pg_attribute
+     where attrelid = 'public."CreditTransaction"'::regclass and attname = 'created_at'`;
+  const withoutZone = column?.type.includes('without time zone') ?? false;
   const [over] = await sql<{ n: number; example: string | null }[]>`
     with d as (
       select user_id, feature_type::text = 'chat_message' as chat,
              case when operation::text = 'deduct' then -amount::bigint else amount::bigint end as delta,
-             created_at, id
+             (case when ${withoutZone} then created_at::timestamp at time zone ${settings.logTimeZone}
+                   else created_at::timestamptz end)::timestamptz(3) as created_at, id
         from "public"."CreditTransaction"
        where amount > 0 and operation::text = any(${textArray(SEED_OPERATIONS)}::text[])
     ), r as (
@@ -419,8 +427,8 @@ export async function checkBalancesFit(
     select count(*)::int as n, min(u.id::text) as example
       from a join "public"."User" u on u.id = a.user_id
      where greatest(0, -least(a.low, 0),
-                    (case when a.chat then coalesce(u.free_chat_messages, ${defaults.nullChatMessages})
-                          else coalesce(u.free_credits, ${defaults.nullCredits}) end) - a.net)
+                    (case when a.chat then coalesce(u.free_chat_messages, ${settings.nullChatMessages})
+                          else coalesce(u.free_credits, ${settings.nullCredits}) end) - a.net)
            + greatest(a.high, 0) > 2147483647`;
   if (over && over.n > 0) {
     refuse(
@@ -485,6 +493,17 @@ async function refuseWhatTheConversionCannotRewrite(sql: Sql): Promise<void> {
     refuse(
       `the app's trigger ${trigger.name} on ${trigger.table} would run inside the ledger's writes`,
       'credits:verify reports every trigger on the ledger\'s tables that is not the ledger\'s, so it could never pass; drop it first (the ledger sets "User".updated_at itself)',
+    );
+  }
+  const [rule] = await sql<{ name: string; table: string }[]>`
+    select rulename as name, ev_class::regclass::text as table from pg_rewrite
+     where ev_class in ('public."User"'::regclass, 'public."CreditTransaction"'::regclass)
+       and rulename <> '_RETURN'
+     order by 2, 1 limit 1`;
+  if (rule) {
+    refuse(
+      `the app's rule ${rule.name} on ${rule.table} would rewrite the ledger's writes`,
+      "credits:verify reports every rule on the ledger's tables, so it could never pass; drop it first",
     );
   }
   const [view] = await sql<{ name: string }[]>`

@@ -9,7 +9,7 @@ import {
   disconnect,
   ensureBookkeeping,
   lockInTransaction,
-  MIGRATION_SEARCH_PATH,
+  publicFirst,
   readApplied,
   record,
 } from './migrator.js';
@@ -91,7 +91,12 @@ export async function adopt(url: string, options: AdoptOptions = {}): Promise<Ad
     return await sql.begin(async (tx) => {
       await lockInTransaction(tx, 60_000, log);
       // 0001's statements name the log without a schema, meaning public's.
-      await tx.unsafe(`set local search_path = ${MIGRATION_SEARCH_PATH}`);
+      await tx.unsafe(publicFirst(true));
+      // A client that dies mid-way (a killed deploy job) stops the conversion within a
+      // second, rather than leaving the tables locked until its statement ends (PG 14+).
+      await tx.unsafe(`
+        select set_config('client_connection_check_interval', '1000', true)
+          from pg_settings where name = 'client_connection_check_interval'`);
       const rows = await readApplied(tx);
       if (rows.length > 0) return alreadyManaged(tx, files, rows, target, log);
       // Refuse a foreign database before taking any table lock it would not need.
@@ -350,10 +355,19 @@ async function convert(
         RETURN NEW;
       END IF;
       IF NEW.amount <= 0 OR NOT (NEW.operation::text = ANY (${known})) THEN
+        -- The log's own reference, which a row kept out of it would otherwise skip: only a
+        -- user's rows, as before, get in (and the user is kept until this commits).
+        PERFORM 1 FROM "public"."User" WHERE id = NEW.user_id FOR KEY SHARE;
+        IF NOT FOUND THEN
+          RAISE EXCEPTION 'insert or update on table "CreditTransaction" violates foreign key constraint "CreditTransaction_user_id_User_id_fk"'
+            USING ERRCODE = 'foreign_key_violation',
+                  DETAIL = format('Key (user_id)=(%s) is not present in table "User".', NEW.user_id);
+        END IF;
         INSERT INTO drizzle.adoption_skipped_log_row
           VALUES (NEW.id, NEW.user_id, NEW.amount, NEW.operation::text, NEW.feature_type::text,
                   NEW.metadata, NEW.created_at,
-                  CASE WHEN NEW.amount <= 0 THEN 'amount_not_positive' ELSE 'operation_not_in_seed' END);
+                  CASE WHEN NEW.amount <= 0 THEN 'amount_not_positive' ELSE 'operation_not_in_seed' END)
+          ON CONFLICT (id) DO NOTHING;
         RETURN NULL;
       END IF;
       NEW.metadata := ${marked('NEW.metadata')};

@@ -31,8 +31,15 @@ const MIGRATIONS_TABLE = '__drizzle_migrations';
  */
 export const MIGRATION_LOCK_KEY = 731_428_019;
 
-/** Where the migrations' unqualified names live (pg_catalog is searched first anyway). */
-export const MIGRATION_SEARCH_PATH = 'public';
+/**
+ * The migrations name tables without a schema, meaning public's: a database or role whose
+ * search_path puts another schema first must not get them there. So public goes first, and
+ * the rest stays (an `extensions` schema, as Supabase sets it, holds functions an app's
+ * migration may call). `is_local`: for the transaction (true) or the session (false).
+ */
+export function publicFirst(isLocal: boolean): string {
+  return `select set_config('search_path', concat_ws(', ', 'public', nullif(current_setting('search_path'), '')), ${isLocal})`;
+}
 
 export interface MigrateOptions {
   migrationsFolder?: string;
@@ -310,7 +317,6 @@ async function runOutsideTransaction(
   const sql = connect(url, {
     lock_timeout: String(timeouts.lockMs),
     statement_timeout: String(timeouts.statementMs),
-    search_path: MIGRATION_SEARCH_PATH,
   });
   const done: string[] = [];
   try {
@@ -326,6 +332,8 @@ async function runOutsideTransaction(
       }
       throw error;
     }
+    // This connection is its own (a pooler refused it above): a session setting stays with it.
+    await sql.unsafe(publicFirst(false));
     for (const statement of migration.statements) {
       const index = concurrentIndexName(statement);
       try {
@@ -396,9 +404,7 @@ async function runStep(
     await tx.unsafe(`set local statement_timeout = ${timeouts.statementMs}`);
     // The transaction holds the lock while another connection works, idle in between.
     await tx.unsafe('set local idle_in_transaction_session_timeout = 0');
-    // The migrations name tables without a schema, meaning public's: a database or role
-    // whose search_path puts another schema first must not get them there.
-    await tx.unsafe(`set local search_path = ${MIGRATION_SEARCH_PATH}`);
+    await tx.unsafe(publicFirst(true));
     // The bookkeeping table is created in the same transaction, so a failed run leaves
     // the database exactly as it was.
     await ensureBookkeeping(tx);

@@ -3,6 +3,7 @@ import postgres from 'postgres';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { AdoptionRefusedError } from '../../src/migrate/errors.js';
 import { adopt, migrate, readCatalog } from '../../src/migrate/index.js';
+import { MigrationsFolder } from '../migrations-folder.js';
 import { runScript } from '../run-script.js';
 import { passwordRole } from '../support.js';
 import { fillSeedDatabase, SEED_SCHEMA } from './seed-database.js';
@@ -325,6 +326,37 @@ describe('db:adopt refuses what its conversion could not finish, or would make u
   });
 });
 
+describe('db:adopt refuses, as 0003 would see them', () => {
+  it('a trail that overflows only in the order 0003 walks it: rows of one millisecond go by id', async () => {
+    // Both rows fall in one millisecond: 0003 orders them by id, the grant first, so the
+    // balance would pass 2147483647 before the deduction (in microsecond order it would not).
+    const database = await seedDatabase(
+      SEED_SCHEMA,
+      `insert into "User" (id, email, free_credits, free_chat_messages, created_at)
+       values ('00000000-0000-4000-8000-0000000000bb', 'max@example.com', 2147483642, 0, '2025-01-01');
+       insert into "CreditTransaction" (id, user_id, amount, operation, feature_type, created_at)
+       values ('ffffffff-ffff-4fff-8fff-ffffffff0001', '00000000-0000-4000-8000-0000000000bb', 10,
+               'deduct', 'document_generation', '2025-03-01 10:00:00.0001'),
+              ('00000000-0000-4000-8000-0000000000aa', '00000000-0000-4000-8000-0000000000bb', 10,
+               'grant', 'document_generation', '2025-03-01 10:00:00.0003')`,
+    );
+    expect((await refusal(database.url)).message).toMatch(
+      /1 user\(s\) \(00000000-0000-4000-8000-0000000000bb\) would need a balance above 2147483647/,
+    );
+  });
+
+  it('an app rule on the log', async () => {
+    const database = await seedDatabase(
+      SEED_SCHEMA,
+      `create table audit (id uuid);
+       create rule ct_audit as on insert to "CreditTransaction" do also insert into audit values (new.id)`,
+    );
+    expect((await refusal(database.url)).message).toMatch(
+      /the app's rule ct_audit on "CreditTransaction" would rewrite the ledger's writes/,
+    );
+  });
+});
+
 describe("db:adopt converts public's tables, whatever the session's search_path", () => {
   it('leaves another schema\'s "CreditTransaction" alone when the database\'s search_path puts it first, and the ledger verifies', async () => {
     const database = await seedDatabase(SEED_SCHEMA);
@@ -351,6 +383,31 @@ describe("db:adopt converts public's tables, whatever the session's search_path"
       expect(verified.code, verified.stdout + verified.stderr).toBe(0);
     } finally {
       await sql.end();
+    }
+  });
+});
+
+describe('db:migrate after db:adopt keeps the rest of the search_path', () => {
+  it("an app migration calling a function of an extensions schema (Supabase's layout) still finds it, and tables land in public", async () => {
+    const database = await seedDatabase(SEED_SCHEMA);
+    const folder = new MigrationsFolder();
+    const sql = postgres(database.url, { max: 1, onnotice: () => {} });
+    try {
+      const name = new URL(database.url).pathname.slice(1);
+      await sql.unsafe(`
+        create schema extensions;
+        create function extensions.app_nickname() returns text language sql as $$ select 'anon' $$;
+        alter database "${name}" set search_path = "$user", public, extensions`);
+      folder.add('app_nickname', [
+        'ALTER TABLE "User" ADD COLUMN "nickname" text DEFAULT app_nickname()',
+      ]);
+      await adopt(database.url, { log, migrationsFolder: folder.dir });
+      await migrate(database.url, { log, migrationsFolder: folder.dir });
+      const [row] = await sql`select nickname from public."User" limit 1`;
+      expect(row?.nickname).toBe('anon');
+    } finally {
+      await sql.end();
+      folder.remove();
     }
   });
 });
@@ -432,6 +489,30 @@ describe('db:adopt takes over what the seed allows beyond itself', () => {
       env: { DATABASE_URL: database.url },
     });
     expect(verified.code, verified.stdout + verified.stderr).toBe(0);
+  });
+
+  it("refuses, as the log's reference did, an unholdable row the old logger writes for a user who does not exist; and its retried insert (ON CONFLICT DO NOTHING) is no error", async () => {
+    const database = await seedDatabase(SEED_SCHEMA);
+    await adopt(database.url, { log });
+    const sql = postgres(database.url, { max: 1, onnotice: () => {} });
+    try {
+      await expect(
+        sql`insert into "CreditTransaction" (user_id, amount, operation, feature_type)
+            values ('00000000-0000-4000-8000-0000000000ff', 0, 'deduct', 'chat_tool_call')`,
+      ).rejects.toMatchObject({ code: '23503' });
+      const [u] = await sql`select id from "User" order by id limit 1`;
+      for (let i = 0; i < 2; i++) {
+        await sql`insert into "CreditTransaction" (id, user_id, amount, operation, feature_type)
+                  values ('00000000-0000-4000-8000-0000000000fe', ${u?.id}, 0, 'deduct', 'chat_tool_call')
+                  on conflict (id) do nothing`;
+      }
+      const [kept] = await sql`
+        select count(*)::int as n from drizzle.adoption_skipped_log_row
+         where id = '00000000-0000-4000-8000-0000000000fe'`;
+      expect(kept?.n).toBe(1);
+    } finally {
+      await sql.end();
+    }
   });
 
   it('keeps a feature the app appended, and moves out rows of an operation it appended (the ledger does not know what it means)', async () => {
