@@ -400,14 +400,17 @@ async function foreignKeys(sql: Sql): Promise<SeedShape['constraintRenames']> {
  */
 export async function checkBalancesFit(
   sql: Sql,
-  settings: { nullCredits: number; nullChatMessages: number; logTimeZone: string },
+  settings: {
+    nullCredits: number;
+    nullChatMessages: number;
+    logTimeZone: string;
+    /** The shape's: the log's time is `timestamp without time zone`. */
+    logTimeWithoutZone: boolean;
+  },
 ): Promise<void> {
   // Each row's time as 0003 will order it: the instant it meant, at milliseconds (rows of
   // one millisecond then go by id, as there).
-  const [column] = await sql<{ type: string }[]>`
-    select format_type(atttypid, atttypmod) as type from pg_attribute
-     where attrelid = 'public."CreditTransaction"'::regclass and attname = 'created_at'`;
-  const withoutZone = column?.type.includes('without time zone') ?? false;
+  const withoutZone = settings.logTimeWithoutZone;
   const [over] = await sql<{ n: number; example: string | null }[]>`
     with d as (
       select user_id, feature_type::text = 'chat_message' as chat,

@@ -100,8 +100,8 @@ export async function adopt(url: string, options: AdoptOptions = {}): Promise<Ad
       const rows = await readApplied(tx);
       if (rows.length > 0) return alreadyManaged(tx, files, rows, target, log);
       // Refuse a foreign database before taking any table lock it would not need.
-      await readSeedShape(tx, settings.logTimeZone);
-      await checkBalancesFit(tx, settings);
+      const before = await readSeedShape(tx, settings.logTimeZone);
+      await checkBalancesFit(tx, { ...settings, logTimeWithoutZone: before.logTimeWithoutZone });
       const { attempts, started } = await lockTables(tx, {
         lockTimeoutMs: options.lockTimeoutMs ?? 5000,
         lockWaitMs: options.lockWaitMs ?? 60_000,
@@ -177,9 +177,12 @@ async function alreadyManaged(
         'them: see pnpm db:status.',
     );
   }
-  const [when] = await tx<{ at: string | null }[]>`
-    select (select max(adopted_at)::text from drizzle.adoption
-             where to_regclass('drizzle.adoption') is not null) as at`.catch(() => [{ at: null }]);
+  // A database db:migrate built has no adoption record.
+  const [record] = await tx<{ exists: boolean }[]>`
+    select to_regclass('drizzle.adoption') is not null as exists`;
+  const [when] = record?.exists
+    ? await tx<{ at: string | null }[]>`select max(adopted_at)::text as at from drizzle.adoption`
+    : [];
   log(
     `${target} is managed by db:migrate already${when?.at ? ` (adopted ${when.at})` : ''}: ` +
       'nothing to adopt, nothing changed. Run pnpm db:migrate for pending migrations.',
@@ -246,6 +249,16 @@ async function lockTables(
   }
 }
 
+/** A log row the ledger cannot hold: no amount to move, or an operation it does not know. */
+function cannotHold(row: '' | 'NEW.'): string {
+  return `${row}amount <= 0 OR NOT (${row}operation::text = ANY ('{${SEED_OPERATIONS.join(',')}}'::text[]))`;
+}
+
+/** Why such a row stayed out of the trail, as drizzle.adoption_skipped_log_row says it. */
+function skipReason(row: '' | 'NEW.'): string {
+  return `CASE WHEN ${row}amount <= 0 THEN 'amount_not_positive' ELSE 'operation_not_in_seed' END`;
+}
+
 const quote = (value: string) => `'${value.replaceAll("'", "''")}'`;
 
 async function convert(
@@ -282,14 +295,12 @@ async function convert(
       created_at timestamptz not null,
       reason text not null
     )`;
-  const known = `'{${SEED_OPERATIONS.join(',')}}'::text[]`;
-  const cannotHold = `amount <= 0 OR NOT (operation::text = ANY (${known}))`;
   const skipped = await tx.unsafe(`
     INSERT INTO drizzle.adoption_skipped_log_row
     SELECT id, user_id, amount, operation::text, feature_type::text, metadata, ${instant},
-           CASE WHEN amount <= 0 THEN 'amount_not_positive' ELSE 'operation_not_in_seed' END
-      FROM "public"."CreditTransaction" WHERE ${cannotHold}`);
-  await tx.unsafe(`DELETE FROM "public"."CreditTransaction" WHERE ${cannotHold}`);
+           ${skipReason('')}
+      FROM "public"."CreditTransaction" WHERE ${cannotHold('')}`);
+  await tx.unsafe(`DELETE FROM "public"."CreditTransaction" WHERE ${cannotHold('')}`);
 
   // NULL meant "never initialised, use the default": the default is now the balance, and
   // 0003's opening row explains it.
@@ -354,7 +365,7 @@ async function convert(
                     AND attname = 'ledger_seq' AND NOT attisdropped) THEN
         RETURN NEW;
       END IF;
-      IF NEW.amount <= 0 OR NOT (NEW.operation::text = ANY (${known})) THEN
+      IF ${cannotHold('NEW.')} THEN
         -- The log's own reference, which a row kept out of it would otherwise skip: only a
         -- user's rows, as before, get in (and the user is kept until this commits).
         PERFORM 1 FROM "public"."User" WHERE id = NEW.user_id FOR KEY SHARE;
@@ -365,8 +376,7 @@ async function convert(
         END IF;
         INSERT INTO drizzle.adoption_skipped_log_row
           VALUES (NEW.id, NEW.user_id, NEW.amount, NEW.operation::text, NEW.feature_type::text,
-                  NEW.metadata, NEW.created_at,
-                  CASE WHEN NEW.amount <= 0 THEN 'amount_not_positive' ELSE 'operation_not_in_seed' END)
+                  NEW.metadata, NEW.created_at, ${skipReason('NEW.')})
           ON CONFLICT (id) DO NOTHING;
         RETURN NULL;
       END IF;
