@@ -43,6 +43,9 @@ CREATE TABLE "CreditTransaction" (
   -- The hold columns of 0004, in the same place: checked by credit_tx_prepare, as before.
   hold_id uuid,
   hold_expires_at timestamp(3) with time zone,
+  -- The columns of 0012 (plans), in the same place: set and hashed by credit_tx_prepare.
+  covered_by_plan text,
+  actor text,
   CONSTRAINT credit_tx_refund_of_only_on_refunds CHECK (refund_of IS NULL OR operation = 'refund'),
   -- Every unique constraint of a partitioned table includes the partition key.
   PRIMARY KEY (id, created_at)
@@ -197,9 +200,9 @@ ALTER TABLE "CreditTransaction" DISABLE TRIGGER credit_tx_apply;
 ALTER TABLE "CreditTransaction" DISABLE TRIGGER credit_tx_claim;
 INSERT INTO "CreditTransaction"
   (id, user_id, amount, operation, feature_type, metadata, created_at, balance_after, idempotency_key, refund_of, seq, hash,
-   hold_id, hold_expires_at)
+   hold_id, hold_expires_at, covered_by_plan, actor)
 SELECT id, user_id, amount, operation, feature_type, metadata, created_at, balance_after, idempotency_key, refund_of, seq, hash,
-       hold_id, hold_expires_at
+       hold_id, hold_expires_at, covered_by_plan, actor
 FROM "CreditTransaction_unpartitioned";
 INSERT INTO credit_idempotency_key (user_id, idempotency_key, transaction_id)
 SELECT user_id, idempotency_key, id FROM "CreditTransaction_unpartitioned" WHERE idempotency_key IS NOT NULL;

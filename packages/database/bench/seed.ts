@@ -72,7 +72,7 @@ export async function seedTrail(sql: postgres.Sql, options: SeedOptions): Promis
     prev: postgres.Fragment,
   ) => sql`credit_ledger.credit_tx_hash(${prev}, t.id, t.user_id, t.seq,
     t.operation, t.feature_type, t.amount, t.balance_after, t.created_at, t.idempotency_key,
-    t.refund_of, t.metadata, t.hold_id, t.hold_expires_at)`;
+    t.refund_of, t.metadata, t.hold_id, t.hold_expires_at, null)`;
   await sql`update "CreditTransaction" t set hash = ${rehash(sql`null`)} where t.seq = 1`;
   await sql`
     update "CreditTransaction" t set hash = ${rehash(sql`p.hash`)}
@@ -120,11 +120,11 @@ export async function seedTrail(sql: postgres.Sql, options: SeedOptions): Promis
   await sql`
     with recursive chain as (
       select l.user_id, l.seq, credit_ledger.credit_tx_hash(u.ledger_hash, l.id, l.user_id, l.seq, l.operation,
-        l.feature_type, l.amount, l.balance_after::int, l.created_at, null, null, l.metadata, null, null) as hash
+        l.feature_type, l.amount, l.balance_after::int, l.created_at, null, null, l.metadata, null, null, null) as hash
       from bench_ledger l join "User" u on u.id = l.user_id where l.seq = 3
       union all
       select l.user_id, l.seq, credit_ledger.credit_tx_hash(c.hash, l.id, l.user_id, l.seq, l.operation,
-        l.feature_type, l.amount, l.balance_after::int, l.created_at, null, null, l.metadata, null, null)
+        l.feature_type, l.amount, l.balance_after::int, l.created_at, null, null, l.metadata, null, null, null)
       from chain c join bench_ledger l on l.user_id = c.user_id and l.seq = c.seq + 1)
     insert into bench_hash select * from chain`;
   await sql`reset enable_hashjoin`;

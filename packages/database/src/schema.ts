@@ -136,6 +136,14 @@ export const creditTransaction = pgTable(
     // On a hold row: when it expires if nothing closed it, set by the inserter within the
     // bounds the trigger checks (src/credits/holds.ts computes it on the server's clock).
     holdExpiresAt: timestamptz('hold_expires_at'),
+    // On a deduct or hold row written while the user's plan was unlimited, that plan (set by
+    // the trigger, never the inserter): the row records the use and what it would have cost
+    // (`amount`, still the cost in credits or messages), and moves no balance. The rows that
+    // close such a hold carry it too. NULL on every metered row.
+    coveredByPlan: text('covered_by_plan'),
+    // Who made the change, when a person or a system acting for one did (support, an admin
+    // tool, a billing webhook): free text the caller supplies, hashed with the row.
+    actor: text('actor'),
   },
   (t) => [
     // `amount` is a magnitude; `operation` carries the direction. A zero or negative
@@ -190,6 +198,9 @@ export const creditHold = pgTable(
     featureType: featureTypeEnum('feature_type').notNull(),
     expiresAt: timestamptz('expires_at').notNull(),
     createdAt: timestamptz('created_at').notNull(),
+    // The hold row's covered_by_plan: a hold an unlimited plan covers takes nothing from
+    // the balance, so it is not counted as held.
+    coveredByPlan: text('covered_by_plan'),
   },
   (t) => [
     // Serves a user's due holds (expired under the user's lock by every ledger write and
@@ -202,6 +213,65 @@ export const creditHold = pgTable(
 
 export type CreditHold = typeof creditHold.$inferSelect;
 
+/**
+ * The plan changes of every user, append-only and hash-chained per user like the trail: a
+ * user's plan changes only through a row here (`setUserPlan`, or the ledger itself when a
+ * time-bound plan lapses), which says from what to what, until when, by whom and why. The
+ * ledger's triggers (ledger/triggers/CreditPlanChange.sql) lock the user as trail writes do,
+ * so a plan change is entirely before or after any credit operation; they number, date and
+ * hash the row and record the user's current plan in credit_ledger.user_plan, which the
+ * ledger reads under the user's lock. The plans themselves are rows of credit_ledger.credit_plan.
+ */
+export const creditPlanChange = pgTable(
+  'CreditPlanChange',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    userId: uuid('user_id')
+      .notNull()
+      .references(() => user.id, { onDelete: 'cascade' }),
+    // Position in the user's plan changes: 1, 2, 3… Set by the trigger.
+    seq: bigint('seq', { mode: 'number' })
+      .notNull()
+      .$defaultFn(() => sql`null`),
+    // The plan the user was on, set by the trigger (the default plan before any change).
+    fromPlan: text('from_plan')
+      .notNull()
+      .$defaultFn(() => sql`null`),
+    plan: text('plan').notNull(),
+    // When the plan lapses back to the default plan; NULL for no end.
+    until: timestamptz('until'),
+    reason: text('reason'),
+    actor: text('actor'),
+    idempotencyKey: text('idempotency_key'),
+    // The user's trail head (CreditTransaction.seq) when the plan changed: trail rows with a
+    // higher seq were written on this plan, so the two chains are ordered exactly, even
+    // within one millisecond. Set by the trigger.
+    trailSeq: bigint('trail_seq', { mode: 'number' })
+      .notNull()
+      .$defaultFn(() => sql`null`),
+    createdAt: timestamptz('created_at').notNull().defaultNow(),
+    // sha256 of the previous change's hash and this row's fields. Set by the trigger.
+    hash: text('hash')
+      .notNull()
+      .$defaultFn(() => sql`null`),
+  },
+  (t) => [
+    // A plan that has already lapsed when it is set would be recorded and never apply.
+    check(
+      'credit_plan_change_until_after_change',
+      sql`${t.until} is null or ${t.until} > ${t.createdAt}`,
+    ),
+    // A user's plan changes in order, and the ledger's read of the current plan's history.
+    uniqueIndex('credit_plan_change_user_seq_idx').on(t.userId, t.seq),
+    // A retried setUserPlan carries the same key and gets the first change back.
+    uniqueIndex('credit_plan_change_user_idempotency_key_idx')
+      .on(t.userId, t.idempotencyKey)
+      .where(sql`${t.idempotencyKey} is not null`),
+  ],
+);
+
+export type CreditPlanChange = typeof creditPlanChange.$inferSelect;
+
 export type CreditTransaction = typeof creditTransaction.$inferSelect;
 export type NewCreditTransaction = typeof creditTransaction.$inferInsert;
 
@@ -211,6 +281,11 @@ export type NewCreditTransaction = typeof creditTransaction.$inferInsert;
 export const userRelations = relations(user, ({ many }) => ({
   creditTransactions: many(creditTransaction),
   creditHolds: many(creditHold),
+  planChanges: many(creditPlanChange),
+}));
+
+export const creditPlanChangeRelations = relations(creditPlanChange, ({ one }) => ({
+  user: one(user, { fields: [creditPlanChange.userId], references: [user.id] }),
 }));
 
 export const creditTransactionRelations = relations(creditTransaction, ({ one, many }) => ({

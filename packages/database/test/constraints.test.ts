@@ -68,6 +68,8 @@ describe('rows through drizzle', () => {
       refundOf: null,
       holdId: null,
       holdExpiresAt: null,
+      coveredByPlan: null,
+      actor: null,
     });
     expectTypeOf(inserted).toEqualTypeOf<CreditTransaction>();
     expectTypeOf(inserted.operation).toEqualTypeOf<OperationType>();

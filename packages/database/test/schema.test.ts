@@ -46,12 +46,12 @@ describe('a database migrated by db:migrate', () => {
     ]);
   });
 
-  it('has the User, CreditTransaction and CreditHold tables (and whatever tables the app adds)', async () => {
+  it('has the User, CreditTransaction, CreditHold and CreditPlanChange tables (and whatever tables the app adds)', async () => {
     const tables = await rows<{ relname: string }>(sql`
       select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
       where n.nspname = 'public' and c.relkind in ('r', 'p') order by c.relname`);
     expect(tables.map((t) => t.relname)).toEqual(
-      expect.arrayContaining(['CreditHold', 'CreditTransaction', 'User']),
+      expect.arrayContaining(['CreditHold', 'CreditPlanChange', 'CreditTransaction', 'User']),
     );
   });
 
@@ -104,10 +104,29 @@ describe('a database migrated by db:migrate', () => {
         not_null: false,
         default: null,
       },
+      { name: 'covered_by_plan', type: 'text', not_null: false, default: null },
+      { name: 'actor', type: 'text', not_null: false, default: null },
     ]);
   });
 
-  it('gives CreditHold its columns, all required, with no defaults (the trigger writes them)', async () => {
+  it('gives CreditPlanChange its columns: what the caller chooses, and what the trigger sets', async () => {
+    expect(await columnsOf('CreditPlanChange')).toEqual([
+      { name: 'id', type: 'uuid', not_null: true, default: 'gen_random_uuid()' },
+      { name: 'user_id', type: 'uuid', not_null: true, default: null },
+      { name: 'seq', type: 'bigint', not_null: true, default: null },
+      { name: 'from_plan', type: 'text', not_null: true, default: null },
+      { name: 'plan', type: 'text', not_null: true, default: null },
+      { name: 'until', type: 'timestamp(3) with time zone', not_null: false, default: null },
+      { name: 'reason', type: 'text', not_null: false, default: null },
+      { name: 'actor', type: 'text', not_null: false, default: null },
+      { name: 'idempotency_key', type: 'text', not_null: false, default: null },
+      { name: 'trail_seq', type: 'bigint', not_null: true, default: null },
+      { name: 'created_at', type: 'timestamp(3) with time zone', not_null: true, default: 'now()' },
+      { name: 'hash', type: 'text', not_null: true, default: null },
+    ]);
+  });
+
+  it('gives CreditHold its columns, with no defaults (the trigger writes them)', async () => {
     expect(await columnsOf('CreditHold')).toEqual([
       { name: 'id', type: 'uuid', not_null: true, default: null },
       { name: 'user_id', type: 'uuid', not_null: true, default: null },
@@ -115,6 +134,7 @@ describe('a database migrated by db:migrate', () => {
       { name: 'feature_type', type: 'feature_type', not_null: true, default: null },
       { name: 'expires_at', type: 'timestamp(3) with time zone', not_null: true, default: null },
       { name: 'created_at', type: 'timestamp(3) with time zone', not_null: true, default: null },
+      { name: 'covered_by_plan', type: 'text', not_null: false, default: null },
     ]);
   });
 
@@ -135,6 +155,21 @@ describe('a database migrated by db:migrate', () => {
         table: '"CreditHold"',
         name: 'CreditHold_user_id_User_id_fk',
         definition: 'FOREIGN KEY (user_id) REFERENCES "User"(id) ON DELETE CASCADE',
+      },
+      {
+        table: '"CreditPlanChange"',
+        name: 'CreditPlanChange_pkey',
+        definition: 'PRIMARY KEY (id)',
+      },
+      {
+        table: '"CreditPlanChange"',
+        name: 'CreditPlanChange_user_id_User_id_fk',
+        definition: 'FOREIGN KEY (user_id) REFERENCES "User"(id) ON DELETE CASCADE',
+      },
+      {
+        table: '"CreditPlanChange"',
+        name: 'credit_plan_change_until_after_change',
+        definition: 'CHECK (((until IS NULL) OR (until > created_at)))',
       },
       {
         table: '"CreditTransaction"',
@@ -239,6 +274,10 @@ describe('a database migrated by db:migrate', () => {
     expect(triggers).toEqual([
       { table: '"CreditHold"', name: 'credit_hold_guard' },
       { table: '"CreditHold"', name: 'credit_hold_no_truncate' },
+      { table: '"CreditPlanChange"', name: 'credit_plan_change_append_only' },
+      { table: '"CreditPlanChange"', name: 'credit_plan_change_apply' },
+      { table: '"CreditPlanChange"', name: 'credit_plan_change_no_truncate' },
+      { table: '"CreditPlanChange"', name: 'credit_plan_change_prepare' },
       { table: '"CreditTransaction"', name: 'credit_tx_append_only' },
       { table: '"CreditTransaction"', name: 'credit_tx_apply' },
       { table: '"CreditTransaction"', name: 'credit_tx_no_truncate' },
@@ -247,6 +286,7 @@ describe('a database migrated by db:migrate', () => {
       { table: '"User"', name: 'user_ledger_guard' },
       { table: '"User"', name: 'user_ledger_open' },
       { table: '"User"', name: 'user_ledger_opening' },
+      { table: 'credit_ledger.credit_plan', name: 'credit_plan_audit' },
     ]);
   });
 
@@ -306,6 +346,16 @@ describe('a database migrated by db:migrate', () => {
         config: ['search_path=pg_catalog, pg_temp', 'lock_timeout=5s'],
         public_execute: true,
       },
+      // Runs on the plans table, which only the owner writes: it needs no row_security.
+      {
+        name: 'credit_plan_audit',
+        definer: true,
+        config: ['search_path=pg_catalog, pg_temp'],
+        public_execute: false,
+      },
+      trigger('credit_plan_change_apply'),
+      trigger('credit_plan_change_prepare', true),
+      rule('credit_plan_lapse'),
       rule('credit_refuse'),
       rule('credit_rule_balance_range'),
       rule('credit_rule_daily_limit'),

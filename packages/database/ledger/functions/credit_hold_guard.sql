@@ -22,7 +22,8 @@ BEGIN
     IF EXISTS (SELECT 1 FROM "public"."CreditTransaction" t
                 WHERE t.id = NEW.id AND t.operation = 'hold' AND "credit_ledger"."credit_tx_is_trail"(t.tableoid::pg_catalog.regclass)
                   AND t.user_id = NEW.user_id AND t.amount = NEW.amount AND t.feature_type = NEW.feature_type
-                  AND t.hold_expires_at = NEW.expires_at AND t.created_at = NEW.created_at)
+                  AND t.hold_expires_at = NEW.expires_at AND t.created_at = NEW.created_at
+                  AND t.covered_by_plan IS NOT DISTINCT FROM NEW.covered_by_plan)
        AND NOT EXISTS (SELECT 1 FROM "public"."CreditTransaction" c
                         WHERE c.hold_id = NEW.id AND "credit_ledger"."credit_tx_is_trail"(c.tableoid::pg_catalog.regclass)) THEN
       RETURN NEW;

@@ -28,8 +28,8 @@ BEGIN
       USING ERRCODE = 'BC010';
   END IF;
   IF NEW.operation = 'hold' THEN
-    INSERT INTO "public"."CreditHold" (id, user_id, amount, feature_type, expires_at, created_at)
-      VALUES (NEW.id, NEW.user_id, NEW.amount, NEW.feature_type, NEW.hold_expires_at, NEW.created_at);
+    INSERT INTO "public"."CreditHold" (id, user_id, amount, feature_type, expires_at, created_at, covered_by_plan)
+      VALUES (NEW.id, NEW.user_id, NEW.amount, NEW.feature_type, NEW.hold_expires_at, NEW.created_at, NEW.covered_by_plan);
   ELSIF NEW.hold_id IS NOT NULL THEN
     DELETE FROM "public"."CreditHold" WHERE id = NEW.hold_id;
   END IF;

@@ -17,6 +17,7 @@
 --   BC019 another role's foreign key references a ledger table
 --   BC020 a daily limit of credit_ledger.credit_limit would be exceeded
 --   BC021 more due holds than one write gives back (credit_expire_due_holds)
+--   BC022, BC023 plans (credit_plan_change_prepare)
 --
 -- lock_timeout bounds every lock wait inside the write: a role with UPDATE on "User" or
 -- "CreditHold" can hold a user's row lock (SELECT … FOR UPDATE in a transaction it keeps
@@ -40,6 +41,7 @@ DECLARE
   next_balance bigint;
   at timestamptz;
   expired_at timestamptz;
+  plan_until timestamptz;
   ok boolean;
 BEGIN
   -- Only as the trail's own trigger: the owner could attach this function to a table of its own.
@@ -59,10 +61,12 @@ BEGIN
 
   -- Every write of one user takes this lock first, so they apply one at a time, in seq order.
   -- One statement also reads what the rules need, one round of the executor: the census of
-  -- triggers and foreign keys, the feature's daily limit, and when this user's next open hold
-  -- is due. Its subqueries read the statement's snapshot, which may be older than the row the
-  -- lock returns (a write of this user that committed while this one waited); `seen_seq` is
-  -- the head in that snapshot, so a difference says the hold figure may be stale.
+  -- triggers and foreign keys, the feature's daily limit, when this user's next open hold
+  -- is due, and, for a deduction or a hold, the user's plan and whether it is unlimited. Its
+  -- subqueries and join read the statement's snapshot, which may be older than the row the
+  -- lock returns (a write or plan change of this user that committed while this one waited:
+  -- both update the user's row); `stale` says the row in that snapshot is another version,
+  -- so the hold and plan figures may be stale and are read again.
   -- The census reads pg_trigger alone, with no join or subquery on the common path (each is
   -- set up again on every write, ~5–15 µs): the rules read more only when it is not 10.
   SELECT u.free_credits, u.free_chat_messages, u.ledger_seq, u.ledger_hash,
@@ -109,8 +113,16 @@ BEGIN
            (SELECT l.max_amount FROM "credit_ledger"."credit_limit" l
              WHERE l.feature_type = NEW.feature_type AND l.period = 'day') END AS daily_limit,
          (SELECT min(h.expires_at) FROM "public"."CreditHold" h WHERE h.user_id = NEW.user_id) AS next_expiry,
-         (SELECT s.ledger_seq FROM "public"."User" s WHERE s.id = NEW.user_id) AS seen_seq
-    INTO census FROM "public"."User" u WHERE u.id = NEW.user_id FOR NO KEY UPDATE;
+         (SELECT s.xmin FROM "public"."User" s WHERE s.id = NEW.user_id) IS DISTINCT FROM u.xmin AS stale,
+         p.until AS plan_until,
+         -- The unlimited plan that covers a deduction or hold: the user's plan (the default
+         -- plan without one), when it is unlimited.
+         CASE WHEN NEW.operation IN ('deduct', 'hold') THEN
+           (SELECT c.plan FROM "credit_ledger"."credit_plan" c
+             WHERE c.unlimited AND c.plan = coalesce(p.plan,
+                     (SELECT d.plan FROM "credit_ledger"."credit_plan" d WHERE d.is_default))) END AS covering
+    INTO census FROM "public"."User" u LEFT JOIN "credit_ledger"."user_plan" p ON p.user_id = u.id
+   WHERE u.id = NEW.user_id FOR NO KEY UPDATE OF u;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'user % does not exist', NEW.user_id
       USING ERRCODE = 'BC002', DETAIL = json_build_object('userId', NEW.user_id)::text;
@@ -142,7 +154,7 @@ BEGIN
   -- nothing itself.
   at := date_trunc('milliseconds', clock_timestamp());
   IF head >= 0 AND NEW.operation <> 'expire'
-     AND (census.seen_seq <> head OR census.next_expiry <= at) THEN
+     AND (census.stale OR census.next_expiry <= at) THEN
     expired_at := "credit_ledger"."credit_expire_due_holds"(NEW.user_id, NEW.hold_id, at);
     IF expired_at IS NOT NULL THEN
       at := expired_at;
@@ -152,6 +164,27 @@ BEGIN
     END IF;
   END IF;
   available := CASE WHEN chat THEN chats ELSE credits END;
+
+  -- Which plan covers a deduction or a hold, read under the lock: a plan change is entirely
+  -- before or after this row. A time-bound plan past its end at this row's time is ended
+  -- first, by its own plan change (credit_plan_lapse). Only the ledger sets covered_by_plan.
+  NEW.covered_by_plan := NULL;
+  IF NEW.operation IN ('deduct', 'hold') THEN
+    NEW.covered_by_plan := census.covering;
+    plan_until := census.plan_until;
+    IF census.stale THEN
+      SELECT p.until INTO plan_until FROM "credit_ledger"."user_plan" p WHERE p.user_id = NEW.user_id;
+    END IF;
+    IF plan_until <= at THEN
+      PERFORM "credit_ledger"."credit_plan_lapse"(NEW.user_id);
+    END IF;
+    IF census.stale OR plan_until <= at THEN
+      NEW.covered_by_plan := (SELECT c.plan FROM "credit_ledger"."credit_plan" c
+        WHERE c.unlimited AND c.plan = coalesce(
+          (SELECT p.plan FROM "credit_ledger"."user_plan" p WHERE p.user_id = NEW.user_id),
+          (SELECT d.plan FROM "credit_ledger"."credit_plan" d WHERE d.is_default)));
+    END IF;
+  END IF;
 
   IF head >= 0 AND NEW.metadata IS NULL THEN
     NEW.seq := head + 1;
@@ -168,15 +201,25 @@ BEGIN
     ELSIF NEW.hold_id IS NOT NULL THEN
       held := "credit_ledger"."credit_rule_hold_close"(NEW.user_id, NEW.operation, NEW.feature_type,
         NEW.amount, NEW.hold_id, at);
+      -- A hold an unlimited plan covered is closed as it was taken: moving no balance.
+      NEW.covered_by_plan := (SELECT h.covered_by_plan FROM "public"."CreditHold" h WHERE h.id = NEW.hold_id);
     ELSIF NEW.operation = 'hold' THEN
       ok := "credit_ledger"."credit_rule_hold_expiry"(NEW.hold_expires_at, at);
     END IF;
-    next_balance := available::bigint + "credit_ledger"."credit_balance_effect"(NEW.operation, NEW.amount, held);
+    -- A row an unlimited plan covers records the use and its cost, and moves no balance.
+    next_balance := available::bigint + CASE WHEN NEW.covered_by_plan IS NULL
+      THEN "credit_ledger"."credit_balance_effect"(NEW.operation, NEW.amount, held) ELSE 0 END;
     IF next_balance IS NULL THEN
       RAISE EXCEPTION 'the credits ledger does not know what operation % does to a balance', NEW.operation
         USING ERRCODE = 'BC009', HINT = 'Add it to credit_ledger.credit_balance_effect (ledger/functions/credit_balance_effect.sql) and run pnpm db:ledger.';
     END IF;
-    IF next_balance < available THEN
+    IF NEW.covered_by_plan IS NOT NULL THEN
+      -- A covered use still counts against a daily limit: the limit bounds use, on every plan.
+      IF census.daily_limit IS NOT NULL THEN
+        ok := "credit_ledger"."credit_rule_daily_limit"(NEW.user_id, NEW.feature_type, NEW.amount,
+          NEW.idempotency_key, at, census.daily_limit);
+      END IF;
+    ELSIF next_balance < available THEN
       IF next_balance < 0 THEN
         ok := "credit_ledger"."credit_rule_sufficient"(NEW.user_id, NEW.feature_type, NEW.amount,
           NEW.idempotency_key, available);
@@ -189,7 +232,8 @@ BEGIN
       ok := "credit_ledger"."credit_rule_balance_range"(NEW.user_id, NEW.feature_type, next_balance,
         CASE WHEN NEW.hold_id IS NULL
              THEN (SELECT coalesce(sum(h.amount), 0) FROM "public"."CreditHold" h
-                    WHERE h.user_id = NEW.user_id AND (h.feature_type = 'chat_message') = chat)
+                    WHERE h.user_id = NEW.user_id AND (h.feature_type = 'chat_message') = chat
+                      AND h.covered_by_plan IS NULL)
              ELSE 0 END,
         NEW.hold_id IS NULL);
     END IF;
@@ -200,7 +244,8 @@ BEGIN
   NEW.created_at := at;
   NEW.hash := "credit_ledger"."credit_tx_hash"(head_hash, NEW.id, NEW.user_id, NEW.seq, NEW.operation,
     NEW.feature_type, NEW.amount, NEW.balance_after, NEW.created_at, NEW.idempotency_key,
-    NEW.refund_of, NEW.metadata, NEW.hold_id, NEW.hold_expires_at);
+    NEW.refund_of, NEW.metadata, NEW.hold_id, NEW.hold_expires_at,
+    jsonb_strip_nulls(jsonb_build_object('covered_by_plan', NEW.covered_by_plan, 'actor', NEW.actor)));
   RETURN NEW;
 END;
 $$;

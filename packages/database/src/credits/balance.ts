@@ -3,6 +3,7 @@ import type { Database, Transaction } from '../client.js';
 import { creditHold, user } from '../schema.js';
 import { sqlStateOf, UserNotFoundError } from './errors.js';
 import { expireCreditHolds } from './holds.js';
+import { currentPlanSql, toUserPlan, type UserPlan } from './plans.js';
 import { prepared } from './prepared.js';
 import { withRetry } from './retry.js';
 import { withinBudget } from './timeout.js';
@@ -15,6 +16,8 @@ export interface CreditBalance {
   /** Taken by open holds, and given back by any of them that is voided, expired or settled for less. */
   heldCredits: number;
   heldChatMessages: number;
+  /** The user's plan: on an unlimited one, deductions and holds are recorded and move no balance. */
+  plan: UserPlan;
 }
 
 function balanceQuery(db: Database | Transaction) {
@@ -24,14 +27,15 @@ function balanceQuery(db: Database | Transaction) {
         freeCredits: user.freeCredits,
         freeChatMessages: user.freeChatMessages,
         heldCredits:
-          sql<number>`coalesce(sum(${creditHold.amount}) filter (where ${creditHold.featureType} <> 'chat_message'), 0)`.mapWith(
+          sql<number>`coalesce(sum(${creditHold.amount}) filter (where ${creditHold.featureType} <> 'chat_message' and ${creditHold.coveredByPlan} is null), 0)`.mapWith(
             Number,
           ),
         heldChatMessages:
-          sql<number>`coalesce(sum(${creditHold.amount}) filter (where ${creditHold.featureType} = 'chat_message'), 0)`.mapWith(
+          sql<number>`coalesce(sum(${creditHold.amount}) filter (where ${creditHold.featureType} = 'chat_message' and ${creditHold.coveredByPlan} is null), 0)`.mapWith(
             Number,
           ),
         due: sql<boolean>`coalesce(bool_or(${creditHold.expiresAt} <= pg_catalog.clock_timestamp()), false)`,
+        plan: sql<string>`${currentPlanSql(sql`${user.id}`)}::text`,
       })
       .from(user)
       .leftJoin(creditHold, eq(creditHold.userId, user.id))
@@ -75,6 +79,6 @@ async function readBalance(db: Database | Transaction, id: string): Promise<Cred
     }
   }
   if (!row) throw new UserNotFoundError(id);
-  const { due: _, ...balance } = row;
-  return balance;
+  const { due: _, plan, ...balance } = row;
+  return { ...balance, plan: toUserPlan(plan) };
 }

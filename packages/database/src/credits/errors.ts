@@ -41,6 +41,26 @@ export class InsufficientCreditsError extends CreditsError {
   }
 }
 
+/**
+ * A plan change named a plan that is not a row of credit_ledger.credit_plan (BC022), or no plan
+ * is the default (`plan` null): nothing was written. Plans are the owner's data, added in a
+ * migration.
+ */
+export class PlanNotFoundError extends CreditsError {
+  readonly code = 'PLAN_NOT_FOUND';
+
+  constructor(
+    readonly plan: string | null,
+    readonly plans: string[],
+  ) {
+    super(
+      plan === null
+        ? 'No plan of credit_ledger.credit_plan is the default; nothing was written. Mark one is_default in a migration.'
+        : `Plan "${plan}" does not exist (plans: ${plans.join(', ') || 'none'}); nothing was written. Plans are rows of credit_ledger.credit_plan, added in a migration.`,
+    );
+  }
+}
+
 export class UserNotFoundError extends CreditsError {
   readonly code = 'USER_NOT_FOUND';
 
@@ -80,7 +100,12 @@ export class RefundExceedsDeductionError extends CreditsError {
   }
 }
 
-export type InvalidRefundReason = 'not_found' | 'other_user' | 'not_a_deduction' | 'other_feature';
+export type InvalidRefundReason =
+  | 'not_found'
+  | 'other_user'
+  | 'not_a_deduction'
+  | 'other_feature'
+  | 'covered_by_plan';
 
 export class InvalidRefundTargetError extends CreditsError {
   readonly code = 'INVALID_REFUND_TARGET';
@@ -94,6 +119,7 @@ export class InvalidRefundTargetError extends CreditsError {
       other_user: "is another user's",
       not_a_deduction: 'is not a deduction',
       other_feature: 'spent another feature type (another balance)',
+      covered_by_plan: 'was covered by an unlimited plan and took no credits',
     }[reason];
     super(`refundOf ${refundOf} ${why}; nothing was written.`);
   }
@@ -702,6 +728,8 @@ export const LEDGER_SQLSTATES = {
   BC019: ['FOREIGN_LEDGER_REFERENCE'],
   BC020: ['DAILY_LIMIT_EXCEEDED'],
   BC021: ['HOLDS_EXPIRY_BACKLOG'],
+  BC022: ['PLAN_NOT_FOUND'],
+  BC023: ['INVALID_INPUT'],
 } as const satisfies Record<`BC${string}`, readonly string[]>;
 
 /**
@@ -823,7 +851,13 @@ function typed(error: unknown, pg: PgError, writeUserId: string | undefined): un
     case 'BC015':
       return new HoldNotDueError(String(detail.holdId), new Date(String(detail.expiresAt)));
     case 'BC016':
+    case 'BC023':
       return new InvalidInputError(String(detail.field), String(detail.reason));
+    case 'BC022':
+      return new PlanNotFoundError(
+        detail.plan == null ? null : String(detail.plan),
+        Array.isArray(detail.plans) ? detail.plans.map(String) : [],
+      );
     default:
       return error;
   }

@@ -47,6 +47,8 @@ export interface SettleInput {
   amount?: number;
   /** Recorded on the settle row (tokens used, model…). */
   metadata?: Record<string, unknown>;
+  /** Who settled it, when a person or a tool acting for one did: stored on the row. */
+  actor?: string;
 }
 
 export interface VoidInput {
@@ -56,6 +58,8 @@ export interface VoidInput {
   reason?: string;
   /** More context for the void row's metadata (its `reason` key is `reason`'s). */
   metadata?: Record<string, unknown>;
+  /** Who voided it (support voiding a stuck hold): stored on the row. */
+  actor?: string;
 }
 
 export interface ExpireHoldsInput {
@@ -124,6 +128,7 @@ function closeStatement(db: Database | Transaction) {
         featureType: ofHold('feature_type'),
         holdId: sql`${sql.placeholder('holdId')}::uuid`,
         metadata: sql`${sql.placeholder('metadata')}::jsonb`,
+        actor: sql`${sql.placeholder('actor')}::text`,
       })
       .returning(),
   );
@@ -141,8 +146,10 @@ async function close(
   userId: string | undefined,
   amount: number | undefined,
   metadata: Record<string, unknown> | undefined,
+  actor: string | undefined,
 ): Promise<CreditTransaction> {
   const values = {
+    actor: actor ?? null,
     holdId,
     userId: userId ?? null,
     amount: amount ?? null,
@@ -190,6 +197,7 @@ async function settle(
       parsed.userId,
       parsed.amount,
       parsed.metadata,
+      parsed.actor,
     );
     return { transaction: row, balance: row.balanceAfter, replayed: false };
   } catch (error) {
@@ -239,7 +247,15 @@ export async function voidCreditHold(
   return withRetry(db, 'voidCreditHold', true, (attempt) =>
     withinBudget(db, 'voidCreditHold', async () => {
       try {
-        const row = await close(db, 'void', parsed.holdId, parsed.userId, undefined, metadata);
+        const row = await close(
+          db,
+          'void',
+          parsed.holdId,
+          parsed.userId,
+          undefined,
+          metadata,
+          parsed.actor,
+        );
         return { transaction: row, balance: row.balanceAfter, replayed: false };
       } catch (error) {
         if (attempt === 1 || !(error instanceof HoldAlreadyVoidedError) || !error.closedBy)

@@ -32,6 +32,7 @@ export {
   LedgerVersionMismatchError,
   LedgerWriteOrderError,
   OperationTimeoutError,
+  PlanNotFoundError,
   PreparedStatementsUnsupportedError,
   RefundExceedsDeductionError,
   ReservationRefundError,
@@ -69,6 +70,14 @@ export {
   refundCredits,
 } from './ledger.js';
 export {
+  getUserPlan,
+  listPlanChanges,
+  type SetUserPlanInput,
+  type SetUserPlanResult,
+  setUserPlan,
+  type UserPlan,
+} from './plans.js';
+export {
   type CreditReservation,
   type ReservationInput,
   type ReservationOptions,
@@ -84,6 +93,7 @@ export { setOperationTimeout } from './timeout.js';
 export {
   DEFAULT_HOLD_EXPIRY_MS,
   DEFAULT_PAGE_SIZE,
+  MAX_ACTOR_LENGTH,
   MAX_AMOUNT,
   MAX_EXPIRE_BATCH,
   MAX_HOLD_EXPIRY_MS,

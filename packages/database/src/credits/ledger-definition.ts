@@ -54,6 +54,13 @@ export const RELIED_ON_DEFINITIONS: Record<string, string> = {
     'FOREIGN KEY (user_id) REFERENCES public."User"(id) ON DELETE CASCADE',
   credit_tx_user_idempotency_key_idx:
     'CREATE UNIQUE INDEX credit_tx_user_idempotency_key_idx ON public."CreditTransaction" USING btree (user_id, idempotency_key) WHERE (idempotency_key IS NOT NULL)',
+  CreditPlanChange_pkey: 'PRIMARY KEY (id)',
+  CreditPlanChange_user_id_User_id_fk:
+    'FOREIGN KEY (user_id) REFERENCES public."User"(id) ON DELETE CASCADE',
+  credit_plan_change_user_seq_idx:
+    'CREATE UNIQUE INDEX credit_plan_change_user_seq_idx ON public."CreditPlanChange" USING btree (user_id, seq)',
+  credit_plan_change_user_idempotency_key_idx:
+    'CREATE UNIQUE INDEX credit_plan_change_user_idempotency_key_idx ON public."CreditPlanChange" USING btree (user_id, idempotency_key) WHERE (idempotency_key IS NOT NULL)',
 };
 
 /** The types of the columns the ledger computes with, as format_type prints them. */
@@ -77,12 +84,27 @@ export const RELIED_ON_COLUMNS: Record<string, string> = {
   'CreditTransaction.refund_of': 'uuid',
   'CreditTransaction.hold_id': 'uuid',
   'CreditTransaction.hold_expires_at': 'timestamp(3) with time zone',
+  'CreditTransaction.covered_by_plan': 'text',
+  'CreditTransaction.actor': 'text',
   'CreditHold.id': 'uuid',
   'CreditHold.user_id': 'uuid',
   'CreditHold.amount': 'integer',
   'CreditHold.feature_type': 'public.feature_type',
   'CreditHold.expires_at': 'timestamp(3) with time zone',
   'CreditHold.created_at': 'timestamp(3) with time zone',
+  'CreditHold.covered_by_plan': 'text',
+  'CreditPlanChange.id': 'uuid',
+  'CreditPlanChange.user_id': 'uuid',
+  'CreditPlanChange.seq': 'bigint',
+  'CreditPlanChange.from_plan': 'text',
+  'CreditPlanChange.plan': 'text',
+  'CreditPlanChange.until': 'timestamp(3) with time zone',
+  'CreditPlanChange.reason': 'text',
+  'CreditPlanChange.actor': 'text',
+  'CreditPlanChange.idempotency_key': 'text',
+  'CreditPlanChange.trail_seq': 'bigint',
+  'CreditPlanChange.created_at': 'timestamp(3) with time zone',
+  'CreditPlanChange.hash': 'text',
 };
 
 export interface LedgerDefinition {

@@ -27,6 +27,8 @@ export interface CreditChangeInput {
   metadata?: Record<string, unknown>;
   /** The same key for the same user applies once; a retry gets the first result back. */
   idempotencyKey?: string;
+  /** Who made the change (support's e-mail, an admin tool, a webhook): stored on the row. */
+  actor?: string;
 }
 
 export interface RefundInput extends CreditChangeInput {
@@ -52,6 +54,7 @@ export interface Change {
   metadata?: Record<string, unknown> | undefined;
   idempotencyKey?: string | undefined;
   refundOf?: string | undefined;
+  actor?: string | undefined;
   /** A hold: how long until it expires, from the server's clock at the INSERT. */
   expiresInMs?: number | undefined;
 }
@@ -76,6 +79,7 @@ async function replay(
         and ${creditTransaction.featureType} = ${change.featureType}
         and ${creditTransaction.refundOf} is not distinct from ${change.refundOf ?? null}::uuid
         and ${creditTransaction.holdId} is null
+        and ${creditTransaction.actor} is not distinct from ${change.actor ?? null}::text
         and ${creditTransaction.metadata} is not distinct from ${change.metadata ? JSON.stringify(change.metadata) : null}::jsonb
       )`,
     })
@@ -107,6 +111,7 @@ function insertStatement(db: Database | Transaction) {
         metadata: jsonbParam('metadata'),
         idempotencyKey: sql.placeholder('idempotencyKey'),
         refundOf: sql.placeholder('refundOf'),
+        actor: sql.placeholder('actor'),
         // On the server's clock, so that a client's clock cannot move a hold's expiry; the
         // trigger checks the bounds against the time it dates the row with.
         holdExpiresAt: sql`pg_catalog.clock_timestamp() + ${sql.placeholder('expiresInMs')}::int8 * interval '1 millisecond'`,
@@ -213,6 +218,7 @@ async function applyNow(db: Database | Transaction, change: Change): Promise<Cre
     metadata: change.metadata ? JSON.stringify(change.metadata) : null,
     idempotencyKey: change.idempotencyKey ?? null,
     refundOf: change.refundOf ?? null,
+    actor: change.actor ?? null,
     expiresInMs: change.expiresInMs ?? null,
   };
   try {

@@ -31,14 +31,16 @@ const BY_EFFECT = (effect: (typeof BALANCE_EFFECT)[OperationType]) =>
     .map(([operation]) => operation);
 
 /**
- * The signed change of a row to its balance, as SQL over the row's `operation` and `amount`
- * and the `held` amount of the hold it closes (NULL for other rows); NULL for an operation
- * the map does not know. Built from BALANCE_EFFECT alone.
+ * The signed change of a row to its balance, as SQL over the row's `operation` and `amount`,
+ * the `held` amount of the hold it closes (NULL for other rows) and its `covered_by_plan`
+ * (a row an unlimited plan covered moves no balance); NULL for an operation the map does not
+ * know. Built from BALANCE_EFFECT alone.
  */
-export function balanceDeltaSql(operation: string, amount: string, held: string) {
+export function balanceDeltaSql(operation: string, amount: string, held: string, covered: string) {
   const list = (names: string[]) => `'{${names.join(',')}}'::pg_catalog.text[]`;
   return sql.raw(
-    `case when ${operation}::pg_catalog.text = any(${list(BY_EFFECT('takes'))}) then -${amount}::pg_catalog.int8
+    `case when ${covered} is not null then 0::pg_catalog.int8
+          when ${operation}::pg_catalog.text = any(${list(BY_EFFECT('takes'))}) then -${amount}::pg_catalog.int8
           when ${operation}::pg_catalog.text = any(${list([...BY_EFFECT('adds'), ...BY_EFFECT('returns_held')])}) then ${amount}::pg_catalog.int8
           when ${operation}::pg_catalog.text = any(${list(BY_EFFECT('returns_unused'))}) then ${held}::pg_catalog.int8 - ${amount}::pg_catalog.int8
      end`,

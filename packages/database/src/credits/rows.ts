@@ -17,6 +17,8 @@ interface RawRow {
   refund_of: string | null;
   hold_id: string | null;
   hold_expires_at: string | Date | null;
+  covered_by_plan: string | null;
+  actor: string | null;
 }
 
 const t = creditTransaction;
@@ -57,6 +59,8 @@ export function toCreditTransaction(raw: Record<string, unknown>): CreditTransac
     refundOf: row.refund_of,
     holdId: row.hold_id,
     holdExpiresAt: row.hold_expires_at == null ? null : toDate(row.hold_expires_at),
+    coveredByPlan: row.covered_by_plan,
+    actor: row.actor,
   };
 }
 

@@ -125,12 +125,19 @@ const date = z
     'must be in the years 1–9999',
   );
 
+/** Who made a change (support's e-mail, an admin tool, a webhook): at most 200 characters. */
+export const MAX_ACTOR_LENGTH = 200;
+const actor = text()
+  .min(1, 'must not be empty')
+  .max(MAX_ACTOR_LENGTH, `must be at most ${MAX_ACTOR_LENGTH} characters`);
+
 const change = {
   userId: uuid,
   amount,
   featureType,
   metadata: metadata.optional(),
   idempotencyKey: idempotencyKey.optional(),
+  actor: actor.optional(),
 };
 
 export const deductInput = z.strictObject(change);
@@ -168,12 +175,14 @@ export const settleInput = z.strictObject({
   userId: uuid.optional(),
   amount: amount.optional(),
   metadata: metadata.optional(),
+  actor: actor.optional(),
 });
 export const voidInput = z.strictObject({
   holdId: uuid,
   userId: uuid.optional(),
   reason: text().min(1, 'must not be empty').max(200, 'must be at most 200 characters').optional(),
   metadata: metadata.optional(),
+  actor: actor.optional(),
 });
 export const expireInput = z.strictObject({
   limit: z
@@ -208,6 +217,22 @@ export const rangeInput = z
     path: ['from'],
   });
 export const userIdInput = uuid;
+
+/** A plan's name as credit_ledger.credit_plan's CHECK spells it. */
+const planName = z
+  .string('must be a string')
+  .regex(
+    /^[a-z][a-z0-9_]{0,39}$/,
+    'must be a plan name: a-z first, then a-z, 0-9 or _, at most 40',
+  );
+export const setPlanInput = z.strictObject({
+  userId: uuid,
+  plan: planName,
+  until: date.optional(),
+  reason: text().min(1, 'must not be empty').max(500, 'must be at most 500 characters').optional(),
+  actor: actor.optional(),
+  idempotencyKey: idempotencyKey.optional(),
+});
 
 /** Parses with a schema or throws InvalidInputError naming the first offending field. */
 export function parse<S extends z.ZodType>(schema: S, input: unknown, root = 'input'): z.output<S> {

@@ -100,7 +100,8 @@ async function installationViolations(
         join pg_catalog.pg_namespace cn on cn.oid = c.relnamespace
         join pg_catalog.pg_proc p on p.oid = t.tgfoid
         join pg_catalog.pg_namespace n on n.oid = p.pronamespace
-       where cn.nspname = 'public' and c.relname in ('User', 'CreditTransaction', 'CreditHold')
+       where ((cn.nspname = 'public' and c.relname in ('User', 'CreditTransaction', 'CreditHold', 'CreditPlanChange'))
+              or (cn.nspname = 'credit_ledger' and c.relname = 'credit_plan'))
          and not t.tgisinternal`),
   );
   const byKey = new Map(triggers.map((t) => [`${t.table}.${t.name}`, t]));
@@ -292,7 +293,7 @@ async function installationViolations(
                pg_catalog.format_type(a.atttypid, a.atttypmod) as type
           from pg_catalog.pg_attribute a join pg_catalog.pg_class c on c.oid = a.attrelid
          where c.oid in ('public."User"'::pg_catalog.regclass, 'public."CreditTransaction"'::pg_catalog.regclass,
-                         'public."CreditHold"'::pg_catalog.regclass)
+                         'public."CreditHold"'::pg_catalog.regclass, 'public."CreditPlanChange"'::pg_catalog.regclass)
            and a.attnum > 0 and not a.attisdropped`),
     ).map((r) => [String(r.name), String(r.type)]),
   );
@@ -308,12 +309,13 @@ async function installationViolations(
         select conname as name, pg_catalog.pg_get_constraintdef(oid) as definition
           from pg_catalog.pg_constraint
          where conrelid in ('public."User"'::pg_catalog.regclass, 'public."CreditTransaction"'::pg_catalog.regclass,
-                            'public."CreditHold"'::pg_catalog.regclass)
+                            'public."CreditHold"'::pg_catalog.regclass, 'public."CreditPlanChange"'::pg_catalog.regclass)
            and convalidated and contype <> 'u'
         union all
         select i.relname, pg_catalog.pg_get_indexdef(i.oid)
           from pg_catalog.pg_index x join pg_catalog.pg_class i on i.oid = x.indexrelid
-         where x.indrelid = 'public."CreditTransaction"'::pg_catalog.regclass and x.indisunique
+         where x.indrelid in ('public."CreditTransaction"'::pg_catalog.regclass, 'public."CreditPlanChange"'::pg_catalog.regclass)
+           and x.indisunique
            and x.indisvalid and not x.indisprimary`),
     ).map((r) => [String(r.name), String(r.definition)]),
   );
@@ -366,13 +368,93 @@ async function refuseOtherVersion(tx: Database | Transaction, files: MigrationFi
  * trail cut short is found; the balances are the sums of the trail; and refunds stay within
  * their deduction.
  */
-function dataViolationsQuery(userId: string | null, limit: number) {
+/** The plan chains (credit_plan_change_prepare's formula), beside the trail. */
+const planCtes = (userId: string | null) => sql`
+    -- The plan changes, checked as the trail is (credit_plan_change_prepare's formula).
+    plan_chain as (
+      select c.user_id, c.seq, c.id, c.from_plan, c.plan, c.until, c.reason, c.actor,
+             c.idempotency_key, c.trail_seq, c.created_at, c.hash,
+             row_number() over pw as position, lag(c.plan) over pw as prev_plan,
+             lag(c.until) over pw as prev_until, lag(c.trail_seq) over pw as prev_trail_seq,
+             pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(
+               coalesce(lag(c.hash) over pw, '') || pg_catalog.jsonb_build_array(
+                 c.id, c.user_id, c.seq, c.from_plan, c.plan, (extract(epoch from c.until) * 1000)::bigint,
+                 c.reason, c.actor, c.idempotency_key, c.trail_seq,
+                 (extract(epoch from c.created_at) * 1000)::bigint)::text, 'UTF8')), 'hex') as expected_hash
+        from public."CreditPlanChange" c
+       where ${userId}::uuid is null or c.user_id = ${userId}::uuid
+      window pw as (partition by c.user_id order by c.seq, c.id)
+    ),
+    plan_heads as (
+      select distinct on (user_id) user_id, position, hash, plan, until
+        from plan_chain order by user_id, seq desc, id desc
+    ),
+`;
+
+/**
+ * What is wrong with the plan chains, and with the rows an unlimited plan covered: union
+ * arms of `found`.
+ */
+const planFindings = (userId: string | null) => sql`
+      union all
+      -- A covered row names the plan the user was on when it was written: the last plan change
+      -- made before it in the user's order (trail_seq below the row's seq), not ended by then.
+      select t.user_id, t.seq, 'covered_plan_mismatch',
+             format('row %s (%s) says plan %s covered it, but the user was on %s then',
+                    t.id, t.operation, t.covered_by_plan,
+                    coalesce(pc.plan || case when pc.until <= t.created_at then ' (ended at ' || pc.until || ')' else '' end,
+                             'the default plan'))
+        from trail t
+        left join lateral (
+          select c.plan, c.until from public."CreditPlanChange" c
+           where c.user_id = t.user_id and c.trail_seq < t.seq
+           order by c.seq desc limit 1) pc on true
+       where t.covered_by_plan is not null and t.operation in ('deduct', 'hold')
+         and (pc.until <= t.created_at
+              or t.covered_by_plan is distinct from coalesce(pc.plan,
+                   (select d.plan from credit_ledger.credit_plan d where d.is_default)))
+      union all
+      select user_id, seq, 'plan_seq_gap',
+             format('plan change %s is at position %s of the user''s plan changes: one is missing or doubled', id, position)
+        from plan_chain where seq <> position
+      union all
+      select user_id, seq, 'plan_hash_mismatch',
+             format('plan change %s does not hash to its stored hash with the change before it: it or an earlier change was edited', id)
+        from plan_chain where hash is distinct from expected_hash
+      union all
+      select user_id, seq, 'plan_from_mismatch',
+             format('plan change %s says the user was on %s, but the change before it set %s', id, from_plan, prev_plan)
+        from plan_chain where position > 1 and from_plan is distinct from prev_plan
+      union all
+      select user_id, seq, 'plan_lapse_missing',
+             format('plan change %s was made at %s, after the plan before it ended (%s), but is not that plan''s lapse', id, created_at, prev_until)
+        from plan_chain
+       where prev_until <= created_at
+         and not (reason = 'lapsed' and until is null and actor is null and idempotency_key is null)
+      union all
+      select user_id, seq, 'plan_order',
+             format('plan change %s follows trail row %s, before the change ahead of it (trail row %s)', id, trail_seq, prev_trail_seq)
+        from plan_chain where trail_seq < prev_trail_seq
+      union all
+      select coalesce(h.user_id, s.user_id), null, 'plan_head_mismatch',
+             format('the user''s plan changes end at seq %s (%s) but its current plan says seq %s (%s)',
+                    coalesce(h.position::text, 'none'), coalesce(h.plan, 'none'),
+                    coalesce(s.seq::text, 'none'), coalesce(s.plan, 'none'))
+        from plan_heads h
+        full join (select * from credit_ledger.user_plan s
+                    where ${userId}::uuid is null or s.user_id = ${userId}::uuid) s on s.user_id = h.user_id
+       where h.user_id is null or s.user_id is null
+          or (h.position, h.hash, h.plan, h.until) is distinct from (s.seq, s.hash, s.plan, s.until)
+`;
+
+function dataViolationsQuery(userId: string | null, limit: number, withPlans: boolean) {
   return sql`
     with trail as (
       select t.user_id, t.seq, t.amount, t.operation, t.feature_type, t.balance_after, t.hash,
-             t.refund_of, t.id, t.hold_id, t.hold_expires_at,
+             t.refund_of, t.id, t.hold_id, t.hold_expires_at, t.covered_by_plan,
              hr.user_id as hold_user, hr.operation as hold_operation, hr.feature_type as hold_feature,
              hr.amount as held, hr.seq as hold_seq, hr.hold_expires_at as hold_expiry,
+             hr.covered_by_plan as hold_covered,
              row_number() over w as position,
              lag(t.hash) over w as prev_hash,
              t.created_at, lag(t.created_at) over w as prev_created_at,
@@ -386,19 +468,25 @@ function dataViolationsQuery(userId: string | null, limit: number) {
                || case when t.hold_id is null and t.hold_expires_at is null then '[]'::jsonb
                        else pg_catalog.jsonb_build_array(t.hold_id,
                               (extract(epoch from t.hold_expires_at) * 1000)::bigint) end
+               -- The columns added since, without the NULL ones: an older row hashes as before.
+               || case when x.extension = '{}'::jsonb then '[]'::jsonb
+                       else pg_catalog.jsonb_build_array(x.extension) end
                )::text, 'UTF8')), 'hex') as expected_hash
         from public."CreditTransaction" t
         -- The hold a settle, void or expire row closes (looked up for those rows only).
         left join lateral (
-          select h.user_id, h.operation, h.feature_type, h.amount, h.seq, h.hold_expires_at
+          select h.user_id, h.operation, h.feature_type, h.amount, h.seq, h.hold_expires_at, h.covered_by_plan
             from public."CreditTransaction" h
            where t.hold_id is not null and h.id = t.hold_id) hr on true
+        cross join lateral (
+          select pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+                   'covered_by_plan', t.covered_by_plan, 'actor', t.actor)) as extension) x
         -- The row's change to its balance (operations.ts): a hold takes its amount, a
         -- settlement gives back what it did not charge, a void or an expiry gives back the
         -- whole hold. A settlement whose hold is missing counts as charging all of it
         -- (hold_invalid reports it).
         cross join lateral (
-          select ${balanceDeltaSql('t.operation', 't.amount', 'coalesce(hr.amount, t.amount)')} as delta) d
+          select ${balanceDeltaSql('t.operation', 't.amount', 'coalesce(hr.amount, t.amount)', 't.covered_by_plan')} as delta) d
        where ${userId}::uuid is null or t.user_id = ${userId}::uuid
       window w as (partition by t.user_id order by t.seq, t.id)
     ),
@@ -406,7 +494,7 @@ function dataViolationsQuery(userId: string | null, limit: number) {
       select distinct on (user_id) user_id, position, hash, chats, credits
         from trail order by user_id, seq desc, id desc
     ),
-    found as (
+${withPlans ? planCtes(userId) : sql``}    found as (
       select user_id, seq, 'seq_gap' as kind,
              format('row %s is at position %s of the trail: a row is missing or doubled', id, position) as detail
         from trail where seq <> position
@@ -487,14 +575,22 @@ function dataViolationsQuery(userId: string | null, limit: number) {
              case when c.id is null then format('hold %s is open in the trail but not listed in "CreditHold": it would never expire', o.id)
                   when o.id is null then format('"CreditHold" lists %s, which is not an open hold of the trail', c.id)
                   else format('"CreditHold" lists hold %s with other values than its trail row', o.id) end
-        from (select t.id, t.user_id, t.amount, t.feature_type, t.hold_expires_at, t.created_at
+        from (select t.id, t.user_id, t.amount, t.feature_type, t.hold_expires_at, t.created_at, t.covered_by_plan
                 from trail t
                where t.operation = 'hold' and not exists (select 1 from trail c where c.hold_id = t.id)) o
         full join (select * from public."CreditHold" h
                     where ${userId}::uuid is null or h.user_id = ${userId}::uuid) c on c.id = o.id
        where o.id is null or c.id is null
-          or (o.user_id, o.amount, o.feature_type, o.hold_expires_at, o.created_at)
-             is distinct from (c.user_id, c.amount, c.feature_type, c.expires_at, c.created_at)
+          or (o.user_id, o.amount, o.feature_type, o.hold_expires_at, o.created_at, o.covered_by_plan)
+             is distinct from (c.user_id, c.amount, c.feature_type, c.expires_at, c.created_at, c.covered_by_plan)
+      union all
+      select user_id, seq, 'covered_columns',
+             format('row %s (%s) has covered_by_plan %s, but only deductions and holds an unlimited plan covered, and the rows that close such a hold, have it',
+                    id, operation, coalesce(covered_by_plan, 'none'))
+        from trail
+       where (covered_by_plan is not null and operation not in ('deduct', 'hold', 'settle', 'void', 'expire'))
+          or (hold_id is not null and covered_by_plan is distinct from hold_covered)
+${withPlans ? planFindings(userId) : sql``}
       union all
       select r.user_id, null, 'refund_exceeds_deduction',
              format('refunds of deduction %s add up to %s, more than its %s (or it is not a deduction of this user and balance)',
@@ -503,6 +599,7 @@ function dataViolationsQuery(userId: string | null, limit: number) {
         left join public."CreditTransaction" d
           on d.id = r.refund_of and d.user_id = r.user_id and d.operation = 'deduct'
          and (d.feature_type = 'chat_message') = (r.feature_type = 'chat_message')
+         and d.covered_by_plan is null
        where r.refund_of is not null and (${userId}::uuid is null or r.user_id = ${userId}::uuid)
        group by r.user_id, r.refund_of
       having sum(r.amount) > coalesce(max(d.amount), 0)
@@ -541,7 +638,24 @@ export async function verifyLedger(
     const migrations = readMigrations(options.migrationsFolder ?? defaultMigrationsFolder);
     await refuseOtherVersion(tx, migrations);
     const installation = await installationViolations(tx, migrations);
-    const rows = rowsOf(await tx.execute(dataViolationsQuery(userId, limit)));
+    // A database without the plans' tables (built by drizzle-kit push, or migrated only up to
+    // before them) is reported as such, and its trail checked without them.
+    const [plans] = rowsOf(
+      await tx.execute(sql`
+        select pg_catalog.to_regclass('credit_ledger.user_plan') is not null
+           and pg_catalog.to_regclass('credit_ledger.credit_plan') is not null
+           and pg_catalog.to_regclass('public."CreditPlanChange"') is not null as present`),
+    );
+    const withPlans = plans?.present === true;
+    if (!withPlans)
+      installation.push({
+        userId: null,
+        seq: null,
+        kind: 'table_missing',
+        detail:
+          'the plans\' tables (credit_ledger.credit_plan, credit_ledger.user_plan, "CreditPlanChange") are missing: run the migrations',
+      });
+    const rows = rowsOf(await tx.execute(dataViolationsQuery(userId, limit, withPlans)));
     const anchored: LedgerViolation[] = options.anchors?.length
       ? rowsOf(
           await tx.execute(sql`
@@ -669,7 +783,7 @@ export async function ledgerFingerprint(db: Database | Transaction): Promise<str
     await db.execute(sql`
       with ledger_tables(oid) as (
         values ('public."User"'::pg_catalog.regclass), ('public."CreditTransaction"'::pg_catalog.regclass),
-               ('public."CreditHold"'::pg_catalog.regclass))
+               ('public."CreditHold"'::pg_catalog.regclass), ('public."CreditPlanChange"'::pg_catalog.regclass))
       select pg_catalog.md5(pg_catalog.string_agg(entry, ',' order by entry)) as fingerprint
         from (select 't:' || t.oid::pg_catalog.text || ':' || t.xmin::pg_catalog.text as entry
                 from pg_catalog.pg_trigger t

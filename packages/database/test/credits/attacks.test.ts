@@ -558,7 +558,7 @@ describe('the owner DDL that cannot be prevented is detected', () => {
       await tx`alter table "User" disable trigger user`;
       await tx`update "CreditTransaction" t set amount = 1, balance_after = 9,
                  hash = credit_ledger.credit_tx_hash(p.hash, t.id, t.user_id, t.seq, t.operation, t.feature_type, 1, 9,
-                   t.created_at, t.idempotency_key, t.refund_of, t.metadata, t.hold_id, t.hold_expires_at)
+                   t.created_at, t.idempotency_key, t.refund_of, t.metadata, t.hold_id, t.hold_expires_at, null)
                from "CreditTransaction" p
                where t.user_id = ${userId} and t.seq = 3 and p.user_id = t.user_id and p.seq = 2`;
       await tx`update "User" u set free_credits = 9, ledger_hash = t.hash
@@ -608,7 +608,7 @@ describe('the owner DDL that cannot be prevented is detected', () => {
           NEW.created_at := '2020-01-01'; NEW.hash := credit_ledger.credit_tx_hash(
             (select ledger_hash from public."User" where id = NEW.user_id), NEW.id, NEW.user_id, NEW.seq,
             NEW.operation, NEW.feature_type, NEW.amount, NEW.balance_after, NEW.created_at,
-            NEW.idempotency_key, NEW.refund_of, NEW.metadata, NEW.hold_id, NEW.hold_expires_at);
+            NEW.idempotency_key, NEW.refund_of, NEW.metadata, NEW.hold_id, NEW.hold_expires_at, null);
           return NEW; end $$;
         create trigger credit_tx_prepare_zz before insert on "CreditTransaction" for each row execute function public.zz_backdate()`);
       await tx`insert into "CreditTransaction" (user_id, amount, operation, feature_type) values (${userId}, 5, 'grant', 'chat_tool_call')`;

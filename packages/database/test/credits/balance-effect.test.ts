@@ -33,7 +33,7 @@ describe('the balance effect of each operation', () => {
         const [row] = rowsOf(
           await db.execute(sql`
           select credit_ledger.credit_balance_effect(x.op, ${amount}::int4, ${held}::int4) as ledger,
-                 ${balanceDeltaSql('x.op', `${amount}`, `${held}`)} as verify
+                 ${balanceDeltaSql('x.op', `${amount}`, `${held}`, 'null')} as verify
             from (select ${operation}::public.operation_type as op) x`),
         );
         expect(row?.ledger).not.toBeNull();
@@ -41,6 +41,15 @@ describe('the balance effect of each operation', () => {
       }
     },
   );
+
+  it('credits:verify counts a row an unlimited plan covered as moving no balance', async () => {
+    const [row] = rowsOf(
+      await db.execute(sql`
+        select ${balanceDeltaSql('x.op', '5', '8', "'paid'")} as verify
+          from (select 'deduct'::public.operation_type as op) x`),
+    );
+    expect(String(row?.verify)).toBe('0');
+  });
 
   it('every operation the enum has is known to the ledger: none has a NULL effect', async () => {
     const rows = rowsOf(

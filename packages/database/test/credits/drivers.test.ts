@@ -223,7 +223,7 @@ describe('a database built without the migrations (drizzle-kit push), through PG
       for (const migration of readMigrations(defaultMigrationsFolder).slice(0, 2))
         for (const statement of migration.statements) await client.exec(statement);
       await client.exec(
-        'alter table "CreditTransaction" add column seq bigint not null, add column hash text not null, add column hold_id uuid, add column hold_expires_at timestamptz(3); alter table "User" add column ledger_seq bigint not null default 0, add column ledger_hash text; alter table "CreditTransaction" alter column balance_after set not null',
+        'alter table "CreditTransaction" add column seq bigint not null, add column hash text not null, add column hold_id uuid, add column hold_expires_at timestamptz(3), add column covered_by_plan text, add column actor text; alter table "User" add column ledger_seq bigint not null default 0, add column ledger_hash text; alter table "CreditTransaction" alter column balance_after set not null',
       );
       const db = drizzlePglite(client, { schema });
       const [row] = await db

@@ -42,12 +42,13 @@ export async function trailSize(db: Database | Transaction, userId?: string): Pr
  * included): every credit must be explained by a row.
  */
 export async function ledgerMismatches(db: Database | Transaction) {
-  // A hold takes its amount, a settlement gives back what it did not charge, a void or an
-  // expiry gives back the whole hold.
+  // A row an unlimited plan covered moves nothing; a hold takes its amount, a settlement gives
+  // back what it did not charge, a void or an expiry gives back the whole hold.
   const rows = (await db.execute(sql`
     select u.id from "User" u
       left join (select t.user_id, t.feature_type,
-                        case when t.operation in ('deduct', 'hold') then -t.amount
+                        case when t.covered_by_plan is not null then 0
+                             when t.operation in ('deduct', 'hold') then -t.amount
                              when t.operation = 'settle' then h.amount - t.amount
                              else t.amount end as delta
                    from "CreditTransaction" t left join "CreditTransaction" h on h.id = t.hold_id) t

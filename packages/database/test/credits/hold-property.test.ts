@@ -275,6 +275,7 @@ describe('property: holds mixed with every other credit operation keep the ledge
               freeChatMessages: row.chats,
               heldCredits: open.credits,
               heldChatMessages: open.chats,
+              plan: { plan: 'free', unlimited: false, until: null },
             });
           }
           expect((await verifyLedger(db)).violations).toEqual([]);

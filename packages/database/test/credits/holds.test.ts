@@ -79,6 +79,7 @@ describe('holdCredits', () => {
       freeChatMessages: 20,
       heldCredits: 4,
       heldChatMessages: 0,
+      plan: { plan: 'free', unlimited: false, until: null },
     });
   });
 

@@ -502,6 +502,7 @@ describe('getCreditBalance', () => {
       freeChatMessages: 4,
       heldCredits: 0,
       heldChatMessages: 0,
+      plan: { plan: 'free', unlimited: false, until: null },
     });
   });
 

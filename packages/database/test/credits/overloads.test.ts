@@ -93,7 +93,7 @@ describe('overloads of the ledger functions', () => {
     );
     await overload(
       app,
-      'app_own.credit_tx_hash(text, uuid, uuid, bigint, public.operation_type, public.feature_type, integer, integer, timestamptz, text, uuid, jsonb, uuid, timestamptz)',
+      'app_own.credit_tx_hash(text, uuid, uuid, bigint, public.operation_type, public.feature_type, integer, integer, timestamptz, text, uuid, jsonb, uuid, timestamptz, jsonb)',
       `returns text language plpgsql as $$ begin insert into public.called values ('hash'); return 'x'; end $$`,
     );
     const session = env.session('app');

@@ -38,7 +38,7 @@ export async function createLedgerRoles(
       `grant select, insert, update, delete on all tables in schema public to ${names.app}`,
     );
     await admin.unsafe(`grant usage, create on schema public to ${names.owner}`);
-    for (const table of ['"User"', '"CreditTransaction"', '"CreditHold"'])
+    for (const table of ['"User"', '"CreditTransaction"', '"CreditHold"', '"CreditPlanChange"'])
       await admin.unsafe(`alter table ${table} owner to ${names.owner}`);
     for (const type of ['operation_type', 'feature_type'])
       await admin.unsafe(`alter type ${type} owner to ${names.owner}`);
