@@ -43,9 +43,13 @@ CREATE TABLE "CreditTransaction" (
   -- The hold columns of 0004, in the same place: checked by credit_tx_prepare, as before.
   hold_id uuid,
   hold_expires_at timestamp(3) with time zone,
-  -- The columns of 0012 (plans), in the same place: set and hashed by credit_tx_prepare.
+  -- The columns of 0012 (plans) and 0014 (grants), in the same place: set and hashed by
+  -- credit_tx_prepare.
   covered_by_plan text,
   actor text,
+  source credit_source,
+  grant_expires_at timestamp(3) with time zone,
+  allocations jsonb,
   CONSTRAINT credit_tx_refund_of_only_on_refunds CHECK (refund_of IS NULL OR operation = 'refund'),
   -- Every unique constraint of a partitioned table includes the partition key.
   PRIMARY KEY (id, created_at)
@@ -200,9 +204,9 @@ ALTER TABLE "CreditTransaction" DISABLE TRIGGER credit_tx_apply;
 ALTER TABLE "CreditTransaction" DISABLE TRIGGER credit_tx_claim;
 INSERT INTO "CreditTransaction"
   (id, user_id, amount, operation, feature_type, metadata, created_at, balance_after, idempotency_key, refund_of, seq, hash,
-   hold_id, hold_expires_at, covered_by_plan, actor)
+   hold_id, hold_expires_at, covered_by_plan, actor, source, grant_expires_at, allocations)
 SELECT id, user_id, amount, operation, feature_type, metadata, created_at, balance_after, idempotency_key, refund_of, seq, hash,
-       hold_id, hold_expires_at, covered_by_plan, actor
+       hold_id, hold_expires_at, covered_by_plan, actor, source, grant_expires_at, allocations
 FROM "CreditTransaction_unpartitioned";
 INSERT INTO credit_idempotency_key (user_id, idempotency_key, transaction_id)
 SELECT user_id, idempotency_key, id FROM "CreditTransaction_unpartitioned" WHERE idempotency_key IS NOT NULL;
@@ -212,18 +216,23 @@ ALTER TABLE "CreditTransaction" ENABLE TRIGGER credit_tx_prepare;
 ALTER TABLE "CreditTransaction" ENABLE TRIGGER credit_tx_apply;
 ALTER TABLE "CreditTransaction" ENABLE TRIGGER credit_tx_claim;
 
--- credit_holds_expire returns SETOF "CreditTransaction": that is the old table's row type
--- (it followed the rename), so the function is created again for the new table, with its body
--- and attributes exactly as the ledger's source (ledger/functions/credit_holds_expire.sql)
--- has them, which credits:verify compares it with. Grants made on it since must be made again.
+-- The sweepers, credit_holds_expire and credit_grants_expire, return SETOF "CreditTransaction":
+-- that is the old table's row type (it followed the rename), so each is created again for the
+-- new table, with its body and attributes exactly as the ledger's sources
+-- (ledger/functions/credit_holds_expire.sql, credit_grants_expire.sql) have them, which
+-- credits:verify compares them with. Grants made on them since must be made again.
 DO $$
 DECLARE
-  body text := (SELECT prosrc FROM pg_proc WHERE oid = 'credit_ledger.credit_holds_expire(integer, uuid)'::regprocedure);
+  sweeper text;
+  body text;
 BEGIN
-  DROP FUNCTION credit_ledger.credit_holds_expire(integer, uuid);
-  EXECUTE format('CREATE FUNCTION "credit_ledger"."credit_holds_expire"(max_rows integer, only_user uuid DEFAULT NULL)
-    RETURNS SETOF "public"."CreditTransaction" LANGUAGE plpgsql SECURITY INVOKER
-    SET search_path = pg_catalog, pg_temp SET lock_timeout = ''5s'' AS %L', body);
+  FOREACH sweeper IN ARRAY ARRAY['credit_holds_expire', 'credit_grants_expire'] LOOP
+    body := (SELECT prosrc FROM pg_proc WHERE oid = format('credit_ledger.%I(integer, uuid)', sweeper)::regprocedure);
+    EXECUTE format('DROP FUNCTION credit_ledger.%I(integer, uuid)', sweeper);
+    EXECUTE format('CREATE FUNCTION "credit_ledger".%I(max_rows integer, only_user uuid DEFAULT NULL)
+      RETURNS SETOF "public"."CreditTransaction" LANGUAGE plpgsql SECURITY INVOKER
+      SET search_path = pg_catalog, pg_temp SET lock_timeout = ''5s'' AS %L', sweeper, body);
+  END LOOP;
 END;
 $$;
 

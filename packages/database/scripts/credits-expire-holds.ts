@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { createDatabase } from '../src/client.js';
+import { expireCreditGrants } from '../src/credits/grants.js';
 import { expireCreditHolds } from '../src/credits/holds.js';
 import { MAX_EXPIRE_BATCH } from '../src/credits/validation.js';
 import { redactUrl } from '../src/migrate/redact.js';
@@ -8,14 +9,15 @@ import { runCommand } from './run-command.js';
 const usage = `Usage: pnpm credits:expire-holds [--limit N] [--batch N] [--quiet]
 
 Gives back the credits of every hold in DATABASE_URL that is past its expiry, each with an
-expire row in the trail, and prints what it did. For a cron job or a worker: the ledger does
+expire row in the trail, then takes off what remains of every grant past its expiry, each
+with an expire_grant row, and prints what it did. For a cron job or a worker: the ledger does
 not depend on it (each user's next write or balance read expires that user's due holds), it
 only brings credits back for users who are not active. Safe to run at once with itself and
 with the app. Exits 0 when it ran, 1 on an error.
 
-  --limit N   expire at most N holds in all (default: all that are due)
-  --batch N   holds per transaction, 1–${MAX_EXPIRE_BATCH} (default 1000)
-  --quiet     print only the summary, not one line per hold`;
+  --limit N   expire at most N holds, and N grants, in all (default: all that are due)
+  --batch N   holds (or grants) per transaction, 1–${MAX_EXPIRE_BATCH} (default 1000)
+  --quiet     print only the summaries, not one line per hold or grant`;
 
 const positive = (name: string, value: string | undefined): number | undefined => {
   if (value === undefined) return undefined;
@@ -75,6 +77,29 @@ async function run(): Promise<number> {
     console.log(
       `credits:expire-holds: ${redactUrl(url)}: expired ${expired} hold${expired === 1 ? '' : 's'} ` +
         `(${credits} credits and ${chatMessages} chat messages given back) in ${took} ms.`,
+    );
+    const grantsStarted = performance.now();
+    let grants = 0;
+    let lapsedCredits = 0;
+    let lapsedChats = 0;
+    while (grants < limit) {
+      const { expired: rows } = await expireCreditGrants(db, {
+        limit: Math.min(batch, limit - grants),
+      });
+      for (const row of rows) {
+        if (row.featureType === 'chat_message') lapsedChats += row.amount;
+        else lapsedCredits += row.amount;
+        if (!values.quiet)
+          console.log(
+            `  expired grant ${Object.keys(row.allocations ?? {}).join(', ')} of user ${row.userId}: ${row.amount} ${row.featureType === 'chat_message' ? 'chat messages' : 'credits'} taken off (trail seq ${row.seq})`,
+          );
+      }
+      grants += rows.length;
+      if (rows.length === 0) break;
+    }
+    console.log(
+      `credits:expire-holds: ${redactUrl(url)}: expired ${grants} grant${grants === 1 ? '' : 's'} ` +
+        `(${lapsedCredits} credits and ${lapsedChats} chat messages taken off) in ${Math.round(performance.now() - grantsStarted)} ms.`,
     );
     return 0;
   } finally {

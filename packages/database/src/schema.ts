@@ -36,6 +36,10 @@ export const operationTypeValues = [
   'settle',
   'void',
   'expire',
+  // A grant's expiry (migration 0014): what remained of a grant past its `grant_expires_at`
+  // comes off the balance, once, with this row (`allocations` names the grant). Not `expire`,
+  // which gives a hold back: this one takes.
+  'expire_grant',
 ] as const;
 export const operationTypeEnum = pgEnum('operation_type', operationTypeValues);
 export type OperationType = (typeof operationTypeValues)[number];
@@ -49,9 +53,29 @@ export const featureTypeValues = [
   'chat_tool_call',
   // Chat message: a chat message from a free user.
   'chat_message',
+  // No feature (migration 0014): a grant of credits, or a grant's expiry, is for no feature,
+  // so that per-feature figures count only what was spent on each.
+  'none',
 ] as const;
 export const featureTypeEnum = pgEnum('feature_type', featureTypeValues);
 export type FeatureType = (typeof featureTypeValues)[number];
+
+/**
+ * Where a grant's credits came from (migration 0014). `refund`: credits given back that no
+ * earlier grant can take back (a refund without `refundOf`, or of a use from before credit
+ * sources existed); `carried_over`: a balance from before credit sources existed.
+ */
+export const creditSourceValues = [
+  'opening',
+  'allowance',
+  'purchase',
+  'promotional',
+  'support',
+  'refund',
+  'carried_over',
+] as const;
+export const creditSourceEnum = pgEnum('credit_source', creditSourceValues);
+export type CreditSource = (typeof creditSourceValues)[number];
 
 export const user = pgTable(
   'User',
@@ -144,6 +168,16 @@ export const creditTransaction = pgTable(
     // Who made the change, when a person or a system acting for one did (support, an admin
     // tool, a billing webhook): free text the caller supplies, hashed with the row.
     actor: text('actor'),
+    // On a row that creates a grant (a grant, and a row that gives back credits no earlier
+    // grant can take back): where its credits came from. Set by the trigger when omitted.
+    source: creditSourceEnum('source'),
+    // On a grant row: when what remains of it expires (comes off the balance with an
+    // `expire_grant` row). NULL: never.
+    grantExpiresAt: timestamptz('grant_expires_at'),
+    // On a row that takes credits from grants or gives them back: which grants, and how many
+    // of each ({"<grant id>": n}). Set by the trigger (the inserter names the grant only on an
+    // `expire_grant` row, which the trigger checks).
+    allocations: jsonb('allocations').$type<Record<string, number>>(),
   },
   (t) => [
     // `amount` is a magnitude; `operation` carries the direction. A zero or negative

@@ -47,6 +47,11 @@ describe('rows through drizzle', () => {
       })
       .returning();
     if (!inserted) throw new Error('insert returned no row');
+    const [opening] = await db
+      .select({ id: creditTransaction.id })
+      .from(creditTransaction)
+      .where(sql`${creditTransaction.userId} = ${owner.id} and ${creditTransaction.seq} = 1`);
+    if (!opening) throw new Error('no opening row');
     const [read] = await db
       .select()
       .from(creditTransaction)
@@ -70,6 +75,10 @@ describe('rows through drizzle', () => {
       holdExpiresAt: null,
       coveredByPlan: null,
       actor: null,
+      source: null,
+      grantExpiresAt: null,
+      // Taken from the user's opening grant (its trail row's id).
+      allocations: { [opening.id]: 3 },
     });
     expectTypeOf(inserted).toEqualTypeOf<CreditTransaction>();
     expectTypeOf(inserted.operation).toEqualTypeOf<OperationType>();

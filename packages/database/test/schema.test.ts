@@ -36,6 +36,7 @@ describe('a database migrated by db:migrate', () => {
       'settle',
       'void',
       'expire',
+      'expire_grant',
     ]);
     // Feature types are the app's; chat_message is the one the ledger treats apart.
     expect(values('feature_type')?.slice(0, 4)).toEqual([
@@ -106,6 +107,14 @@ describe('a database migrated by db:migrate', () => {
       },
       { name: 'covered_by_plan', type: 'text', not_null: false, default: null },
       { name: 'actor', type: 'text', not_null: false, default: null },
+      { name: 'source', type: 'credit_source', not_null: false, default: null },
+      {
+        name: 'grant_expires_at',
+        type: 'timestamp(3) with time zone',
+        not_null: false,
+        default: null,
+      },
+      { name: 'allocations', type: 'jsonb', not_null: false, default: null },
     ]);
   });
 
@@ -336,7 +345,16 @@ describe('a database migrated by db:migrate', () => {
     const rule = (name: string) => ({ name, definer: false, config: null, public_execute: false });
     expect(functions).toEqual([
       rule('credit_balance_effect'),
+      rule('credit_expire_due_grants'),
       rule('credit_expire_due_holds'),
+      rule('credit_grant_give_back'),
+      // The grants' sweeper, like the holds': anyone may run it, as themselves.
+      {
+        name: 'credit_grants_expire',
+        definer: false,
+        config: ['search_path=pg_catalog, pg_temp', 'lock_timeout=5s'],
+        public_execute: true,
+      },
       trigger('credit_hold_guard'),
       // The sweeper runs as its caller, so anyone may execute it: it can do only what the
       // caller's own INSERT of expire rows could.

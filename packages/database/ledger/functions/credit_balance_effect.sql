@@ -1,5 +1,5 @@
--- What a row of each operation does to its balance, declared once: a deduction or a hold
--- takes its amount; a grant or a refund adds it; a settlement charges its amount of the hold
+-- What a row of each operation does to its balance, declared once: a deduction, a hold or a
+-- grant's expiry takes its amount; a grant or a refund adds it; a settlement charges its amount of the hold
 -- and gives the rest back (held − amount); a void or an expiry gives the whole hold back.
 -- credits:verify keeps its own copy (src/credits/operations.ts), and a test runs every
 -- operation through both. NULL for an operation this does not know: a new one must be added
@@ -13,7 +13,7 @@ CREATE OR REPLACE FUNCTION "credit_ledger"."credit_balance_effect"(
 ) RETURNS bigint
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
-  SELECT CASE WHEN operation::pg_catalog.text OPERATOR(pg_catalog.=) ANY ('{deduct,hold}'::pg_catalog.text[])
+  SELECT CASE WHEN operation::pg_catalog.text OPERATOR(pg_catalog.=) ANY ('{deduct,hold,expire_grant}'::pg_catalog.text[])
               THEN 0::pg_catalog.int8 OPERATOR(pg_catalog.-) amount::pg_catalog.int8
               WHEN operation::pg_catalog.text OPERATOR(pg_catalog.=) ANY ('{grant,refund,void,expire}'::pg_catalog.text[])
               THEN amount::pg_catalog.int8

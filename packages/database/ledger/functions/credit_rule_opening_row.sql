@@ -21,7 +21,7 @@ BEGIN
     RETURN head + 1;
   END IF;
   IF operation <> 'grant' OR chat <> (head = -1 AND chats > 0)
-     OR feature_type NOT IN ('document_generation', 'chat_message')
+     OR feature_type NOT IN ('none', 'chat_message')
      OR metadata IS DISTINCT FROM '{"reason": "opening_balance"}'::jsonb
      OR amount <> (CASE WHEN chat THEN chats ELSE credits END)
      OR idempotency_key IS NOT NULL OR refund_of IS NOT NULL THEN

@@ -33,6 +33,30 @@ BEGIN
   ELSIF NEW.hold_id IS NOT NULL THEN
     DELETE FROM "public"."CreditHold" WHERE id = NEW.hold_id;
   END IF;
+  -- The grants: a row with a source creates one (what it adds: a grant's or refund's amount,
+  -- a closed hold's give-back); a row with allocations takes from or gives back to the ones
+  -- it names. Credits given back to a grant already past its expiry come off again at once,
+  -- with the expire_grant rows of credit_expire_due_grants.
+  IF NEW.source IS NOT NULL THEN
+    INSERT INTO "credit_ledger"."credit_grant" (id, user_id, chat, source, amount, remaining, expires_at, created_at, created_seq)
+      SELECT NEW.id, NEW.user_id, NEW.feature_type = 'chat_message', NEW.source, a.amount, a.amount,
+             NEW.grant_expires_at, NEW.created_at, NEW.seq
+        FROM (SELECT CASE WHEN NEW.operation = 'settle'
+                          THEN (SELECT h.amount FROM "public"."CreditTransaction" h WHERE h.id = NEW.hold_id) - NEW.amount
+                          ELSE NEW.amount END AS amount) a;
+  ELSIF NEW.allocations IS NOT NULL THEN
+    UPDATE "credit_ledger"."credit_grant" c
+       SET remaining = c.remaining + CASE WHEN NEW.operation IN ('deduct', 'hold', 'expire_grant')
+                                          THEN -(a.value::integer) ELSE a.value::integer END
+      FROM jsonb_each_text(NEW.allocations) a
+     WHERE c.id = a.key::uuid AND c.user_id = NEW.user_id;
+    IF NEW.operation NOT IN ('deduct', 'hold', 'expire_grant')
+       AND EXISTS (SELECT 1 FROM "credit_ledger"."credit_grant" c
+                    WHERE c.user_id = NEW.user_id AND c.id::text IN (SELECT jsonb_object_keys(NEW.allocations))
+                      AND c.remaining > 0 AND c.expires_at <= NEW.created_at) THEN
+      PERFORM "credit_ledger"."credit_expire_due_grants"(NEW.user_id, NEW.created_at);
+    END IF;
+  END IF;
   RETURN NULL;
 END;
 $$;

@@ -18,6 +18,7 @@
 --   BC020 a daily limit of credit_ledger.credit_limit would be exceeded
 --   BC021 more due holds than one write gives back (credit_expire_due_holds)
 --   BC022, BC023 plans (credit_plan_change_prepare)
+--   BC024 an expire_grant row that does not expire one due grant whole
 --
 -- lock_timeout bounds every lock wait inside the write: a role with UPDATE on "User" or
 -- "CreditHold" can hold a user's row lock (SELECT … FOR UPDATE in a transaction it keeps
@@ -42,6 +43,11 @@ DECLARE
   at timestamptz;
   expired_at timestamptz;
   plan_until timestamptz;
+  grant_id uuid;
+  grant_chat boolean;
+  grant_remaining integer;
+  grant_expires timestamptz;
+  allocated bigint;
   ok boolean;
 BEGIN
   -- Only as the trail's own trigger: the owner could attach this function to a table of its own.
@@ -113,6 +119,8 @@ BEGIN
            (SELECT l.max_amount FROM "credit_ledger"."credit_limit" l
              WHERE l.feature_type = NEW.feature_type AND l.period = 'day') END AS daily_limit,
          (SELECT min(h.expires_at) FROM "public"."CreditHold" h WHERE h.user_id = NEW.user_id) AS next_expiry,
+         (SELECT min(g.expires_at) FROM "credit_ledger"."credit_grant" g
+           WHERE g.user_id = NEW.user_id AND g.remaining > 0) AS next_grant_expiry,
          (SELECT s.xmin FROM "public"."User" s WHERE s.id = NEW.user_id) IS DISTINCT FROM u.xmin AS stale,
          p.until AS plan_until,
          -- The unlimited plan that covers a deduction or hold: the user's plan (the default
@@ -146,6 +154,17 @@ BEGIN
   END IF;
   -- An SQL rule, inlined here, is called on every write (it costs no call when it passes).
   ok := "credit_ledger"."credit_rule_hold_columns"(NEW.operation, NEW.hold_id, NEW.hold_expires_at);
+  -- A source and an expiry are a grant's (BC016); which grants a row takes from or gives back
+  -- to is the ledger's to say: only an expire_grant row names one, which is checked below.
+  IF (NEW.source IS NOT NULL OR NEW.grant_expires_at IS NOT NULL) AND NEW.operation <> 'grant' THEN
+    RAISE EXCEPTION 'source and grant_expires_at are set on grant rows only'
+      USING ERRCODE = 'BC016',
+            DETAIL = json_build_object('field', CASE WHEN NEW.source IS NOT NULL THEN 'source' ELSE 'expiresAt' END,
+              'reason', 'is set on grants only')::text;
+  END IF;
+  IF NEW.operation <> 'expire_grant' THEN
+    NEW.allocations := NULL;
+  END IF;
 
   -- The user's due holds are given back first (credit_expire_due_holds), as of this row's
   -- time. Open holds change only with a write of their user, which moves its head: with the
@@ -153,7 +172,7 @@ BEGIN
   -- not due (the common case: no open hold at all) nothing is scanned. An expire row expires
   -- nothing itself.
   at := date_trunc('milliseconds', clock_timestamp());
-  IF head >= 0 AND NEW.operation <> 'expire'
+  IF head >= 0 AND NEW.operation NOT IN ('expire', 'expire_grant')
      AND (census.stale OR census.next_expiry <= at) THEN
     expired_at := "credit_ledger"."credit_expire_due_holds"(NEW.user_id, NEW.hold_id, at);
     IF expired_at IS NOT NULL THEN
@@ -163,7 +182,42 @@ BEGIN
         FROM "public"."User" u WHERE u.id = NEW.user_id;
     END IF;
   END IF;
+  -- Then what remains of the user's grants past their expiry comes off (credit_expire_due_
+  -- grants), so this row never spends or counts it. Grants change only with a write of their
+  -- user, as holds do: `next_grant_expiry` is exact unless the row is stale.
+  IF head >= 0 AND NEW.operation NOT IN ('expire', 'expire_grant')
+     AND (census.stale OR census.next_grant_expiry <= at) THEN
+    expired_at := "credit_ledger"."credit_expire_due_grants"(NEW.user_id, at);
+    IF expired_at IS NOT NULL THEN
+      at := expired_at;
+      SELECT u.free_credits, u.free_chat_messages, u.ledger_seq, u.ledger_hash
+        INTO credits, chats, head, head_hash
+        FROM "public"."User" u WHERE u.id = NEW.user_id;
+    END IF;
+  END IF;
   available := CASE WHEN chat THEN chats ELSE credits END;
+
+  -- An expire_grant row takes off all that remains of one grant of this user and balance,
+  -- due by now (BC024): whoever inserts it (the ledger, the sweeper, anyone) can expire
+  -- nothing else, and nothing twice (the grant's row is locked and read again here).
+  IF NEW.operation = 'expire_grant' THEN
+    IF jsonb_typeof(NEW.allocations) = 'object' AND (SELECT count(*) FROM jsonb_object_keys(NEW.allocations)) = 1 THEN
+      SELECT c.id, c.chat, c.remaining, c.expires_at INTO grant_id, grant_chat, grant_remaining, grant_expires
+        FROM "credit_ledger"."credit_grant" c
+       WHERE c.id::text = (SELECT k FROM jsonb_object_keys(NEW.allocations) k) AND c.user_id = NEW.user_id
+       FOR UPDATE;
+    END IF;
+    IF grant_id IS NULL OR grant_chat IS DISTINCT FROM chat OR NOT coalesce(grant_expires <= at, false)
+       OR grant_remaining IS DISTINCT FROM NEW.amount
+       OR NEW.allocations ->> grant_id::text IS DISTINCT FROM NEW.amount::text
+       OR NEW.feature_type NOT IN ('none', 'chat_message') THEN
+      RAISE EXCEPTION 'an expire_grant row takes off all that remains of one due grant of its user and balance'
+        USING ERRCODE = 'BC024',
+              DETAIL = json_build_object('userId', NEW.user_id, 'grantId', grant_id,
+                'remaining', grant_remaining, 'expiresAt', grant_expires)::text;
+    END IF;
+    NEW.allocations := jsonb_build_object(grant_id, NEW.amount);
+  END IF;
 
   -- Which plan covers a deduction or a hold, read under the lock: a plan change is entirely
   -- before or after this row. A time-bound plan past its end at this row's time is ended
@@ -193,18 +247,56 @@ BEGIN
       NEW.amount, NEW.metadata, NEW.idempotency_key, NEW.refund_of, head, credits, chats);
   END IF;
   IF head < 0 THEN
+    -- An opening row: the grant of a new user's balance, which never expires.
+    IF NEW.grant_expires_at IS NOT NULL THEN
+      RAISE EXCEPTION 'the opening rows of user % do not expire', NEW.user_id
+        USING ERRCODE = 'BC008', HINT = 'Grant expiring credits in a later statement.';
+    END IF;
+    NEW.source := 'opening';
     NEW.balance_after := NEW.amount;
   ELSE
     IF NEW.operation = 'refund' AND NEW.refund_of IS NOT NULL THEN
       ok := "credit_ledger"."credit_rule_refund_cap"(NEW.user_id, NEW.feature_type, NEW.amount,
         NEW.refund_of, NEW.idempotency_key);
+      -- Back to the grants the deduction took from (credit_grant_give_back); one from before
+      -- credit sources existed took from none, and its refund is a grant of its own.
+      NEW.allocations := "credit_ledger"."credit_grant_give_back"(NEW.refund_of, NEW.amount);
+      IF NEW.allocations IS NULL THEN
+        NEW.source := 'refund';
+      END IF;
     ELSIF NEW.hold_id IS NOT NULL THEN
       held := "credit_ledger"."credit_rule_hold_close"(NEW.user_id, NEW.operation, NEW.feature_type,
         NEW.amount, NEW.hold_id, at);
       -- A hold an unlimited plan covered is closed as it was taken: moving no balance.
       NEW.covered_by_plan := (SELECT h.covered_by_plan FROM "public"."CreditHold" h WHERE h.id = NEW.hold_id);
+      -- What the hold gives back (all of it, or what a settlement did not charge) goes back to
+      -- the grants it took from; a hold from before credit sources existed took from none.
+      IF NEW.covered_by_plan IS NULL AND (held - (CASE WHEN NEW.operation = 'settle' THEN NEW.amount ELSE 0 END)) > 0 THEN
+        NEW.allocations := "credit_ledger"."credit_grant_give_back"(NEW.hold_id,
+          held - CASE WHEN NEW.operation = 'settle' THEN NEW.amount ELSE 0 END);
+        IF NEW.allocations IS NULL THEN
+          NEW.source := 'refund';
+        END IF;
+      END IF;
     ELSIF NEW.operation = 'hold' THEN
       ok := "credit_ledger"."credit_rule_hold_expiry"(NEW.hold_expires_at, at);
+    ELSIF NEW.operation = 'grant' THEN
+      -- Where the credits came from (promotional when the inserter does not say), and when
+      -- what remains of them expires: after this row, if ever.
+      NEW.source := coalesce(NEW.source, 'promotional');
+      IF NEW.source IN ('opening', 'refund', 'carried_over') THEN
+        RAISE EXCEPTION 'a grant''s source % is the ledger''s to set', NEW.source
+          USING ERRCODE = 'BC016',
+                DETAIL = json_build_object('field', 'source', 'reason', 'opening, refund and carried_over are set by the ledger')::text;
+      END IF;
+      IF NEW.grant_expires_at IS NOT NULL AND (NEW.grant_expires_at <= at OR NOT isfinite(NEW.grant_expires_at)) THEN
+        RAISE EXCEPTION 'a grant expires after it is made, at a finite time, not at %', NEW.grant_expires_at
+          USING ERRCODE = 'BC016',
+                DETAIL = json_build_object('field', 'expiresAt', 'reason', 'must be a finite time in the future')::text;
+      END IF;
+    ELSIF NEW.operation = 'refund' THEN
+      -- A refund that names no deduction gives its credits back as a grant of its own.
+      NEW.source := 'refund';
     END IF;
     -- A row an unlimited plan covers records the use and its cost, and moves no balance.
     next_balance := available::bigint + CASE WHEN NEW.covered_by_plan IS NULL
@@ -228,6 +320,26 @@ BEGIN
         ok := "credit_ledger"."credit_rule_daily_limit"(NEW.user_id, NEW.feature_type, NEW.amount,
           NEW.idempotency_key, at, census.daily_limit);
       END IF;
+      -- A deduction or a hold takes from the user's live grants of this balance, the
+      -- soonest-expiring first (never-expiring last), then the oldest; their remaining amounts
+      -- add up to the balance, so the balance covering the amount means they do. An
+      -- expire_grant row took its allocations above.
+      IF NEW.operation IN ('deduct', 'hold') THEN
+        SELECT jsonb_object_agg(g.id, least(g.remaining, NEW.amount - (g.running - g.remaining))),
+               coalesce(sum(least(g.remaining, NEW.amount - (g.running - g.remaining))), 0)
+          INTO NEW.allocations, allocated
+          FROM (SELECT c.id, c.remaining,
+                       sum(c.remaining) OVER (ORDER BY c.expires_at, c.created_at, c.id) AS running
+                  FROM "credit_ledger"."credit_grant" c
+                 WHERE c.user_id = NEW.user_id AND c.chat = (NEW.feature_type = 'chat_message')
+                   AND c.remaining > 0) g
+         WHERE g.running - g.remaining < NEW.amount;
+        IF allocated <> NEW.amount THEN
+          RAISE EXCEPTION 'the live grants of user % cover % of the % % it has', NEW.user_id, allocated,
+              available, CASE WHEN chat THEN 'free_chat_messages' ELSE 'free_credits' END
+            USING ERRCODE = 'BC009', HINT = 'Its grants and its balance disagree: pnpm credits:verify lists what is wrong.';
+        END IF;
+      END IF;
     ELSE
       ok := "credit_ledger"."credit_rule_balance_range"(NEW.user_id, NEW.feature_type, next_balance,
         CASE WHEN NEW.hold_id IS NULL
@@ -245,7 +357,9 @@ BEGIN
   NEW.hash := "credit_ledger"."credit_tx_hash"(head_hash, NEW.id, NEW.user_id, NEW.seq, NEW.operation,
     NEW.feature_type, NEW.amount, NEW.balance_after, NEW.created_at, NEW.idempotency_key,
     NEW.refund_of, NEW.metadata, NEW.hold_id, NEW.hold_expires_at,
-    jsonb_strip_nulls(jsonb_build_object('covered_by_plan', NEW.covered_by_plan, 'actor', NEW.actor)));
+    jsonb_strip_nulls(jsonb_build_object('covered_by_plan', NEW.covered_by_plan, 'actor', NEW.actor,
+      'source', NEW.source, 'grant_expires_at', (extract(epoch FROM NEW.grant_expires_at) * 1000)::int8,
+      'allocations', NEW.allocations)));
   RETURN NEW;
 END;
 $$;

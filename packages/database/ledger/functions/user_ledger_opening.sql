@@ -33,7 +33,7 @@ BEGIN
   IF NEW.free_credits > 0 AND (SELECT ledger_seq FROM "public"."User" WHERE id = NEW.id)
        = (CASE WHEN NEW.free_chat_messages > 0 THEN -2 ELSE -1 END) THEN
     INSERT INTO "public"."CreditTransaction" (user_id, amount, operation, feature_type, metadata)
-      VALUES (NEW.id, NEW.free_credits, 'grant', 'document_generation', '{"reason": "opening_balance"}');
+      VALUES (NEW.id, NEW.free_credits, 'grant', 'none', '{"reason": "opening_balance"}');
   END IF;
   IF NEW.free_chat_messages > 0 AND (SELECT ledger_seq FROM "public"."User" WHERE id = NEW.id) = -1 THEN
     INSERT INTO "public"."CreditTransaction" (user_id, amount, operation, feature_type, metadata)

@@ -2,6 +2,7 @@ import { eq, sql } from 'drizzle-orm';
 import type { Database, Transaction } from '../client.js';
 import { creditHold, user } from '../schema.js';
 import { sqlStateOf, UserNotFoundError } from './errors.js';
+import { type CreditGrant, expireCreditGrants, grantsSql, toLiveGrants } from './grants.js';
 import { expireCreditHolds } from './holds.js';
 import { currentPlanSql, toUserPlan, type UserPlan } from './plans.js';
 import { prepared } from './prepared.js';
@@ -18,6 +19,12 @@ export interface CreditBalance {
   heldChatMessages: number;
   /** The user's plan: on an unlimited one, deductions and holds are recorded and move no balance. */
   plan: UserPlan;
+  /**
+   * The grants the balances are made of, with what remains of each and its expiry: spending
+   * takes from the soonest-expiring first. `freeCredits` is the sum of the `free_credits`
+   * ones, `freeChatMessages` of the others.
+   */
+  grants: CreditGrant[];
 }
 
 function balanceQuery(db: Database | Transaction) {
@@ -35,6 +42,7 @@ function balanceQuery(db: Database | Transaction) {
             Number,
           ),
         due: sql<boolean>`coalesce(bool_or(${creditHold.expiresAt} <= pg_catalog.clock_timestamp()), false)`,
+        grants: sql<string>`${grantsSql(sql`${user.id}`)}::text`,
         plan: sql<string>`${currentPlanSql(sql`${user.id}`)}::text`,
       })
       .from(user)
@@ -65,20 +73,39 @@ const EXPIRE_BATCH = 100;
 async function readBalance(db: Database | Transaction, id: string): Promise<CreditBalance> {
   const read = () => balanceQuery(db).execute({ userId: id });
   let [row] = await read();
-  if (row?.due) {
+  let readOnly = false;
+  if (row && (row.due || toLiveGrants(row.grants).due)) {
+    const holdsDue = row.due;
+    const grantsDue = toLiveGrants(row.grants).due;
     try {
       // In batches, each its own statement outside a caller's transaction: a user with
       // thousands of due holds gets them back in bounded steps, not one statement of seconds.
       while (
+        holdsDue &&
         (await expireCreditHolds(db, { userId: id, limit: EXPIRE_BATCH })).expired.length ===
-        EXPIRE_BATCH
+          EXPIRE_BATCH
+      );
+      while (
+        grantsDue &&
+        (await expireCreditGrants(db, { userId: id, limit: EXPIRE_BATCH })).expired.length ===
+          EXPIRE_BATCH
       );
       [row] = await read();
     } catch (error) {
       if (sqlStateOf(error) !== '25006') throw error;
+      readOnly = true;
     }
   }
   if (!row) throw new UserNotFoundError(id);
-  const { due: _, plan, ...balance } = row;
-  return { ...balance, plan: toUserPlan(plan) };
+  const live = toLiveGrants(row.grants);
+  const { due: _, grants: __, plan, ...balance } = row;
+  // On a connection that cannot write (a replica), what is due to expire is computed, not
+  // written: it is not counted, as a hold past its expiry is (see above).
+  return {
+    ...balance,
+    freeCredits: balance.freeCredits - (readOnly ? live.dueCredits : 0),
+    freeChatMessages: balance.freeChatMessages - (readOnly ? live.dueChatMessages : 0),
+    plan: toUserPlan(plan),
+    grants: live.grants,
+  };
 }

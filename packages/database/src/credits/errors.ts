@@ -730,6 +730,7 @@ export const LEDGER_SQLSTATES = {
   BC021: ['HOLDS_EXPIRY_BACKLOG'],
   BC022: ['PLAN_NOT_FOUND'],
   BC023: ['INVALID_INPUT'],
+  BC024: ['INVALID_INPUT'],
 } as const satisfies Record<`BC${string}`, readonly string[]>;
 
 /**
@@ -853,6 +854,11 @@ function typed(error: unknown, pg: PgError, writeUserId: string | undefined): un
     case 'BC016':
     case 'BC023':
       return new InvalidInputError(String(detail.field), String(detail.reason));
+    case 'BC024':
+      return new InvalidInputError(
+        'allocations',
+        'an expire_grant row takes off all that remains of one due grant of its user and balance',
+      );
     case 'BC022':
       return new PlanNotFoundError(
         detail.plan == null ? null : String(detail.plan),

@@ -42,6 +42,7 @@ export {
   UnsupportedServerLocaleError,
   UserNotFoundError,
 } from './errors.js';
+export { type CreditGrant, type ExpireGrantsResult, expireCreditGrants } from './grants.js';
 export {
   type CreditTransactionPage,
   type ListCreditTransactionsInput,
@@ -65,6 +66,7 @@ export {
   type CreditChangeInput,
   type CreditChangeResult,
   deductCredits,
+  type GrantInput,
   grantCredits,
   type RefundInput,
   refundCredits,

@@ -1,6 +1,7 @@
 import { and, eq, sql } from 'drizzle-orm';
 import type { Database, Transaction } from '../client.js';
 import {
+  type CreditSource,
   type CreditTransaction,
   creditTransaction,
   type FeatureType,
@@ -16,7 +17,13 @@ import {
 import { isTransaction, prepared, rowsOf } from './prepared.js';
 import { withRetry } from './retry.js';
 import { withinBudget } from './timeout.js';
-import { deductInput, grantInput, parseChange, refundInput } from './validation.js';
+import {
+  deductInput,
+  grantInput,
+  type grantSourceValues,
+  parseChange,
+  refundInput,
+} from './validation.js';
 
 export interface CreditChangeInput {
   userId: string;
@@ -55,6 +62,9 @@ export interface Change {
   idempotencyKey?: string | undefined;
   refundOf?: string | undefined;
   actor?: string | undefined;
+  /** A grant: where its credits came from, and when what remains of them expires. */
+  source?: CreditSource | undefined;
+  expiresAt?: Date | undefined;
   /** A hold: how long until it expires, from the server's clock at the INSERT. */
   expiresInMs?: number | undefined;
 }
@@ -80,6 +90,8 @@ async function replay(
         and ${creditTransaction.refundOf} is not distinct from ${change.refundOf ?? null}::uuid
         and ${creditTransaction.holdId} is null
         and ${creditTransaction.actor} is not distinct from ${change.actor ?? null}::text
+        and (${change.source ?? null}::public.credit_source is null or ${creditTransaction.source} = ${change.source ?? null}::public.credit_source)
+        and ${creditTransaction.grantExpiresAt} is not distinct from ${change.expiresAt?.toISOString() ?? null}::timestamptz
         and ${creditTransaction.metadata} is not distinct from ${change.metadata ? JSON.stringify(change.metadata) : null}::jsonb
       )`,
     })
@@ -112,6 +124,8 @@ function insertStatement(db: Database | Transaction) {
         idempotencyKey: sql.placeholder('idempotencyKey'),
         refundOf: sql.placeholder('refundOf'),
         actor: sql.placeholder('actor'),
+        source: sql`${sql.placeholder('source')}::public.credit_source`,
+        grantExpiresAt: sql`${sql.placeholder('grantExpiresAt')}::timestamptz`,
         // On the server's clock, so that a client's clock cannot move a hold's expiry; the
         // trigger checks the bounds against the time it dates the row with.
         holdExpiresAt: sql`pg_catalog.clock_timestamp() + ${sql.placeholder('expiresInMs')}::int8 * interval '1 millisecond'`,
@@ -219,6 +233,8 @@ async function applyNow(db: Database | Transaction, change: Change): Promise<Cre
     idempotencyKey: change.idempotencyKey ?? null,
     refundOf: change.refundOf ?? null,
     actor: change.actor ?? null,
+    source: change.source ?? null,
+    grantExpiresAt: change.expiresAt?.toISOString() ?? null,
     expiresInMs: change.expiresInMs ?? null,
   };
   try {
@@ -273,10 +289,23 @@ export async function refundCredits(
   return apply(db, { operation: 'refund', ...parseChange(refundInput, input) });
 }
 
-/** Adds credits: support grants, monthly top-ups. */
+export interface GrantInput extends Omit<CreditChangeInput, 'featureType'> {
+  /** Needed only to grant chat messages (`chat_message`); a grant of credits is for no feature. */
+  featureType?: FeatureType;
+  /** Where the credits came from; `promotional` when omitted. */
+  source?: (typeof grantSourceValues)[number];
+  /** When what remains of them expires (in the future); never when omitted. */
+  expiresAt?: Date;
+}
+
+/**
+ * Adds credits as a grant with a source and, maybe, an expiry: purchases, support grants,
+ * promotions. Spending takes the soonest-expiring credits first; what remains of a grant at
+ * its expiry comes off the balance with an expire_grant row.
+ */
 export async function grantCredits(
   db: Database | Transaction,
-  input: CreditChangeInput,
+  input: GrantInput,
 ): Promise<CreditChangeResult> {
   return apply(db, { operation: 'grant', ...parseChange(grantInput, input) });
 }

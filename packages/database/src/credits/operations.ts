@@ -15,6 +15,8 @@ export const BALANCE_EFFECT: Record<
   // Takes its amount from the balance.
   deduct: 'takes',
   hold: 'takes',
+  // Takes off what remained of an expired grant.
+  expire_grant: 'takes',
   // Adds its amount.
   grant: 'adds',
   refund: 'adds',

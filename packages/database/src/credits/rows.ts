@@ -19,6 +19,9 @@ interface RawRow {
   hold_expires_at: string | Date | null;
   covered_by_plan: string | null;
   actor: string | null;
+  source: CreditTransaction['source'];
+  grant_expires_at: string | Date | null;
+  allocations: unknown;
 }
 
 const t = creditTransaction;
@@ -61,6 +64,12 @@ export function toCreditTransaction(raw: Record<string, unknown>): CreditTransac
     holdExpiresAt: row.hold_expires_at == null ? null : toDate(row.hold_expires_at),
     coveredByPlan: row.covered_by_plan,
     actor: row.actor,
+    source: row.source,
+    grantExpiresAt: row.grant_expires_at == null ? null : toDate(row.grant_expires_at),
+    allocations:
+      row.allocations == null
+        ? null
+        : (t.allocations.mapFromDriverValue(row.allocations) as CreditTransaction['allocations']),
   };
 }
 

@@ -141,7 +141,15 @@ const change = {
 };
 
 export const deductInput = z.strictObject(change);
-export const grantInput = z.strictObject(change);
+/** The sources a caller may name; `opening`, `refund` and `carried_over` are the ledger's. */
+export const grantSourceValues = ['allowance', 'purchase', 'promotional', 'support'] as const;
+export const grantInput = z.strictObject({
+  ...change,
+  // Needed only for chat messages: a grant of credits is for no feature.
+  featureType: featureType.default('none'),
+  source: z.enum(grantSourceValues, `must be one of ${grantSourceValues.join(', ')}`).optional(),
+  expiresAt: date.optional(),
+});
 export const refundInput = z.strictObject({ ...change, refundOf: uuid.optional() });
 // No idempotency key: a replayed reservation would run the work again without charging
 // for it (or after its refund). A retried request makes a new reservation.

@@ -447,11 +447,124 @@ const planFindings = (userId: string | null) => sql`
           or (h.position, h.hash, h.plan, h.until) is distinct from (s.seq, s.hash, s.plan, s.until)
 `;
 
+// An allocation's amount as a number, NULL when it is not one (an owner's edit): never a
+// cast that fails the whole check.
+const AMOUNT = sql.raw(
+  `(case when pg_catalog.jsonb_typeof(a.value) = 'number' then (a.value #>> '{}')::numeric end)`,
+);
+const TAKEN = sql.raw(
+  `(case when pg_catalog.jsonb_typeof(o.allocations -> a.key) = 'number' then (o.allocations ->> a.key)::numeric end)`,
+);
+
+/**
+ * The grants each balance is made of, against the trail (union arms of `found`): each grant's
+ * remaining is what it was granted less what rows took from it plus what they gave back; a
+ * user's balance is the sum of its grants' remaining; each grant is the one its trail row
+ * (or, carried over, the balance at its trail head) says; each row's allocations add up to
+ * what it moved, name grants of its own user and balance, take nothing from an expired grant,
+ * and give back no more than was taken.
+ */
+const grantFindings = (userId: string | null) => sql`
+      union all
+      select user_id, seq, 'allocations_invalid',
+             format('row %s (%s) has allocations that are not an object of grant ids and positive amounts', id, operation)
+        from public."CreditTransaction" t
+       where t.allocations is not null and (${userId}::uuid is null or t.user_id = ${userId}::uuid)
+         and (pg_catalog.jsonb_typeof(t.allocations) <> 'object'
+              or exists (select 1 from pg_catalog.jsonb_each(t.allocations) a
+                          where a.key !~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                             or not coalesce(${AMOUNT} > 0 and ${AMOUNT} = trunc(${AMOUNT}), false)))
+      union all
+      select t.user_id, t.seq, 'allocations_sum',
+             format('row %s (%s of %s) moves %s to or from grants', t.id, t.operation, t.amount, s.total)
+        from trail t
+        cross join lateral (select sum(${AMOUNT}) as total
+                              from pg_catalog.jsonb_each(t.allocations) a) s
+       where pg_catalog.jsonb_typeof(t.allocations) = 'object'
+         and s.total is distinct from case when t.operation = 'settle' then t.held - t.amount else t.amount end
+      union all
+      select t.user_id, t.seq, 'allocations_foreign',
+             format('row %s (%s) names grant %s, which is not a grant of this user and balance', t.id, t.operation, a.key)
+        from trail t
+        cross join lateral pg_catalog.jsonb_object_keys(case when pg_catalog.jsonb_typeof(t.allocations) = 'object' then t.allocations else '{}' end) a(key)
+        left join credit_ledger.credit_grant g on g.id::text = a.key
+       where g.id is null or g.user_id <> t.user_id or g.chat <> (t.feature_type = 'chat_message')
+      union all
+      select t.user_id, t.seq, 'grant_spent_expired',
+             format('row %s (%s at %s) takes from grant %s, which expired at %s', t.id, t.operation, t.created_at, g.id, g.expires_at)
+        from trail t
+        cross join lateral pg_catalog.jsonb_object_keys(case when pg_catalog.jsonb_typeof(t.allocations) = 'object' then t.allocations else '{}' end) a(key)
+        join credit_ledger.credit_grant g on g.id::text = a.key
+       where (t.operation in ('deduct', 'hold') and g.expires_at <= t.created_at)
+          or (t.operation = 'expire_grant' and not (g.expires_at <= t.created_at))
+      union all
+      -- What rows give back to a grant for one deduction (its refunds) or one hold (its
+      -- closing row) never passes what that row took from it.
+      select r.user_id, null, 'allocations_exceed_taken',
+             format('rows giving back for %s return %s to grant %s, which it took %s from', r.source_row, r.returned, r.grant_id, coalesce(r.taken, 0))
+        from (select t.user_id, coalesce(t.refund_of, t.hold_id) as source_row, a.key as grant_id,
+                     sum(${AMOUNT}) as returned,
+                     max(${TAKEN}) as taken
+                from trail t
+                cross join lateral pg_catalog.jsonb_each(case when pg_catalog.jsonb_typeof(t.allocations) = 'object' then t.allocations else '{}' end) a
+                left join public."CreditTransaction" o on o.id = coalesce(t.refund_of, t.hold_id)
+                      and pg_catalog.jsonb_typeof(o.allocations) = 'object'
+               where t.operation in ('refund', 'settle', 'void', 'expire')
+               group by 1, 2, 3) r
+       where r.returned > coalesce(r.taken, 0)
+      union all
+      select coalesce(g.user_id, m.user_id), null, 'grant_remaining',
+             format('grant %s has %s remaining, but was granted %s and the trail moved %s', coalesce(g.id::text, m.grant_id),
+                    coalesce(g.remaining::text, 'none'), coalesce(g.amount::text, 'none'), coalesce(m.net, 0))
+        from (select * from credit_ledger.credit_grant g
+               where ${userId}::uuid is null or g.user_id = ${userId}::uuid) g
+        full join (select t.user_id, a.key as grant_id,
+                          sum(case when t.operation in ('deduct', 'hold', 'expire_grant') then -1 else 1 end
+                              * ${AMOUNT}) as net
+                     from trail t
+                     cross join lateral pg_catalog.jsonb_each(case when pg_catalog.jsonb_typeof(t.allocations) = 'object' then t.allocations else '{}' end) a
+                    group by 1, 2) m on m.grant_id = g.id::text
+       where g.id is null or g.remaining is distinct from g.amount + coalesce(m.net, 0)
+      union all
+      select u.id, null, 'grants_balance',
+             format('the user''s grants hold %s credits and %s chat messages, but its balances are %s and %s',
+                    coalesce(s.credits, 0), coalesce(s.chats, 0), u.free_credits, u.free_chat_messages)
+        from public."User" u
+        left join (select g.user_id, sum(g.remaining) filter (where not g.chat) as credits,
+                          sum(g.remaining) filter (where g.chat) as chats
+                     from credit_ledger.credit_grant g group by 1) s on s.user_id = u.id
+       where (${userId}::uuid is null or u.id = ${userId}::uuid)
+         and (coalesce(s.credits, 0) <> u.free_credits or coalesce(s.chats, 0) <> u.free_chat_messages)
+      union all
+      -- A grant is what the row that created it says; one carried over is the balance the
+      -- trail had at its head.
+      select coalesce(g.user_id, t.user_id), t.seq, 'grant_origin',
+             format('grant %s is not the one %s', coalesce(g.id, t.id),
+                    case when g.id is null then 'its row (' || t.operation || ', source ' || t.source || ') creates: it is missing'
+                         when g.source = 'carried_over' then 'the balance at trail row ' || g.created_seq || ' carries over'
+                         else 'its trail row creates' end)
+        from (select * from credit_ledger.credit_grant g
+               where ${userId}::uuid is null or g.user_id = ${userId}::uuid) g
+        full join (select * from trail where source is not null) t on t.id = g.id
+        left join lateral (
+          select b.balance_after from trail b
+           where g.source = 'carried_over' and b.user_id = g.user_id and b.seq <= g.created_seq
+             and (b.feature_type = 'chat_message') = g.chat
+           order by b.seq desc limit 1) carried on true
+       where case when g.id is null then true
+                  when g.source = 'carried_over' then t.id is not null or carried.balance_after is distinct from g.amount
+                  else t.id is null
+                       or (t.user_id, (t.feature_type = 'chat_message'), t.source, t.grant_expires_at, t.created_at, t.seq,
+                           case when t.operation = 'settle' then t.held - t.amount else t.amount end)
+                          is distinct from (g.user_id, g.chat, g.source, g.expires_at, g.created_at, g.created_seq, g.amount) end
+`;
+
 function dataViolationsQuery(userId: string | null, limit: number, withPlans: boolean) {
   return sql`
     with trail as (
       select t.user_id, t.seq, t.amount, t.operation, t.feature_type, t.balance_after, t.hash,
              t.refund_of, t.id, t.hold_id, t.hold_expires_at, t.covered_by_plan,
+             t.source, t.grant_expires_at, t.allocations,
              hr.user_id as hold_user, hr.operation as hold_operation, hr.feature_type as hold_feature,
              hr.amount as held, hr.seq as hold_seq, hr.hold_expires_at as hold_expiry,
              hr.covered_by_plan as hold_covered,
@@ -480,7 +593,9 @@ function dataViolationsQuery(userId: string | null, limit: number, withPlans: bo
            where t.hold_id is not null and h.id = t.hold_id) hr on true
         cross join lateral (
           select pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
-                   'covered_by_plan', t.covered_by_plan, 'actor', t.actor)) as extension) x
+                   'covered_by_plan', t.covered_by_plan, 'actor', t.actor, 'source', t.source,
+                   'grant_expires_at', (extract(epoch from t.grant_expires_at) * 1000)::bigint,
+                   'allocations', t.allocations)) as extension) x
         -- The row's change to its balance (operations.ts): a hold takes its amount, a
         -- settlement gives back what it did not charge, a void or an expiry gives back the
         -- whole hold. A settlement whose hold is missing counts as charging all of it
@@ -591,6 +706,7 @@ ${withPlans ? planCtes(userId) : sql``}    found as (
        where (covered_by_plan is not null and operation not in ('deduct', 'hold', 'settle', 'void', 'expire'))
           or (hold_id is not null and covered_by_plan is distinct from hold_covered)
 ${withPlans ? planFindings(userId) : sql``}
+${withPlans ? grantFindings(userId) : sql``}
       union all
       select r.user_id, null, 'refund_exceeds_deduction',
              format('refunds of deduction %s add up to %s, more than its %s (or it is not a deduction of this user and balance)',
@@ -644,6 +760,7 @@ export async function verifyLedger(
       await tx.execute(sql`
         select pg_catalog.to_regclass('credit_ledger.user_plan') is not null
            and pg_catalog.to_regclass('credit_ledger.credit_plan') is not null
+           and pg_catalog.to_regclass('credit_ledger.credit_grant') is not null
            and pg_catalog.to_regclass('public."CreditPlanChange"') is not null as present`),
     );
     const withPlans = plans?.present === true;
@@ -653,7 +770,7 @@ export async function verifyLedger(
         seq: null,
         kind: 'table_missing',
         detail:
-          'the plans\' tables (credit_ledger.credit_plan, credit_ledger.user_plan, "CreditPlanChange") are missing: run the migrations',
+          'the tables of plans and grants (credit_ledger.credit_plan, user_plan, credit_grant, "CreditPlanChange") are missing: run the migrations',
       });
     const rows = rowsOf(await tx.execute(dataViolationsQuery(userId, limit, withPlans)));
     const anchored: LedgerViolation[] = options.anchors?.length

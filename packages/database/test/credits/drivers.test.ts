@@ -211,8 +211,12 @@ ledgerSuite('node-postgres (pg)', async () => {
 
 ledgerSuite('PGlite (in-process, migrated from the same SQL files)', async () => {
   const client = new PGlite();
-  for (const migration of readMigrations(defaultMigrationsFolder))
+  // Each migration in a transaction of its own, as db:migrate runs it.
+  for (const migration of readMigrations(defaultMigrationsFolder)) {
+    await client.exec('begin');
     for (const statement of migration.statements) await client.exec(statement);
+    await client.exec('commit');
+  }
   return { db: drizzlePglite(client, { schema }), close: () => client.close() };
 });
 
@@ -222,8 +226,9 @@ describe('a database built without the migrations (drizzle-kit push), through PG
     try {
       for (const migration of readMigrations(defaultMigrationsFolder).slice(0, 2))
         for (const statement of migration.statements) await client.exec(statement);
+      await client.exec("create type credit_source as enum ('opening', 'promotional')");
       await client.exec(
-        'alter table "CreditTransaction" add column seq bigint not null, add column hash text not null, add column hold_id uuid, add column hold_expires_at timestamptz(3), add column covered_by_plan text, add column actor text; alter table "User" add column ledger_seq bigint not null default 0, add column ledger_hash text; alter table "CreditTransaction" alter column balance_after set not null',
+        'alter table "CreditTransaction" add column seq bigint not null, add column hash text not null, add column hold_id uuid, add column hold_expires_at timestamptz(3), add column covered_by_plan text, add column actor text, add column source credit_source, add column grant_expires_at timestamptz(3), add column allocations jsonb; alter table "User" add column ledger_seq bigint not null default 0, add column ledger_hash text; alter table "CreditTransaction" alter column balance_after set not null',
       );
       const db = drizzlePglite(client, { schema });
       const [row] = await db

@@ -48,7 +48,7 @@ export async function ledgerMismatches(db: Database | Transaction) {
     select u.id from "User" u
       left join (select t.user_id, t.feature_type,
                         case when t.covered_by_plan is not null then 0
-                             when t.operation in ('deduct', 'hold') then -t.amount
+                             when t.operation in ('deduct', 'hold', 'expire_grant') then -t.amount
                              when t.operation = 'settle' then h.amount - t.amount
                              else t.amount end as delta
                    from "CreditTransaction" t left join "CreditTransaction" h on h.id = t.hold_id) t

@@ -55,7 +55,7 @@ describe('listCreditTransactions', () => {
       [4, 'deduct', 'chat_message'],
       [3, 'grant', 'chat_tool_call'],
       [2, 'grant', 'chat_message'],
-      [1, 'grant', 'document_generation'],
+      [1, 'grant', 'none'],
     ]);
     expect(nextCursor).toBeNull();
   });

@@ -801,7 +801,8 @@ describe('owner DDL on holds that cannot be prevented is found by verifyLedger',
       await tx`update "CreditTransaction" t set operation = 'expire',
                  hash = credit_ledger.credit_tx_hash(p.hash, t.id, t.user_id, t.seq, 'expire', t.feature_type, t.amount,
                    t.balance_after, t.created_at, t.idempotency_key, t.refund_of, t.metadata, t.hold_id,
-                   t.hold_expires_at, null)
+                   t.hold_expires_at, jsonb_strip_nulls(jsonb_build_object('covered_by_plan', t.covered_by_plan, 'actor', t.actor,
+                     'source', t.source, 'allocations', t.allocations)))
                from "CreditTransaction" p
                where t.hold_id = ${holdId} and p.user_id = t.user_id and p.seq = t.seq - 1`;
       await tx`update "User" u set ledger_hash = t.hash from "CreditTransaction" t
@@ -839,7 +840,8 @@ describe('owner DDL on holds that cannot be prevented is found by verifyLedger',
       await tx`update "CreditTransaction" t set hold_id = ${second},
                  hash = credit_ledger.credit_tx_hash(p.hash, t.id, t.user_id, t.seq, t.operation, t.feature_type, t.amount,
                    t.balance_after, t.created_at, t.idempotency_key, t.refund_of, t.metadata, ${second}::uuid,
-                   t.hold_expires_at, null)
+                   t.hold_expires_at, jsonb_strip_nulls(jsonb_build_object('covered_by_plan', t.covered_by_plan, 'actor', t.actor,
+                     'source', t.source, 'allocations', t.allocations)))
                from "CreditTransaction" p
                where t.hold_id = ${first} and p.user_id = t.user_id and p.seq = t.seq - 1`;
       await tx`update "User" u set ledger_hash = t.hash from "CreditTransaction" t

@@ -276,7 +276,15 @@ describe('property: holds mixed with every other credit operation keep the ledge
               heldCredits: open.credits,
               heldChatMessages: open.chats,
               plan: { plan: 'free', unlimited: false, until: null },
+              grants: expect.any(Array),
             });
+            // Each balance is the sum of what remains of its live grants.
+            const live = (name: string) =>
+              balance.grants
+                .filter((g) => g.balance === name)
+                .reduce((sum, g) => sum + g.remaining, 0);
+            expect(live('free_credits')).toBe(balance.freeCredits);
+            expect(live('free_chat_messages')).toBe(balance.freeChatMessages);
           }
           expect((await verifyLedger(db)).violations).toEqual([]);
         }

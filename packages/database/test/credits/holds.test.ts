@@ -80,6 +80,7 @@ describe('holdCredits', () => {
       heldCredits: 4,
       heldChatMessages: 0,
       plan: { plan: 'free', unlimited: false, until: null },
+      grants: expect.any(Array),
     });
   });
 

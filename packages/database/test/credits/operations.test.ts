@@ -503,6 +503,7 @@ describe('getCreditBalance', () => {
       heldCredits: 0,
       heldChatMessages: 0,
       plan: { plan: 'free', unlimited: false, until: null },
+      grants: expect.any(Array),
     });
   });
 

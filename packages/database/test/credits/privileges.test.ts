@@ -129,7 +129,9 @@ describe('default privileges', () => {
         select p.proname as name, has_function_privilege(${app}, p.oid, 'EXECUTE') as app,
                has_function_privilege('public', p.oid, 'EXECUTE') as public
           from pg_proc p where p.pronamespace = 'credit_ledger'::regnamespace order by 1`;
+      // The two sweepers, which run as their caller.
       expect(functions.filter((f) => f.app || f.public).map((f) => f.name)).toEqual([
+        'credit_grants_expire',
         'credit_holds_expire',
       ]);
       expect(functions.map((f) => f.name)).toEqual(
@@ -138,6 +140,19 @@ describe('default privileges', () => {
       const [limits] = await sql<{ read: boolean }[]>`
         select has_table_privilege(${app}, 'credit_ledger.credit_limit', 'SELECT, INSERT, UPDATE, DELETE') as read`;
       expect(limits?.read).toBe(false);
+      // The plans, the users' plans and the grants are readable, and writable by the ledger only.
+      const ledgerTables = await sql<{ name: string; read: boolean; write: boolean }[]>`
+        select c.relname as name, has_table_privilege(${app}, c.oid, 'SELECT') as read,
+               has_table_privilege(${app}, c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE') as write
+          from pg_class c where c.relnamespace = 'credit_ledger'::regnamespace and c.relkind = 'r'
+         order by 1`;
+      expect(ledgerTables).toEqual([
+        { name: 'credit_grant', read: true, write: false },
+        { name: 'credit_limit', read: false, write: false },
+        { name: 'credit_plan', read: true, write: false },
+        { name: 'credit_plan_audit', read: false, write: false },
+        { name: 'user_plan', read: true, write: false },
+      ]);
       const [schema] = await sql<{ create: boolean }[]>`
         select has_schema_privilege(${app}, 'credit_ledger', 'CREATE') as create`;
       expect(schema?.create).toBe(false);

@@ -40,7 +40,7 @@ export async function createLedgerRoles(
     await admin.unsafe(`grant usage, create on schema public to ${names.owner}`);
     for (const table of ['"User"', '"CreditTransaction"', '"CreditHold"', '"CreditPlanChange"'])
       await admin.unsafe(`alter table ${table} owner to ${names.owner}`);
-    for (const type of ['operation_type', 'feature_type'])
+    for (const type of ['operation_type', 'feature_type', 'credit_source'])
       await admin.unsafe(`alter type ${type} owner to ${names.owner}`);
     await admin.unsafe(`alter schema credit_ledger owner to ${names.owner}`);
     const ledgerTables = await admin<{ name: string }[]>`

@@ -62,6 +62,9 @@ describe('pnpm credits:verify', () => {
     expect(lines.slice(0, -1).map(shape)).toEqual([
       '✗ balance_mismatch: 1',
       `✗ balance_mismatch user ${userId}`,
+      // The opening grant of chat messages lost the row that created it.
+      '✗ grant_origin: 1',
+      `✗ grant_origin user ${userId}`,
       '✗ hash_mismatch: 1',
       `✗ hash_mismatch user ${userId} seq 3`,
       '✗ head_mismatch: 1',
@@ -70,7 +73,7 @@ describe('pnpm credits:verify', () => {
       `✗ seq_gap user ${userId} seq 3`,
     ]);
     expect(lines.at(-1)).toMatch(
-      /^credits:verify: 4 violations in .+ \(1 user, 2 rows, \d+ ms\)\.$/,
+      /^credits:verify: 5 violations in .+ \(1 user, 2 rows, \d+ ms\)\.$/,
     );
   });
 
