@@ -38,6 +38,8 @@ describe('an app using @bragdoc/database', () => {
       'workstream_clustering',
       'chat_tool_call',
       'chat_message',
+      // A grant of credits, or its expiry, is for no feature.
+      'none',
     ]);
   });
 });

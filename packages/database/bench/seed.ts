@@ -68,11 +68,14 @@ export async function seedTrail(sql: postgres.Sql, options: SeedOptions): Promis
   // credits:verify reports a row dated before the one ahead of it. So the opening rows are
   // dated the day before the first bulk row, and hashed again (seq 1, then seq 2 on it).
   await sql`update "CreditTransaction" set created_at = ${START}::timestamptz - interval '1 day'`;
+  await sql`
+    update credit_ledger.credit_grant g set created_at = t.created_at
+    from "CreditTransaction" t where t.id = g.id`;
   const rehash = (
     prev: postgres.Fragment,
   ) => sql`credit_ledger.credit_tx_hash(${prev}, t.id, t.user_id, t.seq,
     t.operation, t.feature_type, t.amount, t.balance_after, t.created_at, t.idempotency_key,
-    t.refund_of, t.metadata, t.hold_id, t.hold_expires_at, null)`;
+    t.refund_of, t.metadata, t.hold_id, t.hold_expires_at, jsonb_build_object('source', t.source))`;
   await sql`update "CreditTransaction" t set hash = ${rehash(sql`null`)} where t.seq = 1`;
   await sql`
     update "CreditTransaction" t set hash = ${rehash(sql`p.hash`)}
@@ -102,14 +105,20 @@ export async function seedTrail(sql: postgres.Sql, options: SeedOptions): Promis
         else ${HEAVY_USERS + 1} + (hashint4(g) & 2147483647) % ${users - HEAVY_USERS} end`;
     options.onProgress(to);
   }
-  // Each user's two opening rows are seq 1 and 2, at 1,000,000,000 each.
+  // Each user's two opening rows are seq 1 and 2, at 1,000,000,000 each, and are its two
+  // opening grants. As the ledger writes them: a deduction takes from the opening grant of
+  // its balance (no grant expires, and it is the oldest); a grant is a grant of its own
+  // (promotional), and so is a refund (none names a deduction).
   await sql`
     create unlogged table bench_ledger as
     select r.*, 2 + row_number() over (partition by r.user_id order by r.g) as seq,
       1000000000 + sum(case when r.operation = 'deduct' then -r.amount else r.amount end)
         over (partition by r.user_id, r.feature_type = 'chat_message' order by r.g) as balance_after,
+      case r.operation when 'grant' then 'promotional'::credit_source when 'refund' then 'refund'::credit_source end as source,
+      case when r.operation = 'deduct' then jsonb_build_object(o.id, r.amount) end as allocations,
       null::text as hash
-    from bench_row r`;
+    from bench_row r
+    join "CreditTransaction" o on o.user_id = r.user_id and o.seq = case when r.feature_type = 'chat_message' then 2 else 1 end`;
   await sql`create index on bench_ledger (user_id, seq)`;
   await sql`create unlogged table bench_hash (user_id uuid, seq bigint, hash text)`;
   await sql`analyze bench_ledger`;
@@ -120,22 +129,36 @@ export async function seedTrail(sql: postgres.Sql, options: SeedOptions): Promis
   await sql`
     with recursive chain as (
       select l.user_id, l.seq, credit_ledger.credit_tx_hash(u.ledger_hash, l.id, l.user_id, l.seq, l.operation,
-        l.feature_type, l.amount, l.balance_after::int, l.created_at, null, null, l.metadata, null, null, null) as hash
+        l.feature_type, l.amount, l.balance_after::int, l.created_at, null, null, l.metadata, null, null,
+        jsonb_strip_nulls(jsonb_build_object('source', l.source, 'allocations', l.allocations))) as hash
       from bench_ledger l join "User" u on u.id = l.user_id where l.seq = 3
       union all
       select l.user_id, l.seq, credit_ledger.credit_tx_hash(c.hash, l.id, l.user_id, l.seq, l.operation,
-        l.feature_type, l.amount, l.balance_after::int, l.created_at, null, null, l.metadata, null, null, null)
+        l.feature_type, l.amount, l.balance_after::int, l.created_at, null, null, l.metadata, null, null,
+        jsonb_strip_nulls(jsonb_build_object('source', l.source, 'allocations', l.allocations)))
       from chain c join bench_ledger l on l.user_id = c.user_id and l.seq = c.seq + 1)
     insert into bench_hash select * from chain`;
   await sql`reset enable_hashjoin`;
   await sql`reset enable_mergejoin`;
   await sql`
     insert into "CreditTransaction"
-      (id, user_id, amount, operation, feature_type, metadata, created_at, balance_after, seq, hash)
+      (id, user_id, amount, operation, feature_type, metadata, created_at, balance_after, seq, hash,
+       source, allocations)
     select l.id, l.user_id, l.amount, l.operation, l.feature_type, l.metadata, l.created_at,
-      l.balance_after, l.seq, h.hash
+      l.balance_after, l.seq, h.hash, l.source, l.allocations
     from bench_ledger l join bench_hash h on h.user_id = l.user_id and h.seq = l.seq
     order by l.g`;
+  // The grants those rows make and take from: one per grant and refund, and the opening
+  // grants less what the deductions took.
+  await sql`
+    insert into credit_ledger.credit_grant (id, user_id, chat, source, amount, remaining, expires_at, created_at, created_seq)
+    select l.id, l.user_id, l.feature_type = 'chat_message', l.source, l.amount, l.amount, null, l.created_at, l.seq
+    from bench_ledger l where l.source is not null`;
+  await sql`
+    update credit_ledger.credit_grant g set remaining = g.remaining - d.taken
+    from (select (jsonb_each_text(allocations)).key::uuid as grant_id, sum(amount) as taken
+            from bench_ledger where allocations is not null group by 1) d
+    where g.id = d.grant_id`;
   await sql`
     update "User" u set ledger_seq = h.seq, ledger_hash = h.hash,
       free_credits = coalesce(b.credits, u.free_credits),

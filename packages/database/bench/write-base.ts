@@ -131,7 +131,7 @@ export async function measureAgainstBase(
  * A copy of the migrations folder whose journal stops at the first migration whose tag
  * starts with `prefix` (drizzle applies what its journal lists).
  */
-function migrationsUpTo(prefix: string): { path: string; last: string } {
+export function migrationsUpTo(prefix: string): { path: string; last: string } {
   const dir = mkdtempSync(path.join(tmpdir(), 'bragdoc-bench-base-'));
   cpSync(defaultMigrationsFolder, dir, { recursive: true });
   const journalFile = path.join(dir, 'meta', '_journal.json');

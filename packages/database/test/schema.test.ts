@@ -344,6 +344,15 @@ describe('a database migrated by db:migrate', () => {
     // search_path; nobody else may call them.
     const rule = (name: string) => ({ name, definer: false, config: null, public_execute: false });
     expect(functions).toEqual([
+      // Grants the due allowance of a user for a balance read: as the owner (only the ledger
+      // records which period was granted), for anyone, since it grants only what is due, once.
+      {
+        name: 'credit_allowance_apply',
+        definer: true,
+        config: ['search_path=pg_catalog, pg_temp', 'row_security=off', 'lock_timeout=5s'],
+        public_execute: true,
+      },
+      rule('credit_allowance_grant'),
       rule('credit_balance_effect'),
       rule('credit_expire_due_grants'),
       rule('credit_expire_due_holds'),
@@ -376,7 +385,7 @@ describe('a database migrated by db:migrate', () => {
       rule('credit_plan_lapse'),
       rule('credit_refuse'),
       rule('credit_rule_balance_range'),
-      rule('credit_rule_daily_limit'),
+      rule('credit_rule_caps'),
       rule('credit_rule_hold_close'),
       rule('credit_rule_hold_columns'),
       rule('credit_rule_hold_expiry'),

@@ -4,7 +4,7 @@
 -- package replays the first row, rather than as the refusal (a retried deduction would
 -- otherwise read "insufficient credits" once the first attempt had spent them). Called by
 -- the rules that refuse on what earlier writes did (credit_rule_sufficient,
--- credit_rule_refund_cap, credit_rule_daily_limit) just before they raise.
+-- credit_rule_refund_cap, credit_rule_caps) just before they raise.
 CREATE OR REPLACE FUNCTION "credit_ledger"."credit_rule_key_unused"(user_id uuid, idempotency_key text) RETURNS boolean
 LANGUAGE plpgsql
 AS $$

@@ -15,7 +15,7 @@
 --   BC012–BC016 holds: not found, closed already, amount, not due, hold columns or expiry
 --   BC017 a foreign trigger runs inside the write    BC018 TRIGGER held by another role (REPEATABLE READ)
 --   BC019 another role's foreign key references a ledger table
---   BC020 a daily limit of credit_ledger.credit_limit would be exceeded
+--   BC020 a cap of credit_ledger.credit_limit (per plan, feature and period) would be exceeded
 --   BC021 more due holds than one write gives back (credit_expire_due_holds)
 --   BC022, BC023 plans (credit_plan_change_prepare)
 --   BC024 an expire_grant row that does not expire one due grant whole
@@ -116,13 +116,16 @@ BEGIN
             FROM pg_trigger t
            WHERE t.tgrelid IN (TG_RELID, '"public"."CreditTransaction"'::regclass, '"public"."User"'::regclass, '"public"."CreditHold"'::regclass)) AS triggers,
          CASE WHEN NEW.operation IN ('deduct', 'hold') THEN
-           (SELECT l.max_amount FROM "credit_ledger"."credit_limit" l
-             WHERE l.feature_type = NEW.feature_type AND l.period = 'day') END AS daily_limit,
+           EXISTS (SELECT 1 FROM "credit_ledger"."credit_limit" l WHERE l.feature_type = NEW.feature_type) END AS capped,
          (SELECT min(h.expires_at) FROM "public"."CreditHold" h WHERE h.user_id = NEW.user_id) AS next_expiry,
          (SELECT min(g.expires_at) FROM "credit_ledger"."credit_grant" g
            WHERE g.user_id = NEW.user_id AND g.remaining > 0) AS next_grant_expiry,
          (SELECT s.xmin FROM "public"."User" s WHERE s.id = NEW.user_id) IS DISTINCT FROM u.xmin AS stale,
          p.until AS plan_until,
+         -- The period of the plan's allowance, and the last period it was granted in.
+         (SELECT c.allowance_period FROM "credit_ledger"."credit_plan" c
+           WHERE c.plan = coalesce(p.plan, (SELECT d.plan FROM "credit_ledger"."credit_plan" d WHERE d.is_default))) AS allowance_period,
+         (SELECT a.period_start FROM "credit_ledger"."user_allowance" a WHERE a.user_id = NEW.user_id) AS allowance_start,
          -- The unlimited plan that covers a deduction or hold: the user's plan (the default
          -- plan without one), when it is unlimited.
          CASE WHEN NEW.operation IN ('deduct', 'hold') THEN
@@ -190,6 +193,20 @@ BEGIN
     expired_at := "credit_ledger"."credit_expire_due_grants"(NEW.user_id, at);
     IF expired_at IS NOT NULL THEN
       at := expired_at;
+      SELECT u.free_credits, u.free_chat_messages, u.ledger_seq, u.ledger_hash
+        INTO credits, chats, head, head_hash
+        FROM "public"."User" u WHERE u.id = NEW.user_id;
+    END IF;
+  END IF;
+  -- Then the allowance of the period, at the user's first write in it (credit_allowance_grant:
+  -- once per period, whatever the plan; its rows are written before this one). The census's
+  -- plan may be stale or past its end: the function reads the plan again, and decides.
+  IF head >= 0 AND NEW.operation NOT IN ('expire', 'expire_grant')
+     AND (census.stale OR census.plan_until <= at
+          OR (census.allowance_period IS NOT NULL
+              AND coalesce(census.allowance_start < date_trunc(census.allowance_period, at, 'UTC'), true))) THEN
+    IF "credit_ledger"."credit_allowance_grant"(NEW.user_id, at) THEN
+      at := date_trunc('milliseconds', clock_timestamp());
       SELECT u.free_credits, u.free_chat_messages, u.ledger_seq, u.ledger_hash
         INTO credits, chats, head, head_hash
         FROM "public"."User" u WHERE u.id = NEW.user_id;
@@ -306,19 +323,19 @@ BEGIN
         USING ERRCODE = 'BC009', HINT = 'Add it to credit_ledger.credit_balance_effect (ledger/functions/credit_balance_effect.sql) and run pnpm db:ledger.';
     END IF;
     IF NEW.covered_by_plan IS NOT NULL THEN
-      -- A covered use still counts against a daily limit: the limit bounds use, on every plan.
-      IF census.daily_limit IS NOT NULL THEN
-        ok := "credit_ledger"."credit_rule_daily_limit"(NEW.user_id, NEW.feature_type, NEW.amount,
-          NEW.idempotency_key, at, census.daily_limit);
+      -- A covered use still counts against the caps: a cap bounds use, on every plan.
+      IF census.capped THEN
+        ok := "credit_ledger"."credit_rule_caps"(NEW.user_id, NEW.feature_type, NEW.amount,
+          NEW.idempotency_key, at);
       END IF;
     ELSIF next_balance < available THEN
       IF next_balance < 0 THEN
         ok := "credit_ledger"."credit_rule_sufficient"(NEW.user_id, NEW.feature_type, NEW.amount,
           NEW.idempotency_key, available);
       END IF;
-      IF census.daily_limit IS NOT NULL THEN
-        ok := "credit_ledger"."credit_rule_daily_limit"(NEW.user_id, NEW.feature_type, NEW.amount,
-          NEW.idempotency_key, at, census.daily_limit);
+      IF census.capped THEN
+        ok := "credit_ledger"."credit_rule_caps"(NEW.user_id, NEW.feature_type, NEW.amount,
+          NEW.idempotency_key, at);
       END IF;
       -- A deduction or a hold takes from the user's live grants of this balance, the
       -- soonest-expiring first (never-expiring last), then the oldest; their remaining amounts

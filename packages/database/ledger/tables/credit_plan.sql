@@ -35,3 +35,22 @@ CREATE TABLE IF NOT EXISTS "credit_ledger"."credit_plan_audit" (
   old_row jsonb,
   new_row jsonb
 );
+--> statement-breakpoint
+-- Allowances (migration 0017): each period of `allowance_period` (a UTC month, week, day,
+-- hour, minute or second, from its start), a user on the plan is granted `allowance_credits`
+-- credits and `allowance_chat_messages` chat messages, source 'allowance', expiring at the
+-- period's end (unused allowance does not roll over), at its first write or balance read in
+-- the period (credit_allowance_grant). NULL: no allowance. Example, in a migration:
+-- UPDATE credit_ledger.credit_plan SET allowance_credits = 10, allowance_period = 'month' WHERE plan = 'free';
+ALTER TABLE "credit_ledger"."credit_plan" ADD COLUMN IF NOT EXISTS allowance_credits integer;
+--> statement-breakpoint
+ALTER TABLE "credit_ledger"."credit_plan" ADD COLUMN IF NOT EXISTS allowance_chat_messages integer;
+--> statement-breakpoint
+ALTER TABLE "credit_ledger"."credit_plan" ADD COLUMN IF NOT EXISTS allowance_period text;
+--> statement-breakpoint
+ALTER TABLE "credit_ledger"."credit_plan" DROP CONSTRAINT IF EXISTS credit_plan_allowance;
+--> statement-breakpoint
+ALTER TABLE "credit_ledger"."credit_plan" ADD CONSTRAINT credit_plan_allowance CHECK (
+  coalesce(allowance_credits, 1) > 0 AND coalesce(allowance_chat_messages, 1) > 0
+  AND (allowance_period IN ('month', 'week', 'day', 'hour', 'minute', 'second')
+       OR (allowance_period IS NULL AND allowance_credits IS NULL AND allowance_chat_messages IS NULL)));

@@ -4,7 +4,8 @@ import { creditHold, user } from '../schema.js';
 import { sqlStateOf, UserNotFoundError } from './errors.js';
 import { type CreditGrant, expireCreditGrants, grantsSql, toLiveGrants } from './grants.js';
 import { expireCreditHolds } from './holds.js';
-import { currentPlanSql, toUserPlan, type UserPlan } from './plans.js';
+import { runStatement } from './ledger.js';
+import { allowanceDueSql, currentPlanSql, toUserPlan, type UserPlan } from './plans.js';
 import { prepared } from './prepared.js';
 import { withRetry } from './retry.js';
 import { withinBudget } from './timeout.js';
@@ -43,6 +44,7 @@ function balanceQuery(db: Database | Transaction) {
           ),
         due: sql<boolean>`coalesce(bool_or(${creditHold.expiresAt} <= pg_catalog.clock_timestamp()), false)`,
         grants: sql<string>`${grantsSql(sql`${user.id}`)}::text`,
+        allowanceDue: sql<boolean>`${allowanceDueSql(sql`${user.id}`)}`,
         plan: sql<string>`${currentPlanSql(sql`${user.id}`)}::text`,
       })
       .from(user)
@@ -74,9 +76,10 @@ async function readBalance(db: Database | Transaction, id: string): Promise<Cred
   const read = () => balanceQuery(db).execute({ userId: id });
   let [row] = await read();
   let readOnly = false;
-  if (row && (row.due || toLiveGrants(row.grants).due)) {
+  if (row && (row.due || row.allowanceDue || toLiveGrants(row.grants).due)) {
     const holdsDue = row.due;
     const grantsDue = toLiveGrants(row.grants).due;
+    const allowanceDue = row.allowanceDue;
     try {
       // In batches, each its own statement outside a caller's transaction: a user with
       // thousands of due holds gets them back in bounded steps, not one statement of seconds.
@@ -90,6 +93,11 @@ async function readBalance(db: Database | Transaction, id: string): Promise<Cred
         (await expireCreditGrants(db, { userId: id, limit: EXPIRE_BATCH })).expired.length ===
           EXPIRE_BATCH
       );
+      // The period's allowance, granted as the user's next write would (once per period).
+      if (allowanceDue)
+        await runStatement(db, (target) =>
+          target.execute(sql`select credit_ledger.credit_allowance_apply(${id}::uuid)`),
+        );
       [row] = await read();
     } catch (error) {
       if (sqlStateOf(error) !== '25006') throw error;
@@ -98,7 +106,7 @@ async function readBalance(db: Database | Transaction, id: string): Promise<Cred
   }
   if (!row) throw new UserNotFoundError(id);
   const live = toLiveGrants(row.grants);
-  const { due: _, grants: __, plan, ...balance } = row;
+  const { due: _, grants: __, allowanceDue: ___, plan, ...balance } = row;
   // On a connection that cannot write (a replica), what is due to expire is computed, not
   // written: it is not counted, as a hold past its expiry is (see above).
   return {

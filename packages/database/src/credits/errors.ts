@@ -201,8 +201,16 @@ export class ForeignLedgerReferenceError extends CreditsError {
  * daily limit (a row of credit_ledger.credit_limit): nothing was written. A hold counts in
  * full when it is taken; the room comes back at `resetsAt` (midnight UTC).
  */
-export class DailyLimitExceededError extends CreditsError {
-  readonly code = 'DAILY_LIMIT_EXCEEDED';
+export type CapPeriod = 'day' | 'week' | 'month';
+
+/**
+ * A cap of credit_ledger.credit_limit would be exceeded (BC020): what the user took for the
+ * feature in the period, plus this request, is more than the cap of its plan (or of every
+ * plan, `plan` null). Nothing was written; `resetsAt` says when the period ends. A daily cap
+ * throws its subclass DailyLimitExceededError (`DAILY_LIMIT_EXCEEDED`), as before caps had periods.
+ */
+export class CapExceededError extends CreditsError {
+  readonly code: 'CAP_EXCEEDED' | 'DAILY_LIMIT_EXCEEDED' = 'CAP_EXCEEDED';
 
   constructor(
     readonly userId: string,
@@ -211,12 +219,20 @@ export class DailyLimitExceededError extends CreditsError {
     readonly used: number,
     readonly requested: number,
     readonly resetsAt: Date,
+    readonly period: CapPeriod = 'day',
+    readonly plan: string | null = null,
   ) {
+    const per = { day: 'daily', week: 'weekly', month: 'monthly' }[period];
     super(
-      `User ${userId} has taken ${used} of its daily limit of ${limit} for ${featureType}, so ${requested} more would exceed it; ` +
+      `User ${userId} has taken ${used} of its ${per} limit of ${limit} for ${featureType}` +
+        `${plan === null ? '' : ` on plan ${plan}`}, so ${requested} more would exceed it; ` +
         `nothing was written. The limit resets at ${resetsAt.toISOString()}.`,
     );
   }
+}
+
+export class DailyLimitExceededError extends CapExceededError {
+  override readonly code = 'DAILY_LIMIT_EXCEEDED' as const;
 }
 
 /**
@@ -726,7 +742,7 @@ export const LEDGER_SQLSTATES = {
   BC017: ['FOREIGN_LEDGER_TRIGGER'],
   BC018: ['UNSAFE_TRIGGER_PRIVILEGE'],
   BC019: ['FOREIGN_LEDGER_REFERENCE'],
-  BC020: ['DAILY_LIMIT_EXCEEDED'],
+  BC020: ['DAILY_LIMIT_EXCEEDED', 'CAP_EXCEEDED'],
   BC021: ['HOLDS_EXPIRY_BACKLOG'],
   BC022: ['PLAN_NOT_FOUND'],
   BC023: ['INVALID_INPUT'],
@@ -799,15 +815,19 @@ function typed(error: unknown, pg: PgError, writeUserId: string | undefined): un
       return new ForeignLedgerTriggerError(String(detail.triggers));
     case 'BC018':
       return new UnsafeTriggerPrivilegeError(String(detail.roles));
-    case 'BC020':
-      return new DailyLimitExceededError(
+    case 'BC020': {
+      const period = (detail.period ?? 'day') as CapPeriod;
+      return new (period === 'day' ? DailyLimitExceededError : CapExceededError)(
         userId,
         String(detail.featureType),
         Number(detail.limit),
         Number(detail.used),
         Number(detail.requested),
         new Date(String(detail.resetsAt)),
+        period,
+        detail.plan == null ? null : String(detail.plan),
       );
+    }
     case 'BC021':
       return new HoldsExpiryBacklogError(userId, Number(detail.limit));
     case 'BC019':

@@ -3,6 +3,8 @@ export {
   type BalanceName,
   BalanceOutOfRangeError,
   BalanceOutsideLedgerError,
+  CapExceededError,
+  type CapPeriod,
   ConnectionLostError,
   CreditsError,
   DailyLimitExceededError,
@@ -92,6 +94,7 @@ export {
   setRetryPolicy,
 } from './retry.js';
 export { setOperationTimeout } from './timeout.js';
+export { type CreditUsageInput, type CreditUsageRow, getCreditUsage } from './usage.js';
 export {
   DEFAULT_HOLD_EXPIRY_MS,
   DEFAULT_PAGE_SIZE,

@@ -131,6 +131,20 @@ export const currentPlanSql = (userId: SQL) => sql`(
             from (select 1) one left join credit_ledger.user_plan p on p.user_id = ${userId}) e
     left join credit_ledger.credit_plan c on c.plan = e.plan)`;
 
+/**
+ * The SQL of whether a user's plan grants an allowance whose current period was not granted
+ * yet (the user's first write or balance read in the period grants it), for a user id expression.
+ */
+export const allowanceDueSql = (userId: SQL) => sql`coalesce((
+  select coalesce(a.period_start < pg_catalog.date_trunc(c.allowance_period, pg_catalog.clock_timestamp(), 'UTC'), true)
+    from credit_ledger.credit_plan c
+    left join credit_ledger.user_allowance a on a.user_id = ${userId}
+   where c.allowance_period is not null
+     and c.plan = coalesce(
+       (select p.plan from credit_ledger.user_plan p
+         where p.user_id = ${userId} and (p.until is null or p.until > pg_catalog.clock_timestamp())),
+       (select d.plan from credit_ledger.credit_plan d where d.is_default))), false)`;
+
 /** Reads currentPlanSql's JSON (a string or an object, whichever the driver returns). */
 export function toUserPlan(value: unknown): UserPlan {
   const parsed = (typeof value === 'string' ? JSON.parse(value) : value) as {

@@ -225,6 +225,17 @@ export const rangeInput = z
     path: ['from'],
   });
 export const userIdInput = uuid;
+export const usageInput = z
+  .strictObject({
+    from: date,
+    to: date,
+    userId: uuid.optional(),
+    featureType: featureType.optional(),
+  })
+  .refine((r) => r.from.getTime() <= r.to.getTime(), {
+    message: 'must not be after to',
+    path: ['from'],
+  });
 
 /** A plan's name as credit_ledger.credit_plan's CHECK spells it. */
 const planName = z

@@ -144,6 +144,31 @@ describe('as the app role', () => {
     expect(await currentPlan(userId)).toBe('demo');
   });
 
+  it("cannot skip a user's allowance, nor have one granted twice", async () => {
+    await env.admin()`
+      insert into credit_ledger.credit_plan (plan, allowance_credits, allowance_period)
+      values ('allowance_month', 7, 'month') on conflict do nothing`;
+    const sql = env.session('app');
+    const userId = await userOn('allowance_month');
+    for (const statement of [
+      sql`insert into credit_ledger.user_allowance (user_id, period_start, plan) values (${userId}, now() + interval '1 year', 'allowance_month')`,
+      sql`update credit_ledger.user_allowance set period_start = now() + interval '1 year'`,
+      sql`delete from credit_ledger.user_allowance`,
+    ]) {
+      expect((await refusalOf(statement)).code).toBe('42501');
+    }
+    // A grant of its own that looks like the allowance is just another grant.
+    await sql`insert into "CreditTransaction" (user_id, amount, operation, feature_type, source, metadata)
+              values (${userId}, 1, 'grant', 'none', 'allowance', '{"allowance": {"plan": "allowance_month"}}')`;
+    await sql`select credit_ledger.credit_allowance_apply(${userId})`;
+    await sql`select credit_ledger.credit_allowance_apply(${userId})`;
+    const rows = await env.admin()<{ amount: number }[]>`
+      select amount from "CreditTransaction"
+       where user_id = ${userId} and source = 'allowance' and grant_expires_at is not null`;
+    expect(rows).toEqual([{ amount: 7 }]);
+    await env.expectLedgerVerifies();
+  });
+
   it('cannot run a trigger of its own inside a plan change, even with TRIGGER on every table', async () => {
     await env.grantAllToApp();
     const sql = env.session('app');

@@ -1,0 +1,90 @@
+import { sql } from 'drizzle-orm';
+import type { Database, Transaction } from '../client.js';
+import type { FeatureType } from '../schema.js';
+import { rowsOf } from './prepared.js';
+import { withRetry } from './retry.js';
+import { withinBudget } from './timeout.js';
+import { parse, usageInput } from './validation.js';
+
+export interface CreditUsageInput {
+  /** The first instant counted. */
+  from: Date;
+  /** The first instant not counted (`from <= created_at < to`). */
+  to: Date;
+  /** One user's figures; all users' when omitted. */
+  userId?: string;
+  /** One feature's figures; every feature's when omitted. */
+  featureType?: FeatureType;
+}
+
+/**
+ * One day (UTC) and feature of the trail, in credits (chat messages for `chat_message`). A
+ * settlement counts on the day it charged, a refund on the day it gave back.
+ */
+export interface CreditUsageRow {
+  /** `YYYY-MM-DD`, the UTC day. */
+  day: string;
+  featureType: FeatureType;
+  /**
+   * Spent on metered plans: deductions and what settlements charged, less refunds. Never a
+   * grant, never a hold (what a hold takes counts when its settlement charges it; a void, an
+   * expiry or a settlement's remainder never counts), never a use an unlimited plan covered.
+   */
+  spent: number;
+  /** What unlimited plans covered: the cost of the uses they recorded (deductions, settlements). */
+  covered: number;
+  /** Granted (every source, opening balances included). */
+  granted: number;
+  /** Given back by refunds (already taken off `spent`). */
+  refunded: number;
+  /** Taken off by grants' expiries. */
+  expired: number;
+}
+
+/**
+ * Credits spent, covered, granted, refunded and expired, per UTC day and feature, for one
+ * user or all users, over `from <= created_at < to`; days and features with no row are left
+ * out. Reads the trail through credit_tx_created_at_idx (all users) or
+ * credit_tx_user_created_at_idx (one user): a read-only query, fit for a replica.
+ */
+export async function getCreditUsage(
+  db: Database | Transaction,
+  input: CreditUsageInput,
+): Promise<CreditUsageRow[]> {
+  const parsed = parse(usageInput, input);
+  return withRetry(db, 'getCreditUsage', true, () =>
+    withinBudget(db, 'getCreditUsage', async () => {
+      // The optional filters are left out of the SQL when not given, rather than written as
+      // `$1 is null or …`, which a generic plan cannot serve with an index.
+      const rows = rowsOf(
+        await db.execute(sql`
+          select pg_catalog.to_char(t.created_at at time zone 'UTC', 'YYYY-MM-DD') as day,
+                 t.feature_type::text as feature_type,
+                 coalesce(sum(t.amount) filter (where t.covered_by_plan is null
+                   and t.operation::text = any('{deduct,settle}'::text[])), 0)
+                   - coalesce(sum(t.amount) filter (where t.operation::text = 'refund'), 0) as spent,
+                 coalesce(sum(t.amount) filter (where t.covered_by_plan is not null
+                   and t.operation::text = any('{deduct,settle}'::text[])), 0) as covered,
+                 coalesce(sum(t.amount) filter (where t.operation::text = 'grant'), 0) as granted,
+                 coalesce(sum(t.amount) filter (where t.operation::text = 'refund'), 0) as refunded,
+                 coalesce(sum(t.amount) filter (where t.operation::text = 'expire_grant'), 0) as expired
+            from public."CreditTransaction" t
+           where t.created_at >= ${parsed.from.toISOString()}::timestamptz
+             and t.created_at < ${parsed.to.toISOString()}::timestamptz
+             ${parsed.userId === undefined ? sql`` : sql`and t.user_id = ${parsed.userId}::uuid`}
+             ${parsed.featureType === undefined ? sql`` : sql`and t.feature_type::text = ${parsed.featureType}`}
+           group by 1, 2
+           order by 1, 2`),
+      );
+      return rows.map((r) => ({
+        day: String(r.day),
+        featureType: r.feature_type as FeatureType,
+        spent: Number(r.spent),
+        covered: Number(r.covered),
+        granted: Number(r.granted),
+        refunded: Number(r.refunded),
+        expired: Number(r.expired),
+      }));
+    }),
+  );
+}
