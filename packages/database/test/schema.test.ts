@@ -384,6 +384,7 @@ describe('a database migrated by db:migrate', () => {
       trigger('credit_plan_change_prepare', true),
       rule('credit_plan_lapse'),
       rule('credit_refuse'),
+      rule('credit_rule_allowance_grant'),
       rule('credit_rule_balance_range'),
       rule('credit_rule_caps'),
       rule('credit_rule_hold_close'),

@@ -30,6 +30,9 @@ BEGIN
   -- credit_plan_change_apply runs as the owner and touches "User": no other role's trigger may
   -- run inside it (credit_rule_no_foreign_triggers says why), on this table or on "User".
   ok := "credit_ledger"."credit_rule_no_foreign_triggers"(TG_RELID, 1);
+  IF current_setting('transaction_isolation') <> 'read committed' THEN
+    ok := "credit_ledger"."credit_rule_snapshot_sees_triggers"(TG_RELID);
+  END IF;
 
   SELECT u.ledger_seq INTO head FROM "public"."User" u WHERE u.id = NEW.user_id FOR NO KEY UPDATE;
   IF NOT FOUND THEN

@@ -185,6 +185,21 @@ BEGIN
         FROM "public"."User" u WHERE u.id = NEW.user_id;
     END IF;
   END IF;
+  -- Then the allowance of the period, at the user's first write in it (credit_allowance_grant:
+  -- once per period, whatever the plan; its rows are written before this one). The census's
+  -- plan may be stale or past its end: the function reads the plan again, and decides. Before
+  -- the grants' expiries below, which then expire what is due by the time it moved `at` to.
+  IF head >= 0 AND NEW.operation NOT IN ('expire', 'expire_grant')
+     AND (census.stale OR census.plan_until <= at
+          OR (census.allowance_period IS NOT NULL
+              AND coalesce(census.allowance_start < date_trunc(census.allowance_period, at, 'UTC'), true))) THEN
+    IF "credit_ledger"."credit_allowance_grant"(NEW.user_id, at) THEN
+      at := date_trunc('milliseconds', clock_timestamp());
+      SELECT u.free_credits, u.free_chat_messages, u.ledger_seq, u.ledger_hash
+        INTO credits, chats, head, head_hash
+        FROM "public"."User" u WHERE u.id = NEW.user_id;
+    END IF;
+  END IF;
   -- Then what remains of the user's grants past their expiry comes off (credit_expire_due_
   -- grants), so this row never spends or counts it. Grants change only with a write of their
   -- user, as holds do: `next_grant_expiry` is exact unless the row is stale.
@@ -193,20 +208,6 @@ BEGIN
     expired_at := "credit_ledger"."credit_expire_due_grants"(NEW.user_id, at);
     IF expired_at IS NOT NULL THEN
       at := expired_at;
-      SELECT u.free_credits, u.free_chat_messages, u.ledger_seq, u.ledger_hash
-        INTO credits, chats, head, head_hash
-        FROM "public"."User" u WHERE u.id = NEW.user_id;
-    END IF;
-  END IF;
-  -- Then the allowance of the period, at the user's first write in it (credit_allowance_grant:
-  -- once per period, whatever the plan; its rows are written before this one). The census's
-  -- plan may be stale or past its end: the function reads the plan again, and decides.
-  IF head >= 0 AND NEW.operation NOT IN ('expire', 'expire_grant')
-     AND (census.stale OR census.plan_until <= at
-          OR (census.allowance_period IS NOT NULL
-              AND coalesce(census.allowance_start < date_trunc(census.allowance_period, at, 'UTC'), true))) THEN
-    IF "credit_ledger"."credit_allowance_grant"(NEW.user_id, at) THEN
-      at := date_trunc('milliseconds', clock_timestamp());
       SELECT u.free_credits, u.free_chat_messages, u.ledger_seq, u.ledger_hash
         INTO credits, chats, head, head_hash
         FROM "public"."User" u WHERE u.id = NEW.user_id;
@@ -301,6 +302,10 @@ BEGIN
       -- Where the credits came from (promotional when the inserter does not say), and when
       -- what remains of them expires: after this row, if ever.
       NEW.source := coalesce(NEW.source, 'promotional');
+      IF NEW.source = 'allowance' THEN
+        ok := "credit_ledger"."credit_rule_allowance_grant"(NEW.user_id, NEW.feature_type, NEW.amount,
+          NEW.grant_expires_at, NEW.metadata);
+      END IF;
       IF NEW.source IN ('opening', 'refund', 'carried_over') THEN
         RAISE EXCEPTION 'a grant''s source % is the ledger''s to set', NEW.source
           USING ERRCODE = 'BC016',

@@ -28,6 +28,12 @@ BEGIN
       USING ERRCODE = 'BC017', DETAIL = json_build_object('triggers', coalesce(foreign_list, '(not found)'))::text,
             HINT = 'Its function could create a user whose balances no row explains. Drop the trigger.';
   END IF;
+  -- The opening rows are inserted as the owner: a trigger of another role on the trail, named
+  -- to fire before the ledger's own, would run as the owner and could skip them (RETURN
+  -- NULL) before credit_tx_prepare's census ever ran. So the census comes first (BC017).
+  IF NEW.free_credits > 0 OR NEW.free_chat_messages > 0 THEN
+    PERFORM "credit_ledger"."credit_rule_no_foreign_triggers"('"public"."CreditTransaction"'::regclass, 1);
+  END IF;
   -- Read the row as it is now: the creator may have written the opening rows already in
   -- this statement (credit_tx_prepare accepts only the exact ones), or deleted the user.
   IF NEW.free_credits > 0 AND (SELECT ledger_seq FROM "public"."User" WHERE id = NEW.id)

@@ -141,8 +141,11 @@ const change = {
 };
 
 export const deductInput = z.strictObject(change);
-/** The sources a caller may name; `opening`, `refund` and `carried_over` are the ledger's. */
-export const grantSourceValues = ['allowance', 'purchase', 'promotional', 'support'] as const;
+/**
+ * The sources a caller may name; `opening`, `allowance`, `refund` and `carried_over` are the
+ * ledger's (an allowance comes from the user's plan, once a period).
+ */
+export const grantSourceValues = ['purchase', 'promotional', 'support'] as const;
 export const grantInput = z.strictObject({
   ...change,
   // Needed only for chat messages: a grant of credits is for no feature.

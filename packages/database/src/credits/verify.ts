@@ -414,6 +414,25 @@ const planFindings = (userId: string | null) => sql`
               or t.covered_by_plan is distinct from coalesce(pc.plan,
                    (select d.plan from credit_ledger.credit_plan d where d.is_default)))
       union all
+      -- An allowance is granted once a period (credit_rule_allowance_grant lets only the
+      -- ledger's own through): two for one period and balance, or a period recorded as granted
+      -- before it started (which would skip the allowances until then), are edits.
+      select d.user_id, null, 'allowance_twice',
+             format('the allowance of %s for the period from %s was granted %s times', d.balance, d.starts, d.n)
+        from (select t.user_id, case when t.feature_type = 'chat_message' then 'chat messages' else 'credits' end as balance,
+                     t.metadata #>> '{allowance,starts}' as starts, count(*) as n
+                from trail t where t.source = 'allowance' group by 1, 2, 3 having count(*) > 1) d
+      union all
+      select coalesce(a.user_id, g.user_id), null, 'allowance_record',
+             case when a.period_start > pg_catalog.clock_timestamp()
+                  then format('the allowance of plan %s is recorded as granted for the period from %s, which has not started', a.plan, a.period_start)
+                  else format('the allowance was granted for the period from %s, but is recorded as granted up to %s', g.starts, coalesce(a.period_start::text, 'no period')) end
+        from (select * from credit_ledger.user_allowance a
+               where ${userId}::uuid is null or a.user_id = ${userId}::uuid) a
+        full join (select t.user_id, max((t.metadata #>> '{allowance,starts}')::timestamptz) as starts
+                     from trail t where t.source = 'allowance' group by 1) g on g.user_id = a.user_id
+       where a.period_start > pg_catalog.clock_timestamp() or g.starts > coalesce(a.period_start, '-infinity')
+      union all
       select user_id, seq, 'plan_seq_gap',
              format('plan change %s is at position %s of the user''s plan changes: one is missing or doubled', id, position)
         from plan_chain where seq <> position
@@ -564,7 +583,7 @@ function dataViolationsQuery(userId: string | null, limit: number, withPlans: bo
     with trail as (
       select t.user_id, t.seq, t.amount, t.operation, t.feature_type, t.balance_after, t.hash,
              t.refund_of, t.id, t.hold_id, t.hold_expires_at, t.covered_by_plan,
-             t.source, t.grant_expires_at, t.allocations,
+             t.source, t.grant_expires_at, t.allocations, t.metadata,
              hr.user_id as hold_user, hr.operation as hold_operation, hr.feature_type as hold_feature,
              hr.amount as held, hr.seq as hold_seq, hr.hold_expires_at as hold_expiry,
              hr.covered_by_plan as hold_covered,
@@ -761,6 +780,7 @@ export async function verifyLedger(
         select pg_catalog.to_regclass('credit_ledger.user_plan') is not null
            and pg_catalog.to_regclass('credit_ledger.credit_plan') is not null
            and pg_catalog.to_regclass('credit_ledger.credit_grant') is not null
+           and pg_catalog.to_regclass('credit_ledger.user_allowance') is not null
            and pg_catalog.to_regclass('public."CreditPlanChange"') is not null as present`),
     );
     const withPlans = plans?.present === true;

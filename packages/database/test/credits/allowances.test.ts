@@ -112,6 +112,17 @@ describe('allowances', () => {
     expect((await verifyLedger(db, { userId: u.id })).violations).toEqual([]);
   });
 
+  it('grant what fits below the largest balance, so a full balance never locks its user out', async () => {
+    const u = await createUser(db, { freeCredits: 2_147_483_640, freeChatMessages: 0 });
+    await setUserPlan(db, { userId: u.id, plan: 'monthly' });
+    const use = await deductCredits(db, { userId: u.id, amount: 1, featureType: doc });
+    // 7 of the 10 fitted, then 1 was spent; the chat messages fitted whole.
+    expect(use.balance).toBe(2_147_483_646);
+    expect((await allowances(u.id)).map((g) => g.amount)).toEqual([7, 5]);
+    expect((await getCreditBalance(db, u.id)).freeCredits).toBe(2_147_483_646);
+    expect((await verifyLedger(db, { userId: u.id })).violations).toEqual([]);
+  });
+
   it('follow the plan: a plan without one grants none', async () => {
     const u = await createUser(db);
     await deductCredits(db, { userId: u.id, amount: 1, featureType: doc });

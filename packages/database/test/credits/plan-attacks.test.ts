@@ -157,10 +157,16 @@ describe('as the app role', () => {
     ]) {
       expect((await refusalOf(statement)).code).toBe('42501');
     }
-    // A grant of its own that looks like the allowance is just another grant.
-    await sql`insert into "CreditTransaction" (user_id, amount, operation, feature_type, source, metadata)
-              values (${userId}, 1, 'grant', 'none', 'allowance', '{"allowance": {"plan": "allowance_month"}}')`;
+    // A grant of its own that passes for the allowance is refused, before and after it.
+    const forged = (starts: string) => sql`
+      insert into "CreditTransaction" (user_id, amount, operation, feature_type, source, grant_expires_at, metadata)
+      values (${userId}, 7, 'grant', 'none', 'allowance',
+              date_trunc('month', now(), 'UTC') + interval '1 month',
+              jsonb_build_object('allowance', jsonb_build_object('plan', 'allowance_month', 'period', 'month', 'starts', ${starts}::text)))`;
+    const thisMonth = new Date().toISOString().slice(0, 7);
+    expect((await refusalOf(forged(`${thisMonth}-01T00:00:00Z`))).code).toBe('BC016');
     await sql`select credit_ledger.credit_allowance_apply(${userId})`;
+    expect((await refusalOf(forged(`${thisMonth}-01T00:00:00Z`))).code).toBe('BC016');
     await sql`select credit_ledger.credit_allowance_apply(${userId})`;
     const rows = await env.admin()<{ amount: number }[]>`
       select amount from "CreditTransaction"
@@ -185,6 +191,58 @@ describe('as the app role', () => {
     const refusal = await refusalOf(setUserPlan(env.packageAs('app'), { userId, plan: 'demo' }));
     expect(refusal.message).toMatch(/zz_upgrade/);
     expect(await currentPlan(userId)).toBe('free');
+  });
+  it("cannot have a trigger of its own run as the owner inside the ledger's own inserts", async () => {
+    // TRIGGER on every table of public: granted by the test before (grantAllToApp).
+    const sql = env.session('app');
+    await env.admin()`
+      insert into credit_ledger.credit_plan (plan, allowance_credits, allowance_period)
+      values ('allowance_week', 3, 'week') on conflict do nothing`;
+    await sql.unsafe(`
+      create table if not exists public.ran_as (role text);
+      create or replace function public.skip_as_owner() returns trigger language plpgsql as $$
+      begin
+        if current_user <> session_user then
+          insert into public.ran_as values (current_user);
+          return null;
+        end if;
+        return coalesce(NEW, OLD);
+      end $$`);
+    const lapsing = await env.newUser();
+    await setUserPlan(env.adminDb(), {
+      userId: lapsing,
+      plan: 'paid',
+      until: new Date(Date.now() + 300),
+    });
+    const weekly = await userOn('allowance_week');
+    const victim = await env.newUser();
+    for (const table of ['"CreditTransaction"', '"CreditPlanChange"'])
+      await env.attachTrigger(
+        sql,
+        'a_skip',
+        table,
+        'before insert or delete on $TABLE for each row execute function public.skip_as_owner()',
+      );
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    for (const statement of [
+      // The opening rows of a user it creates.
+      sql`insert into "User" (email, free_credits) values (${`${crypto.randomUUID()}@example.com`}, 1000000)`,
+      // An allowance granted for a balance read.
+      sql`select credit_ledger.credit_allowance_apply(${weekly})`,
+      // A lapse written before a deduction (the deduction itself is its own, and refused).
+      sql`insert into "CreditTransaction" (user_id, amount, operation, feature_type) values (${lapsing}, 1, 'deduct', ${FEATURE})`,
+      // The cascades of a user's deletion.
+      sql`delete from "User" where id = ${victim}`,
+    ]) {
+      expect((await refusalOf(statement)).code).toBe('BC017');
+    }
+    // A user's deletion by the owner's own role is refused too, while the trigger exists.
+    expect((await refusalOf(env.admin()`delete from "User" where id = ${victim}`)).code).toBe(
+      'BC017',
+    );
+    await env.dropAttachedTriggers();
+    expect(await env.admin()`select role from public.ran_as`).toEqual([]);
+    await env.expectLedgerVerifies();
   });
 });
 
@@ -250,6 +308,32 @@ describe("the owner's edits that cannot be prevented are found by verifyLedger",
       await tx`alter table "User" enable trigger user`;
     });
     expect(await findings(userId)).toEqual(['covered_plan_mismatch']);
+  });
+
+  it('an allowance period recorded as not granted is reported, and not granted again', async () => {
+    await env.admin()`
+      insert into credit_ledger.credit_plan (plan, allowance_credits, allowance_period)
+      values ('allowance_day', 2, 'day') on conflict do nothing`;
+    const userId = await userOn('allowance_day');
+    doomed.push(userId);
+    await env.admin()`select credit_ledger.credit_allowance_apply(${userId})`;
+    await env.session('owner')`delete from credit_ledger.user_allowance where user_id = ${userId}`;
+    // The period's allowance is not granted again: the rule finds it in the trail.
+    expect(
+      (await refusalOf(env.admin()`select credit_ledger.credit_allowance_apply(${userId})`)).code,
+    ).toBe('BC016');
+    expect(await findings(userId)).toEqual(['allowance_record']);
+  });
+
+  it('an allowance period recorded as granted ahead of time, to skip the ones until then, is reported', async () => {
+    await env.admin()`
+      insert into credit_ledger.credit_plan (plan, allowance_credits, allowance_period)
+      values ('allowance_day', 2, 'day') on conflict do nothing`;
+    const userId = await userOn('allowance_day');
+    doomed.push(userId);
+    await env.session('owner')`
+      insert into credit_ledger.user_allowance (user_id, period_start, plan) values (${userId}, '2100-01-01', 'allowance_day')`;
+    expect(await findings(userId)).toEqual(['allowance_record']);
   });
 
   it('a change of a plan is recorded in the audit, with the role that made it', async () => {
