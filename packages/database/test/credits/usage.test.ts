@@ -128,6 +128,17 @@ describe('getCreditUsage', () => {
     });
   });
 
+  it("leaves a caller's transaction with the settings it had", async () => {
+    await db.transaction(async (tx) => {
+      await tx.execute(sql`set local jit = on`);
+      await getCreditUsage(tx, around());
+      const [row] = (await tx.execute(sql`select current_setting('jit') as jit`)) as unknown as {
+        jit: string;
+      }[];
+      expect(row?.jit).toBe('on');
+    });
+  });
+
   it('refuses a range that ends before it starts, or a date that is not one', async () => {
     await expect(
       getCreditUsage(db, { from: new Date(Date.now()), to: new Date(Date.now() - 1000) }),
