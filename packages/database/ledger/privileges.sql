@@ -8,7 +8,8 @@
 -- read or write the ledger's own tables (the limits). The sweeper runs as its caller, so any
 -- role may execute it: it can do only what that role's own statements could (so may the
 -- grants' sweeper, credit_grants_expire). Any role may also have a user's due allowance
--- granted (credit_allowance_apply): it grants only what is due, once. The plans, the users' current plans and the grants
+-- granted (credit_allowance_apply): it grants only what is due, once; and past days' usage
+-- summed (credit_usage_roll_up), which only summarises the trail. The plans, the users' current plans and the grants
 -- are readable by every role (an app shows its plans, a balance read
 -- names the user's, credits:verify compares them with their chains), as the trail is; only
 -- the owner changes the plans, and only the ledger the users' plans.
@@ -38,7 +39,9 @@ $$;
 GRANT EXECUTE ON FUNCTION "credit_ledger"."credit_holds_expire"(integer, uuid) TO PUBLIC;
 --> statement-breakpoint
 GRANT SELECT ON "credit_ledger"."credit_plan", "credit_ledger"."user_plan", "credit_ledger"."credit_grant",
-  "credit_ledger"."user_allowance" TO PUBLIC;
+  "credit_ledger"."user_allowance", "credit_ledger"."credit_usage_day", "credit_ledger"."credit_usage_day_done" TO PUBLIC;
+--> statement-breakpoint
+GRANT EXECUTE ON FUNCTION "credit_ledger"."credit_usage_roll_up"(date, date) TO PUBLIC;
 --> statement-breakpoint
 GRANT EXECUTE ON FUNCTION "credit_ledger"."credit_grants_expire"(integer, uuid) TO PUBLIC;
 --> statement-breakpoint

@@ -403,6 +403,14 @@ describe('a database migrated by db:migrate', () => {
       helper('credit_tx_hash'),
       helper('credit_tx_is_trail'),
       trigger('credit_tx_prepare', true),
+      // Sums past days' usage for getCreditUsage: as the owner (only the ledger writes the
+      // summaries), for anyone (it only summarises the trail).
+      {
+        name: 'credit_usage_roll_up',
+        definer: true,
+        config: ['search_path=pg_catalog, pg_temp', 'row_security=off', 'jit=off'],
+        public_execute: true,
+      },
       trigger('user_ledger_delete'),
       trigger('user_ledger_guard'),
       trigger('user_ledger_open'),

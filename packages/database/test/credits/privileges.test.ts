@@ -116,7 +116,7 @@ describe('lock waits inside the ledger', () => {
 });
 
 describe('default privileges', () => {
-  it('migrating under default privileges that grant EXECUTE on new functions, CREATE on new schemas and ALL on new tables leaves no ledger function but the sweepers and the allowance read executable by another role, no CREATE in credit_ledger, the limits unreadable, and a database that verifies', async () => {
+  it('migrating under default privileges that grant EXECUTE on new functions, CREATE on new schemas and ALL on new tables leaves no ledger function but the sweepers, the allowance read and the usage summing executable by another role, no CREATE in credit_ledger, the limits unreadable, and a database that verifies', async () => {
     const database = await createTestDatabase({ empty: true });
     const app = env.roleName('app');
     const sql = postgres(database.url, { max: 1, onnotice: () => {} });
@@ -129,11 +129,13 @@ describe('default privileges', () => {
         select p.proname as name, has_function_privilege(${app}, p.oid, 'EXECUTE') as app,
                has_function_privilege('public', p.oid, 'EXECUTE') as public
           from pg_proc p where p.pronamespace = 'credit_ledger'::regnamespace order by 1`;
-      // The two sweepers, which run as their caller, and the allowance of a balance read.
+      // The two sweepers, which run as their caller, the allowance of a balance read, and the
+      // summing of past days' usage.
       expect(functions.filter((f) => f.app || f.public).map((f) => f.name)).toEqual([
         'credit_allowance_apply',
         'credit_grants_expire',
         'credit_holds_expire',
+        'credit_usage_roll_up',
       ]);
       expect(functions.map((f) => f.name)).toEqual(
         expect.arrayContaining(['credit_tx_prepare', 'credit_tx_apply', 'credit_rule_sufficient']),
@@ -152,6 +154,8 @@ describe('default privileges', () => {
         { name: 'credit_limit', read: false, write: false },
         { name: 'credit_plan', read: true, write: false },
         { name: 'credit_plan_audit', read: false, write: false },
+        { name: 'credit_usage_day', read: true, write: false },
+        { name: 'credit_usage_day_done', read: true, write: false },
         { name: 'user_allowance', read: true, write: false },
         { name: 'user_plan', read: true, write: false },
       ]);

@@ -3,6 +3,7 @@ import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDatabase, type Database } from '../../src/client.js';
 import {
+  type CreditUsageRow,
   deductCredits,
   getCreditUsage,
   grantCredits,
@@ -137,6 +138,62 @@ describe('getCreditUsage', () => {
       }[];
       expect(row?.jit).toBe('on');
     });
+  });
+
+  it('for all users, sums whole past days once and reads the same figures as the trail gives per user', async () => {
+    const users = [await createUser(db), await createUser(db), await createUser(db)];
+    // Rows of ten past days (written with the ledger's triggers off: only their dates matter).
+    await db.transaction(async (tx) => {
+      await tx.execute(sql`alter table "CreditTransaction" disable trigger user`);
+      await tx.execute(sql`
+        insert into "CreditTransaction" (user_id, amount, operation, feature_type, created_at, balance_after, seq, hash, covered_by_plan)
+        select (array[${users[0]?.id}::uuid, ${users[1]?.id}::uuid, ${users[2]?.id}::uuid])[1 + g % 3],
+               1 + g % 4, (array['deduct', 'refund', 'grant', 'settle', 'expire_grant', 'deduct'])[1 + g % 6]::operation_type,
+               (array['document_generation', 'chat_message', 'none'])[1 + g % 3]::feature_type,
+               timestamptz '2001-03-01 00:00:00+00' + g * interval '37 minutes', 0, 1000 + g, 'x',
+               case when g % 5 = 0 then 'paid' end
+          from generate_series(1, 380) g`);
+      await tx.execute(sql`alter table "CreditTransaction" enable trigger user`);
+    });
+    const range = { from: new Date('2001-03-01T06:00:00Z'), to: new Date('2001-03-09T18:00:00Z') };
+    const all = await getCreditUsage(db, range);
+    const done = (await db.execute(sql`
+      select count(*)::int as n from credit_ledger.credit_usage_day_done
+       where day between '2001-03-02' and '2001-03-08'`)) as unknown as { n: number }[];
+    expect(done[0]?.n).toBe(7);
+    const perUser = new Map<string, CreditUsageRow>();
+    for (const u of users)
+      for (const r of await getCreditUsage(db, { ...range, userId: u.id })) {
+        const key = `${r.day} ${r.featureType}`;
+        const sum = perUser.get(key) ?? {
+          ...r,
+          spent: 0,
+          covered: 0,
+          granted: 0,
+          refunded: 0,
+          expired: 0,
+        };
+        for (const k of ['spent', 'covered', 'granted', 'refunded', 'expired'] as const)
+          sum[k] += r[k];
+        perUser.set(key, sum);
+      }
+    const ofAll = all.filter((r) => r.day.startsWith('2001-03'));
+    expect(ofAll).toEqual(
+      [...perUser.values()].sort((a, b) =>
+        (a.day + a.featureType).localeCompare(b.day + b.featureType),
+      ),
+    );
+    expect(ofAll.length).toBeGreaterThan(20);
+    // Again, from the summaries; and on a read-only connection, which cannot sum.
+    expect((await getCreditUsage(db, range)).filter((r) => r.day.startsWith('2001-03'))).toEqual(
+      ofAll,
+    );
+    const readOnly = await db.transaction((tx) => getCreditUsage(tx, range), {
+      accessMode: 'read only',
+    });
+    expect(readOnly.filter((r) => r.day.startsWith('2001-03'))).toEqual(ofAll);
+    const docOnly = await getCreditUsage(db, { ...range, featureType: 'document_generation' });
+    expect(docOnly).toEqual(ofAll.filter((r) => r.featureType === 'document_generation'));
   });
 
   it('refuses a range that ends before it starts, or a date that is not one', async () => {
