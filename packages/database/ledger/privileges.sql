@@ -7,7 +7,8 @@
 -- TEMP table, credit_tx_apply could otherwise be run with any NEW), a rule or a helper, or
 -- read or write the ledger's own tables (the limits). The sweeper runs as its caller, so any
 -- role may execute it: it can do only what that role's own statements could (so may the
--- grants' sweeper, credit_grants_expire). Any role may also have a user's due allowance
+-- grants' sweeper, credit_grants_expire). The plans' audit is readable too: credits:verify
+-- reads from it whether a plan was unlimited when a use was covered. Any role may also have a user's due allowance
 -- granted (credit_allowance_apply): it grants only what is due, once; and past days' usage
 -- summed (credit_usage_roll_up), which only summarises the trail. The plans, the users' current plans and the grants
 -- are readable by every role (an app shows its plans, a balance read
@@ -39,7 +40,8 @@ $$;
 GRANT EXECUTE ON FUNCTION "credit_ledger"."credit_holds_expire"(integer, uuid) TO PUBLIC;
 --> statement-breakpoint
 GRANT SELECT ON "credit_ledger"."credit_plan", "credit_ledger"."user_plan", "credit_ledger"."credit_grant",
-  "credit_ledger"."user_allowance", "credit_ledger"."credit_usage_day", "credit_ledger"."credit_usage_day_done" TO PUBLIC;
+  "credit_ledger"."user_allowance", "credit_ledger"."credit_usage_day", "credit_ledger"."credit_usage_day_done",
+  "credit_ledger"."credit_plan_audit" TO PUBLIC;
 --> statement-breakpoint
 GRANT EXECUTE ON FUNCTION "credit_ledger"."credit_usage_roll_up"(date, date) TO PUBLIC;
 --> statement-breakpoint

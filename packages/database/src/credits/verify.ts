@@ -414,6 +414,19 @@ const planFindings = (userId: string | null) => sql`
               or t.covered_by_plan is distinct from coalesce(pc.plan,
                    (select d.plan from credit_ledger.credit_plan d where d.is_default)))
       union all
+      -- The plan that covered a use was unlimited when it did: as credit_ledger.credit_plan
+      -- says now, unless its audit records a change since (then as the first one's old row).
+      select t.user_id, t.seq, 'covered_plan_not_unlimited',
+             format('row %s (%s) says plan %s covered it, but that plan was not unlimited at %s', t.id, t.operation, t.covered_by_plan, t.created_at)
+        from trail t
+       where t.covered_by_plan is not null and t.operation in ('deduct', 'hold')
+         and not coalesce(
+           (select (a.old_row ->> 'unlimited')::boolean from credit_ledger.credit_plan_audit a
+             where a.old_row ->> 'plan' = t.covered_by_plan and a.changed_at > t.created_at
+             order by a.id limit 1),
+           (select c.unlimited from credit_ledger.credit_plan c where c.plan = t.covered_by_plan),
+           false)
+      union all
       -- An allowance is granted once a period (credit_rule_allowance_grant lets only the
       -- ledger's own through): two for one period and balance, or a period recorded as granted
       -- before it started (which would skip the allowances until then), are edits.
@@ -781,6 +794,7 @@ export async function verifyLedger(
            and pg_catalog.to_regclass('credit_ledger.credit_plan') is not null
            and pg_catalog.to_regclass('credit_ledger.credit_grant') is not null
            and pg_catalog.to_regclass('credit_ledger.user_allowance') is not null
+           and pg_catalog.to_regclass('credit_ledger.credit_plan_audit') is not null
            and pg_catalog.to_regclass('public."CreditPlanChange"') is not null as present`),
     );
     const withPlans = plans?.present === true;

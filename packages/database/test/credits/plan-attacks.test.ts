@@ -336,6 +336,24 @@ describe("the owner's edits that cannot be prevented are found by verifyLedger",
     expect(await findings(userId)).toEqual(['allowance_record']);
   });
 
+  it('a plan made unlimited for a moment covers the uses of that moment, as its audit shows; with the audit erased, they are reported', async () => {
+    const userId = await env.newUser();
+    doomed.push(userId);
+    const owner = env.session('owner');
+    const [mark] = await owner<{ id: string }[]>`
+      select coalesce(max(id), 0)::text as id from credit_ledger.credit_plan_audit`;
+    await owner`update credit_ledger.credit_plan set unlimited = true where plan = 'free'`;
+    try {
+      const use = await deductCredits(env.adminDb(), { userId, amount: 2, featureType: FEATURE });
+      expect(use.transaction.coveredByPlan).toBe('free');
+    } finally {
+      await owner`update credit_ledger.credit_plan set unlimited = false where plan = 'free'`;
+    }
+    expect(await findings(userId)).toEqual([]);
+    await owner`delete from credit_ledger.credit_plan_audit where id > ${mark?.id ?? '0'}::bigint`;
+    expect(await findings(userId)).toEqual(['covered_plan_not_unlimited']);
+  });
+
   it('a change of a plan is recorded in the audit, with the role that made it', async () => {
     const owner = env.session('owner');
     await owner`update credit_ledger.credit_plan set description = 'changed by hand' where plan = 'demo'`;

@@ -153,7 +153,7 @@ describe('default privileges', () => {
         { name: 'credit_grant', read: true, write: false },
         { name: 'credit_limit', read: false, write: false },
         { name: 'credit_plan', read: true, write: false },
-        { name: 'credit_plan_audit', read: false, write: false },
+        { name: 'credit_plan_audit', read: true, write: false },
         { name: 'credit_usage_day', read: true, write: false },
         { name: 'credit_usage_day_done', read: true, write: false },
         { name: 'user_allowance', read: true, write: false },
