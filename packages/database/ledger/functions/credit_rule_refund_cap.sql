@@ -1,7 +1,7 @@
--- Rule: the refunds of a deduction never add up to more than it. A refund with refund_of
--- names a deduction of its user and feature (BC004) that took credits (one an unlimited plan
--- covered took none, so there is nothing to give back), and with the refunds before it stays
--- within that deduction (BC003); it cannot run under REPEATABLE READ (BC007), whose snapshot
+-- Rule: the refunds of a charge never add up to more than it. A refund with refund_of names a
+-- charge of its user and feature (BC004): a deduction, or a settlement, whose amount is what
+-- a reservation charged; one that took credits (one an unlimited plan covered took none, so
+-- there is nothing to give back); and with the refunds before it stays within that charge (BC003); it cannot run under REPEATABLE READ (BC007), whose snapshot
 -- would not see a refund committed after it was taken, so two refunds could both pass. The
 -- user's lock, which the caller holds, serialises the refunds of the deduction (it is the
 -- same user's): each one here sees those committed before it. Only trail rows count, not
@@ -24,16 +24,16 @@ BEGIN
   SELECT * INTO target FROM "public"."CreditTransaction" t
     WHERE t.id = credit_rule_refund_cap.refund_of AND t.user_id = credit_rule_refund_cap.user_id
       AND "credit_ledger"."credit_tx_is_trail"(t.tableoid::pg_catalog.regclass);
-  IF NOT FOUND OR target.operation <> 'deduct' OR target.feature_type <> credit_rule_refund_cap.feature_type
+  IF NOT FOUND OR target.operation::pg_catalog.text OPERATOR(pg_catalog.<>) ALL ('{deduct,settle}'::pg_catalog.text[]) OR target.feature_type <> credit_rule_refund_cap.feature_type
      OR target.covered_by_plan IS NOT NULL THEN
-    RAISE EXCEPTION 'refund_of % is not a % deduction of user %', refund_of, feature_type, user_id
+    RAISE EXCEPTION 'refund_of % is not a % deduction or settlement of user %', refund_of, feature_type, user_id
       USING ERRCODE = 'BC004',
             DETAIL = json_build_object('refundOf', refund_of,
               'reason', CASE WHEN NOT FOUND THEN
                                CASE WHEN EXISTS (SELECT 1 FROM "public"."CreditTransaction" t
                                                   WHERE t.id = credit_rule_refund_cap.refund_of)
                                     THEN 'other_user' ELSE 'not_found' END
-                             WHEN target.operation <> 'deduct' THEN 'not_a_deduction'
+                             WHEN target.operation::pg_catalog.text OPERATOR(pg_catalog.<>) ALL ('{deduct,settle}'::pg_catalog.text[]) THEN 'not_a_deduction'
                              WHEN target.covered_by_plan IS NOT NULL THEN 'covered_by_plan'
                              ELSE 'other_feature' END)::text;
   END IF;

@@ -117,7 +117,7 @@ export class InvalidRefundTargetError extends CreditsError {
     const why = {
       not_found: 'does not exist',
       other_user: "is another user's",
-      not_a_deduction: 'is not a deduction',
+      not_a_deduction: 'is neither a deduction nor a settlement (a charge)',
       other_feature: 'spent another feature type (another balance)',
       covered_by_plan: 'was covered by an unlimited plan and took no credits',
     }[reason];

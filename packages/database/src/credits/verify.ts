@@ -487,6 +487,12 @@ const AMOUNT = sql.raw(
 const TAKEN = sql.raw(
   `(case when pg_catalog.jsonb_typeof(o.allocations -> a.key) = 'number' then (o.allocations ->> a.key)::numeric end)`,
 );
+// What a settlement's charge took from a grant: what its hold (h) took, less what the
+// settlement gave back (its refunds give back to the grants that charge came from).
+const CHARGED = sql.raw(
+  `(case when pg_catalog.jsonb_typeof(h.allocations -> a.key) = 'number' then (h.allocations ->> a.key)::numeric end
+    - coalesce(case when pg_catalog.jsonb_typeof(o.allocations -> a.key) = 'number' then (o.allocations ->> a.key)::numeric end, 0))`,
+);
 
 /**
  * The grants each balance is made of, against the trail (union arms of `found`): each grant's
@@ -530,17 +536,20 @@ const grantFindings = (userId: string | null) => sql`
        where (t.operation in ('deduct', 'hold') and g.expires_at <= t.created_at)
           or (t.operation = 'expire_grant' and not (g.expires_at <= t.created_at))
       union all
-      -- What rows give back to a grant for one deduction (its refunds) or one hold (its
-      -- closing row) never passes what that row took from it.
+      -- What rows give back to a grant for one deduction or settlement (its refunds) or one
+      -- hold (its closing row) never passes what that row took from it.
       select r.user_id, null, 'allocations_exceed_taken',
              format('rows giving back for %s return %s to grant %s, which it took %s from', r.source_row, r.returned, r.grant_id, coalesce(r.taken, 0))
         from (select t.user_id, coalesce(t.refund_of, t.hold_id) as source_row, a.key as grant_id,
                      sum(${AMOUNT}) as returned,
-                     max(${TAKEN}) as taken
+                     max(case when h.id is null then ${TAKEN} else ${CHARGED} end) as taken
                 from trail t
                 cross join lateral pg_catalog.jsonb_each(case when pg_catalog.jsonb_typeof(t.allocations) = 'object' then t.allocations else '{}' end) a
                 left join public."CreditTransaction" o on o.id = coalesce(t.refund_of, t.hold_id)
-                      and pg_catalog.jsonb_typeof(o.allocations) = 'object'
+                      and (pg_catalog.jsonb_typeof(o.allocations) = 'object' or o.operation = 'settle')
+                left join public."CreditTransaction" h on t.refund_of is not null and o.operation = 'settle'
+                      and h.id = o.hold_id and h.operation = 'hold'
+                      and pg_catalog.jsonb_typeof(h.allocations) = 'object'
                where t.operation in ('refund', 'settle', 'void', 'expire')
                group by 1, 2, 3) r
        where r.returned > coalesce(r.taken, 0)
@@ -741,11 +750,11 @@ ${withPlans ? planFindings(userId) : sql``}
 ${withPlans ? grantFindings(userId) : sql``}
       union all
       select r.user_id, null, 'refund_exceeds_deduction',
-             format('refunds of deduction %s add up to %s, more than its %s (or it is not a deduction of this user and balance)',
+             format('refunds of charge %s add up to %s, more than its %s (or it is not a deduction or settlement of this user and balance)',
                     r.refund_of, sum(r.amount), max(d.amount))
         from public."CreditTransaction" r
         left join public."CreditTransaction" d
-          on d.id = r.refund_of and d.user_id = r.user_id and d.operation = 'deduct'
+          on d.id = r.refund_of and d.user_id = r.user_id and d.operation in ('deduct', 'settle')
          and (d.feature_type = 'chat_message') = (r.feature_type = 'chat_message')
          and d.covered_by_plan is null
        where r.refund_of is not null and (${userId}::uuid is null or r.user_id = ${userId}::uuid)

@@ -344,16 +344,20 @@ describe.each(['app', 'owner'] as const)('as the %s role', (role) => {
       await env.expectLedgerVerifies();
     });
 
-    it('a refund cannot name a hold or a settlement as the deduction it gives back', async () => {
+    it('a refund cannot name a hold, nor give back more than a settlement charged', async () => {
       const sql = env.session(role);
       const userId = await env.newUser();
       const holdId = await hold(userId);
       const settlement = await settleCreditHold(env.adminDb(), { holdId, amount: 2 });
-      for (const refundOf of [holdId, settlement.transaction.id]) {
+      const cases = [
+        [holdId, 2, 'BC004'],
+        [settlement.transaction.id, 3, 'BC003'],
+      ] as const;
+      for (const [refundOf, amount, code] of cases) {
         const error = await refusalOf(sql`
           insert into "CreditTransaction" (user_id, amount, operation, feature_type, refund_of)
-          values (${userId}, 2, 'refund', ${FEATURE}, ${refundOf})`);
-        expect(error.code).toBe('BC004');
+          values (${userId}, ${amount}, 'refund', ${FEATURE}, ${refundOf})`);
+        expect(error.code).toBe(code);
       }
       expect(await env.state(userId)).toMatchObject({ credits: 8, rows: 4 });
       await env.expectLedgerVerifies();
