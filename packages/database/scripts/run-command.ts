@@ -20,7 +20,9 @@ export function runCommand(
           ? `${name}: ${error.message}`
           : error,
       );
-      process.exitCode = 1;
+      // A usage error says so with its own exit code (2); every other failure is 1.
+      const code = (error as { exitCode?: unknown } | null)?.exitCode;
+      process.exitCode = typeof code === 'number' ? code : 1;
     },
   );
 }

@@ -93,6 +93,19 @@ export {
   type RetryPolicy,
   setRetryPolicy,
 } from './retry.js';
+export {
+  type CreditStatement,
+  type CreditStatementInput,
+  DEFAULT_STATEMENT_ROWS,
+  describeTransaction,
+  findUser,
+  getCreditStatement,
+  MAX_STATEMENT_ROWS,
+  type StatementRow,
+  type StatementSource,
+  type StatementUser,
+} from './statement.js';
+export { renderCreditStatementHtml } from './statement-html.js';
 export { setOperationTimeout } from './timeout.js';
 export { type CreditUsageInput, type CreditUsageRow, getCreditUsage } from './usage.js';
 export {
