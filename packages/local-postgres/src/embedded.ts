@@ -211,8 +211,9 @@ export async function startEmbeddedPostgres(
   };
   /** Spawns the postmaster and waits until it accepts connections (after any recovery). */
   const startPostmaster = async (): Promise<ChildProcess> => {
+    // A hot standby says "ready to accept read-only connections" once it is consistent.
     const server = run(bin('postgres'), postmasterArgs, asUser, log, (output) =>
-      output.includes('database system is ready to accept connections'),
+      /database system is ready to accept (read-only )?connections/.test(output),
     );
     installExitHooks();
     running.add(server.child);

@@ -31,6 +31,12 @@ export {
   startPgBouncer,
 } from './pgbouncer.js';
 export {
+  findDebianPostgres,
+  type ReplicaSource,
+  type ReplicatedPair,
+  startReplicatedPair,
+} from './replication.js';
+export {
   PROVIDERS,
   type ProviderName,
   type ServerControl,

@@ -125,6 +125,25 @@ export class InvalidRefundTargetError extends CreditsError {
   }
 }
 
+/**
+ * A write sent to a connection that cannot write: a streaming replica (hot standby), or a
+ * session or database set to `default_transaction_read_only`. Nothing was written.
+ */
+export class ReadOnlyDatabaseError extends CreditsError {
+  readonly code = 'READ_ONLY_DATABASE';
+
+  constructor(
+    readonly operation: string,
+    /** The server's 25006 error: `sqlStateOf` still reads it (a replica's read falls back on it). */
+    cause?: unknown,
+  ) {
+    super(
+      `The database refused ${operation} as read-only (a replica, or a read-only session); nothing was written. Send writes to the primary.`,
+      { cause },
+    );
+  }
+}
+
 /** A grant or refund would take a balance past the largest integer PostgreSQL stores. */
 export class BalanceOutOfRangeError extends CreditsError {
   readonly code = 'BALANCE_OUT_OF_RANGE';
@@ -849,6 +868,10 @@ function typed(error: unknown, pg: PgError, writeUserId: string | undefined): un
         : error;
     case '22003':
       return new BalanceOutOfRangeError(userId);
+    case '25006':
+      return writeUserId === undefined
+        ? error
+        : new ReadOnlyDatabaseError(`a write for user ${userId}`, pg);
     case '26000':
       return new PreparedStatementsUnsupportedError(error);
     case 'BC012':

@@ -36,6 +36,7 @@ export {
   OperationTimeoutError,
   PlanNotFoundError,
   PreparedStatementsUnsupportedError,
+  ReadOnlyDatabaseError,
   RefundExceedsDeductionError,
   ReservationRefundError,
   toCreditsError,
