@@ -71,7 +71,7 @@ table{border-collapse:collapse;width:100%;font-size:13px}th,td{border-bottom:1px
 th{background:#f5f6f9;position:sticky;top:0}td.num{text-align:right;font-variant-numeric:tabular-nums}
 td.pos{color:#116b3a}td.neg{color:#a4161a}code{font-size:12px}
 svg text{font-size:11px;fill:#556}svg .grid{stroke:#e6e8ee}svg .line{fill:none;stroke:#2557d6;stroke-width:2}
-figure{margin:0 0 12px}figcaption{font-weight:600;margin-bottom:4px}
+figure{margin:0 0 12px}caption{text-align:left;font-weight:600;padding:8px 0 4px}figcaption{font-weight:600;margin-bottom:4px}
 .finding{background:#fff3f3;border:1px solid #f0b4b4;border-radius:6px;padding:8px 12px;margin:6px 0}
 .warn{background:#fff8e6;border:1px solid #ecd28c;border-radius:6px;padding:8px 12px}`;
 
@@ -106,8 +106,8 @@ ${verification.violations
   .join('\n')}`;
   const grants = (list: typeof balance.grants, unit: string) =>
     list.length === 0
-      ? `<p class="muted">No live ${unit} grants.</p>`
-      : `<table data-table="grants-${unit}"><thead><tr><th>Source</th><th>Granted</th><th>Remaining</th><th>Expires</th><th>Granted at</th></tr></thead><tbody>
+      ? `<p class="muted">No live ${unit.replace('-', ' ')} grants.</p>`
+      : `<table data-table="grants-${unit}"><caption>${unit === 'credits' ? 'Credits' : 'Chat messages'}</caption><thead><tr><th>Source</th><th>Granted</th><th>Remaining</th><th>Expires</th><th>Granted at</th></tr></thead><tbody>
 ${list
   .map(
     (g) =>
