@@ -7,6 +7,7 @@ import { expireCreditHolds } from './holds.js';
 import { runStatement } from './ledger.js';
 import { allowanceDueSql, currentPlanSql, toUserPlan, type UserPlan } from './plans.js';
 import { prepared } from './prepared.js';
+import { onPrimary } from './replicas.js';
 import { withRetry } from './retry.js';
 import { withinBudget } from './timeout.js';
 import { parse, userIdInput } from './validation.js';
@@ -64,6 +65,7 @@ export async function getCreditBalance(
   db: Database | Transaction,
   userId: string,
 ): Promise<CreditBalance> {
+  db = onPrimary(db);
   const id = parse(userIdInput, userId, 'userId');
   return withRetry(db, 'getCreditBalance', true, () =>
     withinBudget(db, 'getCreditBalance', () => readBalance(db, id)),

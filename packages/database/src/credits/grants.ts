@@ -4,6 +4,7 @@ import type { CreditSource, CreditTransaction } from '../schema.js';
 import { toLedgerWriteError } from './errors.js';
 import { runStatement } from './ledger.js';
 import { rowsOf } from './prepared.js';
+import { onPrimary } from './replicas.js';
 import { toCreditTransaction } from './rows.js';
 import { withinBudget } from './timeout.js';
 import { expireInput, parse } from './validation.js';
@@ -40,6 +41,7 @@ export async function expireCreditGrants(
   db: Database | Transaction,
   input: { limit?: number; userId?: string } = {},
 ): Promise<ExpireGrantsResult> {
+  db = onPrimary(db);
   const parsed = parse(expireInput, input);
   const statement = (target: Database | Transaction) =>
     target.execute(

@@ -14,6 +14,7 @@ import {
   type TimePosition,
 } from './cursor.js';
 import { prepared } from './prepared.js';
+import { onReplica } from './replicas.js';
 import { withRetry } from './retry.js';
 import { runRows } from './rows.js';
 import { withinBudget } from './timeout.js';
@@ -133,6 +134,7 @@ export async function listCreditTransactions(
   db: Database | Transaction,
   input: ListCreditTransactionsInput,
 ): Promise<CreditTransactionPage> {
+  db = onReplica(db);
   const parsed = parse(historyInput, input);
   const scope = userScope(parsed);
   const position = parsed.cursor ? decodeSeqCursor(parsed.cursor, scope) : undefined;
@@ -164,6 +166,7 @@ export async function listCreditTransactionsInRange(
   db: Database | Transaction,
   input: ListCreditTransactionsInRangeInput,
 ): Promise<CreditTransactionPage> {
+  db = onReplica(db);
   const parsed = parse(rangeInput, input);
   const scope = rangeScope(parsed);
   const position = parsed.cursor ? decodeTimeCursor(parsed.cursor, scope) : undefined;

@@ -11,6 +11,7 @@ import {
 } from './errors.js';
 import { apply, type CreditChangeInput, type CreditChangeResult, runStatement } from './ledger.js';
 import { prepared, rowsOf } from './prepared.js';
+import { onPrimary } from './replicas.js';
 import { withRetry } from './retry.js';
 import { toCreditTransaction } from './rows.js';
 import { withinBudget } from './timeout.js';
@@ -90,6 +91,7 @@ export async function holdCredits(
   db: Database | Transaction,
   input: HoldInput,
 ): Promise<CreditHoldResult> {
+  db = onPrimary(db);
   return holdResult(await apply(db, { operation: 'hold', ...parseChange(holdInput, input) }));
 }
 
@@ -178,6 +180,7 @@ export async function settleCreditHold(
   db: Database | Transaction,
   input: SettleInput,
 ): Promise<CreditChangeResult> {
+  db = onPrimary(db);
   const parsed = parseChange(settleInput, input);
   // A hold closes once, and the same settlement again replays: safe to retry.
   return withRetry(db, 'settleCreditHold', true, () =>
@@ -239,6 +242,7 @@ export async function voidCreditHold(
   db: Database | Transaction,
   input: VoidInput,
 ): Promise<CreditChangeResult> {
+  db = onPrimary(db);
   const parsed = parseChange(voidInput, input);
   const metadata =
     parsed.reason === undefined ? parsed.metadata : { ...parsed.metadata, reason: parsed.reason };
@@ -279,6 +283,7 @@ export async function expireCreditHolds(
   db: Database | Transaction,
   input: ExpireHoldsInput = {},
 ): Promise<ExpireHoldsResult> {
+  db = onPrimary(db);
   const parsed = parse(expireInput, input);
   const statement = (target: Database | Transaction) =>
     target.execute(

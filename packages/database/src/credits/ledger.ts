@@ -15,6 +15,7 @@ import {
   toLedgerWriteError,
 } from './errors.js';
 import { isTransaction, prepared, rowsOf } from './prepared.js';
+import { onPrimary } from './replicas.js';
 import { withRetry } from './retry.js';
 import { withinBudget } from './timeout.js';
 import {
@@ -275,6 +276,7 @@ export async function deductCredits(
   db: Database | Transaction,
   input: CreditChangeInput,
 ): Promise<CreditChangeResult> {
+  db = onPrimary(db);
   return apply(db, { operation: 'deduct', ...parseChange(deductInput, input) });
 }
 
@@ -286,6 +288,7 @@ export async function refundCredits(
   db: Database | Transaction,
   input: RefundInput,
 ): Promise<CreditChangeResult> {
+  db = onPrimary(db);
   return apply(db, { operation: 'refund', ...parseChange(refundInput, input) });
 }
 
@@ -307,5 +310,6 @@ export async function grantCredits(
   db: Database | Transaction,
   input: GrantInput,
 ): Promise<CreditChangeResult> {
+  db = onPrimary(db);
   return apply(db, { operation: 'grant', ...parseChange(grantInput, input) });
 }

@@ -11,6 +11,7 @@ import {
 } from './errors.js';
 import { runStatement } from './ledger.js';
 import { rowsOf } from './prepared.js';
+import { onPrimary, onReplica } from './replicas.js';
 import { withRetry } from './retry.js';
 import { withinBudget } from './timeout.js';
 import { parse, setPlanInput, userIdInput } from './validation.js';
@@ -61,6 +62,7 @@ export async function setUserPlan(
   db: Database | Transaction,
   input: SetUserPlanInput,
 ): Promise<SetUserPlanResult> {
+  db = onPrimary(db);
   const parsed = parse(setPlanInput, input);
   // Retried after a lost connection only with a key: the key applies once.
   return withRetry(db, 'setUserPlan', parsed.idempotencyKey !== undefined, () =>
@@ -161,6 +163,7 @@ export function toUserPlan(value: unknown): UserPlan {
 
 /** The user's plan as of now (the default plan when it never changed or its plan ended). */
 export async function getUserPlan(db: Database | Transaction, userId: string): Promise<UserPlan> {
+  db = onPrimary(db);
   const id = parse(userIdInput, userId, 'userId');
   return withRetry(db, 'getUserPlan', true, () =>
     withinBudget(db, 'getUserPlan', async () => {
@@ -181,6 +184,7 @@ export async function listPlanChanges(
   userId: string,
   limit = 100,
 ): Promise<CreditPlanChange[]> {
+  db = onReplica(db);
   const id = parse(userIdInput, userId, 'userId');
   return db
     .select()

@@ -12,6 +12,7 @@ import {
 import { type CreditBalance, getCreditBalance } from './balance.js';
 import { InvalidInputError, UserNotFoundError } from './errors.js';
 import { isTransaction, rowsOf } from './prepared.js';
+import { onReplica } from './replicas.js';
 import { type LedgerVerification, verifyLedger } from './verify.js';
 
 /** At most this many trail rows in one statement (`limit`). */
@@ -165,6 +166,7 @@ export async function getCreditStatement(
   db: Database | Transaction,
   input: CreditStatementInput,
 ): Promise<CreditStatement> {
+  db = onReplica(db);
   const limit = input.limit ?? DEFAULT_STATEMENT_ROWS;
   if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_STATEMENT_ROWS)
     throw new InvalidInputError('limit', `must be a whole number from 1 to ${MAX_STATEMENT_ROWS}`);

@@ -4,6 +4,7 @@ import type { FeatureType } from '../schema.js';
 import { sqlStateOf } from './errors.js';
 import { runStatement } from './ledger.js';
 import { isTransaction, rowsOf } from './prepared.js';
+import { onReplica } from './replicas.js';
 import { withRetry } from './retry.js';
 import { withinBudget } from './timeout.js';
 import { parse, usageInput } from './validation.js';
@@ -53,6 +54,7 @@ export async function getCreditUsage(
   db: Database | Transaction,
   input: CreditUsageInput,
 ): Promise<CreditUsageRow[]> {
+  db = onReplica(db);
   const parsed = parse(usageInput, input);
   return withRetry(db, 'getCreditUsage', true, () =>
     withinBudget(db, 'getCreditUsage', async () => {

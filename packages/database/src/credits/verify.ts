@@ -10,6 +10,7 @@ import {
 } from './ledger-definition.js';
 import { balanceDeltaSql } from './operations.js';
 import { isTransaction, rowsOf } from './prepared.js';
+import { onReplica } from './replicas.js';
 import { parse, userIdInput } from './validation.js';
 
 /** One thing `verifyLedger` found wrong. */
@@ -788,6 +789,7 @@ export async function verifyLedger(
   db: Database | Transaction,
   options: VerifyLedgerOptions = {},
 ): Promise<LedgerVerification> {
+  db = onReplica(db);
   const userId = options.userId === undefined ? null : parse(userIdInput, options.userId, 'userId');
   const limit = options.limit ?? 1000;
   const run = async (tx: Database | Transaction): Promise<LedgerVerification> => {
@@ -913,6 +915,7 @@ export async function verifyLedger(
  * pass back later as `anchors`.
  */
 export async function ledgerHeads(db: Database | Transaction): Promise<LedgerAnchor[]> {
+  db = onReplica(db);
   const rows = rowsOf(
     await db.execute(sql`
       select id, ledger_seq, ledger_hash from public."User"

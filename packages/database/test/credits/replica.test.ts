@@ -4,6 +4,7 @@ import {
   startReplicatedPair,
 } from '@bragdoc/test-postgres';
 import { sql } from 'drizzle-orm';
+import { withReplicas } from 'drizzle-orm/pg-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDatabase, type Database } from '../../src/client.js';
 import {
@@ -141,6 +142,22 @@ describe.skipIf(missing !== undefined)(`reads on a streaming replica (${source})
     await pair.caughtUp();
     const statement = await getCreditStatement(replica.db, { user: story.userId, limit: 1 });
     expect(statement.rows[0]?.transaction.id).toBe(done.transaction.id);
+  });
+
+  it("through drizzle's withReplicas: writes and balance reads on its primary, history and statements on its replica", async () => {
+    const both = withReplicas(primary.db, [replica.db]);
+    const change = {
+      userId: story.userId,
+      amount: 1,
+      featureType: 'chat_tool_call' as const,
+      idempotencyKey: `replicated-${Date.now()}`,
+    };
+    const first = await deductCredits(both, change);
+    // The retry's lookup of the first result reads the primary, which has it.
+    const retry = await deductCredits(both, change);
+    expect(retry).toMatchObject({ replayed: true, transaction: { id: first.transaction.id } });
+    expect((await getCreditBalance(both, story.userId)).freeCredits).toBe(first.balance);
+    expect((await getCreditStatement(both, { user: story.userId })).source.replica).toBe(true);
   });
 
   it("credits:trail on the replica's URL says so, with its lag, in text and on the page", async () => {
