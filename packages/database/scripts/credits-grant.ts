@@ -7,12 +7,14 @@ import { grantSourceValues } from '../src/credits/validation.js';
 import { runCommand } from './run-command.js';
 import {
   databaseUrl,
+  isoInstant,
   parseCommandLine,
   requiredText,
   UsageError,
   wholeNumber,
 } from './support-args.js';
-import { printBalance, unitName } from './support-print.js';
+import { printBalance, say, unitName } from './support-print.js';
+import { AlreadyDoneError, alreadyUnderKey } from './support-replay.js';
 
 const usage = `Usage: pnpm credits:grant <e-mail | user id> <amount> --reason TEXT --by WHO [--key K]
                           [--source support] [--expires DATE] [--chat-messages]
@@ -54,12 +56,7 @@ async function run(): Promise<number> {
     throw new UsageError(
       `--source must be one of ${grantSourceValues.join(', ')}, got "${values.source}".`,
     );
-  let expiresAt: Date | undefined;
-  if (values.expires !== undefined) {
-    expiresAt = new Date(values.expires);
-    if (Number.isNaN(+expiresAt) || !/^\d{4}-\d{2}-\d{2}/.test(values.expires))
-      throw new UsageError(`--expires must be an ISO 8601 date or time, got "${values.expires}".`);
-  }
+  const expiresAt = isoInstant('expires', values.expires);
   const key = values.key ?? `support-grant:${randomUUID()}`;
   const featureType = values['chat-messages'] ? ('chat_message' as const) : undefined;
   const url = databaseUrl('credits:grant');
@@ -75,18 +72,16 @@ async function run(): Promise<number> {
       idempotencyKey: key,
       ...(expiresAt ? { expiresAt } : {}),
       ...(featureType ? { featureType } : {}),
-    });
+    }).catch((error: unknown) => alreadyUnderKey(db, 'credits:grant', error));
     const unit = unitName(featureType ?? 'none', amount);
     const expiry = expiresAt ? `, expiring ${expiresAt.toISOString()}` : ', never expiring';
-    console.log(
+    say(
       result.replayed
         ? `credits:grant: already done: ${amount} ${unit} were granted to ${target.email} by row ${result.transaction.id} (seq ${result.transaction.seq}, ${result.transaction.createdAt.toISOString()}) under key ${key}; nothing written now.`
         : `credits:grant: granted ${amount} ${unit} (${source}${expiry}) to ${target.email}: row ${result.transaction.id}, seq ${result.transaction.seq}, by ${by}.`,
     );
     if (values.key === undefined)
-      console.log(
-        `credits:grant: key ${key}: to retry without granting twice, rerun with --key ${key}`,
-      );
+      say(`credits:grant: key ${key}: to retry without granting twice, rerun with --key ${key}`);
     printBalance('credits:grant', target.email, await getCreditBalance(db, target.id));
     return 0;
   } finally {
@@ -94,4 +89,8 @@ async function run(): Promise<number> {
   }
 }
 
-runCommand('credits:grant', run, (error) => error instanceof UsageError);
+runCommand(
+  'credits:grant',
+  run,
+  (error) => error instanceof UsageError || error instanceof AlreadyDoneError,
+);

@@ -12,7 +12,8 @@ import {
   UsageError,
   wholeNumber,
 } from './support-args.js';
-import { printBalance, unitName } from './support-print.js';
+import { printBalance, say, unitName } from './support-print.js';
+import { AlreadyDoneError, alreadyUnderKey } from './support-replay.js';
 
 const usage = `Usage: pnpm credits:refund <charge id> [--amount N] --reason TEXT --by WHO [--key K]
 
@@ -47,11 +48,11 @@ async function run(): Promise<number> {
   const reason = requiredText('reason', values.reason, 'why the credits are refunded');
   const by = requiredText('by', values.by, 'who refunds them (an e-mail or a name)');
   const asked = wholeNumber('amount', values.amount);
+  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(chargeId))
+    throw new UsageError(`the charge id must be a trail row's id (a UUID), got "${chargeId}".`);
   const url = databaseUrl('credits:refund');
   const { db, close } = createDatabase(url, { max: 1, applicationName: 'credits:refund' });
   try {
-    if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(chargeId))
-      throw new InvalidRefundTargetError(chargeId, 'not_found');
     const [charge] = await db
       .select({
         id: creditTransaction.id,
@@ -76,9 +77,9 @@ async function run(): Promise<number> {
       metadata: { reason },
       actor: by,
       idempotencyKey: key,
-    });
+    }).catch((error: unknown) => alreadyUnderKey(db, 'credits:refund', error));
     const unit = unitName(charge.featureType, amount);
-    console.log(
+    say(
       result.replayed
         ? `credits:refund: already done: ${amount} ${unit} of ${charge.operation} ${charge.id} were refunded to ${charge.email} by row ${result.transaction.id} (seq ${result.transaction.seq}, ${result.transaction.createdAt.toISOString()}, key ${key}); nothing written now.`
         : `credits:refund: refunded ${amount} ${unit} of ${charge.operation} ${charge.id} (${charge.amount} for ${charge.featureType} on ${charge.createdAt.toISOString()}) to ${charge.email}: row ${result.transaction.id}, seq ${result.transaction.seq}, by ${by}, key ${key}.`,
@@ -90,4 +91,8 @@ async function run(): Promise<number> {
   }
 }
 
-runCommand('credits:refund', run, (error) => error instanceof UsageError);
+runCommand(
+  'credits:refund',
+  run,
+  (error) => error instanceof UsageError || error instanceof AlreadyDoneError,
+);

@@ -9,7 +9,14 @@ import {
 import { renderCreditStatementHtml } from '../src/credits/statement-html.js';
 import { redactUrl } from '../src/migrate/redact.js';
 import { runCommand } from './run-command.js';
-import { databaseUrl, parseCommandLine, UsageError, wholeNumber } from './support-args.js';
+import {
+  databaseUrl,
+  isoInstant,
+  parseCommandLine,
+  UsageError,
+  wholeNumber,
+} from './support-args.js';
+import { say, shortJson } from './support-print.js';
 
 const usage = `Usage: pnpm credits:trail <e-mail | user id> [--since DATE] [--limit N] [--json] [--html FILE] [--no-verify]
 
@@ -27,7 +34,8 @@ never written.
 
 const pad = (s: string | number, n: number) => String(s).padEnd(n);
 const padStart = (s: string | number, n: number) => String(s).padStart(n);
-const time = (d: Date | null) => (d ? d.toISOString() : '—');
+// A date the database holds as infinity reads as an invalid Date: shown, never thrown on.
+const time = (d: Date | null) => (d ? (Number.isNaN(+d) ? 'infinity' : d.toISOString()) : '—');
 
 /** The statement as `--json` prints it: dates as ISO 8601 strings, under a named format. */
 export function statementJson(statement: CreditStatement): string {
@@ -92,13 +100,13 @@ function printText(s: CreditStatement, url: string): void {
     const links = [
       ...r.refunds.map((f) => `refunded ${f.amount} by ${f.id}`),
       t.actor ? `by ${t.actor}` : '',
-      t.metadata && Object.keys(t.metadata).length > 0 ? JSON.stringify(t.metadata) : '',
+      t.metadata && Object.keys(t.metadata).length > 0 ? shortJson(t.metadata) : '',
     ].filter(Boolean);
     out.push(
       `  ${padStart(t.seq, 6)}  ${pad(time(t.createdAt), 24)} ${pad(t.operation, 12)} ${pad(t.featureType, 20)} ${padStart(r.change > 0 ? `+${r.change}` : r.change, 7)} ${padStart(r.credits, 8)} ${padStart(r.chatMessages, 6)}  ${r.description}  [${t.id}]${links.length ? `  ${links.join('; ')}` : ''}`,
     );
   }
-  console.log(out.join('\n'));
+  for (const line of out) say(line);
 }
 
 async function run(): Promise<number> {
@@ -120,12 +128,9 @@ async function run(): Promise<number> {
   const [who, ...extra] = positionals;
   if (!who || extra.length > 0) throw new UsageError(`give one e-mail or user id.\n\n${usage}`);
   const limit = wholeNumber('limit', values.limit) ?? DEFAULT_STATEMENT_ROWS;
-  let since: Date | undefined;
-  if (values.since !== undefined) {
-    since = new Date(values.since);
-    if (Number.isNaN(+since) || !/^\d{4}-\d{2}-\d{2}/.test(values.since))
-      throw new UsageError(`--since must be an ISO 8601 date or time, got "${values.since}".`);
-  }
+  if (limit > MAX_STATEMENT_ROWS)
+    throw new UsageError(`--limit must be at most ${MAX_STATEMENT_ROWS}, got ${limit}.`);
+  const since = isoInstant('since', values.since);
   const url = databaseUrl('credits:trail');
   const { db, close } = createDatabase(url, { max: 1, applicationName: 'credits:trail' });
   const started = performance.now();
@@ -140,7 +145,7 @@ async function run(): Promise<number> {
     else printText(statement, url);
     if (values.html !== undefined) {
       writeFileSync(values.html, renderCreditStatementHtml(statement));
-      (values.json ? console.error : console.log)(
+      (values.json ? console.error : say)(
         `credits:trail: wrote ${values.html} (${statement.rows.length} rows) in ${Math.round(performance.now() - started)} ms.`,
       );
     }

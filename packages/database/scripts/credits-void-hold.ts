@@ -5,7 +5,7 @@ import { voidCreditHold } from '../src/credits/holds.js';
 import { user } from '../src/schema.js';
 import { runCommand } from './run-command.js';
 import { databaseUrl, parseCommandLine, requiredText, UsageError } from './support-args.js';
-import { printBalance, unitName } from './support-print.js';
+import { printBalance, say, unitName } from './support-print.js';
 
 const usage = `Usage: pnpm credits:void-hold <hold id> --reason TEXT --by WHO
 
@@ -40,7 +40,7 @@ async function run(): Promise<number> {
       .from(user)
       .where(eq(user.id, result.transaction.userId));
     const email = owner?.email ?? result.transaction.userId;
-    console.log(
+    say(
       `credits:void-hold: released hold ${holdId} of ${email}: ${result.transaction.amount} ${unitName(result.transaction.featureType, result.transaction.amount)} given back, row ${result.transaction.id}, seq ${result.transaction.seq}, by ${by}.`,
     );
     printBalance('credits:void-hold', email, await getCreditBalance(db, result.transaction.userId));

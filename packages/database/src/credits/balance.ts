@@ -74,11 +74,28 @@ export async function getCreditBalance(
 
 const EXPIRE_BATCH = 100;
 
-async function readBalance(db: Database | Transaction, id: string): Promise<CreditBalance> {
+/**
+ * The balance as a read-only connection computes it, whatever the connection: due holds
+ * reported held, due grants not counted, the period's allowance not granted yet, and nothing
+ * written. For a statement, which must not write even inside a caller's read-write
+ * transaction.
+ */
+export function readBalanceWithoutWriting(
+  db: Database | Transaction,
+  userId: string,
+): Promise<CreditBalance> {
+  return readBalance(db, parse(userIdInput, userId, 'userId'), false);
+}
+
+async function readBalance(
+  db: Database | Transaction,
+  id: string,
+  mayWrite = true,
+): Promise<CreditBalance> {
   const read = () => balanceQuery(db).execute({ userId: id });
   let [row] = await read();
-  let readOnly = false;
-  if (row && (row.due || row.allowanceDue || toLiveGrants(row.grants).due)) {
+  let readOnly = !mayWrite;
+  if (mayWrite && row && (row.due || row.allowanceDue || toLiveGrants(row.grants).due)) {
     const holdsDue = row.due;
     const grantsDue = toLiveGrants(row.grants).due;
     const allowanceDue = row.allowanceDue;

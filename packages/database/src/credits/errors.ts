@@ -94,7 +94,7 @@ export class RefundExceedsDeductionError extends CreditsError {
     readonly requested: number,
   ) {
     super(
-      `Refunding ${requested} would exceed deduction ${refundOf}: ${deducted} deducted, ` +
+      `Refunding ${requested} would exceed charge ${refundOf}: ${deducted} charged, ` +
         `${refunded} refunded already; nothing was written.`,
     );
   }
@@ -871,7 +871,7 @@ function typed(error: unknown, pg: PgError, writeUserId: string | undefined): un
     case '25006':
       return writeUserId === undefined
         ? error
-        : new ReadOnlyDatabaseError(`a write for user ${userId}`, pg);
+        : new ReadOnlyDatabaseError(userId ? `a write for user ${userId}` : 'a write', pg);
     case '26000':
       return new PreparedStatementsUnsupportedError(error);
     case 'BC012':

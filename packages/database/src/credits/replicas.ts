@@ -26,11 +26,22 @@ export function onPrimary(db: Database | Transaction): Database | Transaction {
 
 /**
  * The database a read-only function (history, usage figures, the statement, verification)
- * runs on: for a `withReplicas` database one of its replicas, picked at random as drizzle
- * picks one for a select, whole, so every statement of the call reads the same server.
+ * runs on: for a `withReplicas` database one of its replicas, picked at random (as drizzle's
+ * default picker does; a picker given to withReplicas is not visible here, and not used),
+ * whole, so every statement of the call reads the same server.
  */
 export function onReplica(db: Database | Transaction): Database | Transaction {
   const r = replicated(db);
   if (!r || r.$replicas.length === 0) return db;
   return r.$replicas[Math.floor(Math.random() * r.$replicas.length)] as Database;
+}
+
+/**
+ * Every database a setting given to `db` must reach: for a `withReplicas` database, the
+ * wrapper, its primary and each replica, since a call runs on one of them whole
+ * (setOperationTimeout and setRetryPolicy key their settings on the database object).
+ */
+export function everyServerOf(db: Database | Transaction): (Database | Transaction)[] {
+  const r = replicated(db);
+  return r ? [db, r.$primary, ...r.$replicas] : [db];
 }

@@ -1,6 +1,7 @@
 import type { Database, Transaction } from '../client.js';
 import { ConnectionLostError } from './errors.js';
 import { isTransaction } from './prepared.js';
+import { everyServerOf } from './replicas.js';
 
 /**
  * How a credit call is retried after a lost connection (CONNECTION_LOST): at most `attempts`
@@ -75,8 +76,10 @@ export function setRetryPolicy(
   db: Database | Transaction,
   policy: RetryPolicy | boolean | undefined,
 ): void {
-  if (policy === undefined || policy === false) policies.delete(db);
-  else policies.set(db, resolve(policy === true ? {} : policy));
+  for (const target of everyServerOf(db)) {
+    if (policy === undefined || policy === false) policies.delete(target);
+    else policies.set(target, resolve(policy === true ? {} : policy));
+  }
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

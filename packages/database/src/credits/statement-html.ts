@@ -9,8 +9,21 @@ const ESCAPES: Record<string, string> = {
 };
 /** Every value on the page is data a user or an app wrote (an e-mail, metadata): escaped. */
 const esc = (value: unknown): string => String(value).replace(/[&<>"']/g, (c) => ESCAPES[c] ?? c);
+// A date the database holds as infinity reads as an invalid Date: shown, never thrown on.
 const time = (d: Date | null) =>
-  d ? d.toISOString().replace('T', ' ').replace('.000Z', 'Z') : '—';
+  d
+    ? Number.isNaN(+d)
+      ? 'infinity'
+      : d.toISOString().replace('T', ' ').replace('.000Z', 'Z')
+    : '—';
+/** Metadata as shown on a row: whole up to 2,000 characters (raw SQL can write megabytes). */
+const MAX_METADATA_SHOWN = 2000;
+function shownMetadata(value: unknown): string {
+  const text = JSON.stringify(value);
+  return text.length <= MAX_METADATA_SHOWN
+    ? text
+    : `${text.slice(0, MAX_METADATA_SHOWN)}… (${text.length} characters in all)`;
+}
 const signed = (n: number) => (n > 0 ? `+${n}` : String(n));
 
 const WIDTH = 900;
@@ -150,7 +163,7 @@ ${statement.planChanges
       ].filter(Boolean);
       const metadata =
         tx.metadata && Object.keys(tx.metadata).length > 0
-          ? `<br><code>${esc(JSON.stringify(tx.metadata))}</code>`
+          ? `<br><code>${esc(shownMetadata(tx.metadata))}</code>`
           : '';
       return `<tr id="tx-${esc(tx.id)}" data-seq="${tx.seq}" data-credits="${r.credits}" data-chat-messages="${r.chatMessages}"><td class="num">${tx.seq}</td><td>${esc(time(tx.createdAt))}</td><td>${esc(tx.operation)}</td><td>${esc(tx.featureType)}</td><td class="num ${r.change > 0 ? 'pos' : r.change < 0 ? 'neg' : ''}">${r.change === 0 ? '0' : signed(r.change)}</td><td class="num">${r.credits}</td><td class="num">${r.chatMessages}</td><td>${esc(r.description)}${links.length ? `<br><span class="muted">${links.join(' · ')}</span>` : ''}${metadata}</td><td>${esc(tx.actor ?? '')}</td></tr>`;
     })

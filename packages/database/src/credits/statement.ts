@@ -9,7 +9,7 @@ import {
   creditTransaction,
   user,
 } from '../schema.js';
-import { type CreditBalance, getCreditBalance } from './balance.js';
+import { type CreditBalance, readBalanceWithoutWriting } from './balance.js';
 import { InvalidInputError, UserNotFoundError } from './errors.js';
 import { isTransaction, rowsOf } from './prepared.js';
 import { onReplica } from './replicas.js';
@@ -98,6 +98,7 @@ export async function findUser(
   db: Database | Transaction,
   idOrEmail: string,
 ): Promise<StatementUser> {
+  db = onReplica(db);
   if (typeof idOrEmail !== 'string' || idOrEmail.trim() === '' || idOrEmail.length > 320)
     throw new InvalidInputError('user', 'must be a user id or an e-mail');
   const wanted = idOrEmail.trim();
@@ -199,7 +200,7 @@ async function readStatement(
   if (!server) throw new Error('the server returned no clock');
   const readAt = new Date(server.read_at);
   const replayedAt = server.replayed_at === null ? null : new Date(server.replayed_at);
-  const balance = await getCreditBalance(db, who.id);
+  const balance = await readBalanceWithoutWriting(db, who.id);
   const holds = await db
     .select()
     .from(creditHold)

@@ -1,5 +1,6 @@
 import type { Database, Transaction } from '../client.js';
 import { ConnectionLostError, isConnectionLost, OperationTimeoutError } from './errors.js';
+import { everyServerOf } from './replicas.js';
 
 const budgets = new WeakMap<object, number>();
 
@@ -11,8 +12,10 @@ const budgets = new WeakMap<object, number>();
  * transaction they belong to is the caller's to bound.
  */
 export function setOperationTimeout(db: Database | Transaction, ms: number | undefined): void {
-  if (ms === undefined) budgets.delete(db);
-  else budgets.set(db, ms);
+  for (const target of everyServerOf(db)) {
+    if (ms === undefined) budgets.delete(target);
+    else budgets.set(target, ms);
+  }
 }
 
 /**

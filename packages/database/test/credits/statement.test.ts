@@ -88,6 +88,19 @@ describe('getCreditStatement: a user story for support', () => {
     expect(statement.rowCount).toBe(before);
   });
 
+  it("inside a caller's read-write transaction, still writes nothing", async () => {
+    const count = async () =>
+      rowsOf<{ n: number }>(
+        await db.execute(
+          sql`select count(*)::int as n from "CreditTransaction" where user_id = ${story.userId}`,
+        ),
+      )[0]?.n;
+    const before = await count();
+    const inside = await db.transaction((tx) => getCreditStatement(tx, { user: story.userId }));
+    expect(await count()).toBe(before);
+    expect(inside.holds.find((h) => h.id === story.holds.overdue)?.overdue).toBe(true);
+  });
+
   it('gives the trail newest first with both balances after every row, as the database sums them', async () => {
     expect(statement.rows.map((r) => r.transaction.seq)).toEqual(
       [...statement.rows.map((r) => r.transaction.seq)].sort((a, b) => b - a),

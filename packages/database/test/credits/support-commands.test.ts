@@ -92,6 +92,38 @@ describe('pnpm credits:trail', () => {
     expect(html).toContain('data-verify="ok"');
   });
 
+  it('shows control characters users wrote as escapes: a name or a reason cannot drive the terminal', async () => {
+    const u = await buildStory(db, 'Eve\u001b[8m hidden \u001b]52;c;cm0gLXJmIH4K\u0007');
+    const result = await runScript('scripts/credits-trail.ts', [u.userId], env());
+    expect(result.code).toBe(0);
+    // No control character but the line breaks.
+    expect([...result.stdout].filter((c) => c < ' ' && c !== '\n')).toEqual([]);
+    expect(result.stdout).toContain('Eve\\u001b[8m hidden');
+  });
+
+  it('refuses a date that is not one, and a time without its zone', async () => {
+    for (const since of ['2026-11-01junk', '2027-02-29', '2026-12-01T10:00']) {
+      const result = await runScript(
+        'scripts/credits-trail.ts',
+        [story.email, '--since', since],
+        env(),
+      );
+      expect(result.code).toBe(2);
+      expect(result.stderr).toContain('--since must be an ISO 8601 date');
+    }
+  });
+
+  it('says in one line, hiding the password, when the server cannot be reached', async () => {
+    const result = await runScript('scripts/credits-trail.ts', [story.email], {
+      env: { DATABASE_URL: 'postgres://support:S3cret@127.0.0.1:1/nowhere' },
+    });
+    expect(result.code).toBe(1);
+    expect(result.stderr.trim().split('\n')).toHaveLength(1);
+    expect(result.stderr).toMatch(/^credits:trail: .*ECONNREFUSED/);
+    expect(result.stderr + result.stdout).not.toContain('S3cret');
+    expect(result.stderr + result.stdout).not.toContain(story.email);
+  });
+
   it('refuses in one line an unknown user, a bad flag, and no DATABASE_URL', async () => {
     const unknown = await runScript('scripts/credits-trail.ts', ['nobody@example.com'], env());
     expect(unknown.code).toBe(1);
@@ -205,12 +237,35 @@ describe('support actions', () => {
     });
   });
 
+  it('credits:grant retried with a retyped reason says it was already done, and grants nothing more', async () => {
+    const u = await buildStory(db, 'Retyped');
+    const key = `support-grant:${u.userId}`;
+    const first = await runScript(
+      'scripts/credits-grant.ts',
+      [u.email, '5', '--reason', 'goodwill', '--by', 'ann', '--key', key],
+      env(),
+    );
+    expect(first.code).toBe(0);
+    const rows = await rowsOfUser(u.userId);
+    const retyped = await runScript(
+      'scripts/credits-grant.ts',
+      [u.email, '5', '--reason', 'goodwill (typo fixed)', '--by', 'ann', '--key', key],
+      env(),
+    );
+    expect(retyped.code).toBe(1);
+    expect(retyped.stderr.trim().split('\n')).toHaveLength(1);
+    expect(retyped.stderr).toContain(`credits:grant: already done under key ${key}`);
+    expect(retyped.stderr).toContain('reason "goodwill", by ann');
+    expect(await rowsOfUser(u.userId)).toBe(rows);
+  });
+
   it('credits:grant refuses a bad amount or source in one line', async () => {
     const u = await buildStory(db, 'Bad grant');
     for (const args of [
       [u.email, '-3', '--reason', 'x', '--by', 'y'],
       [u.email, '3', '--reason', 'x', '--by', 'y', '--source', 'allowance'],
       [u.email, '3', '--reason', 'x', '--by', 'y', '--expires', '2001-01-01'],
+      [u.email, '3', '--reason', 'x', '--by', 'y', '--expires', '2999-02-29'],
     ]) {
       const result = await runScript('scripts/credits-grant.ts', args, env());
       expect(result.code).not.toBe(0);
