@@ -299,13 +299,17 @@ async function withRunningBalances(
     const previous = unit === 'chat_messages' ? chatMessages : credits;
     if (unit === 'chat_messages') chatMessages = row.balanceAfter;
     else credits = row.balanceAfter;
+    const change = row.balanceAfter - previous;
+    // A settlement's row charges its amount and moves the balance by what it gave back.
+    const givenBack =
+      row.operation === 'settle' && change > 0 ? `; ${change} of the hold given back` : '';
     out.push({
       transaction: row,
-      change: row.balanceAfter - previous,
+      change,
       unit,
       credits,
       chatMessages,
-      description: describeTransaction(row),
+      description: `${describeTransaction(row)}${givenBack}`,
       refunds: refunds.get(row.id) ?? [],
     });
   }

@@ -124,6 +124,11 @@ describe('getCreditStatement: a user story for support', () => {
       description: 'Used 3 credits for document generation',
     });
     expect(use?.transaction.metadata).toEqual({ documentId: 'doc-42', model: 'gpt-4o' });
+    const settle = statement.rows.find((r) => r.transaction.id === story.settlementId);
+    expect(settle).toMatchObject({
+      change: 1,
+      description: `Charged 3 credits for document generation from hold ${story.holds.settled}; 1 of the hold given back`,
+    });
   });
 
   it('links refunds to the charges they refund: a deduction and a settlement', () => {
