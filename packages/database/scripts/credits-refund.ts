@@ -3,6 +3,7 @@ import { createDatabase } from '../src/client.js';
 import { getCreditBalance } from '../src/credits/balance.js';
 import { InvalidRefundTargetError } from '../src/credits/errors.js';
 import { refundCredits } from '../src/credits/ledger.js';
+import { userIdInput } from '../src/credits/validation.js';
 import { creditTransaction, user } from '../src/schema.js';
 import { runCommand } from './run-command.js';
 import {
@@ -48,7 +49,8 @@ async function run(): Promise<number> {
   const reason = requiredText('reason', values.reason, 'why the credits are refunded');
   const by = requiredText('by', values.by, 'who refunds them (an e-mail or a name)');
   const asked = wholeNumber('amount', values.amount);
-  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(chargeId))
+  const id = userIdInput.safeParse(chargeId);
+  if (!id.success)
     throw new UsageError(`the charge id must be a trail row's id (a UUID), got "${chargeId}".`);
   const url = databaseUrl('credits:refund');
   const { db, close } = createDatabase(url, { max: 1, applicationName: 'credits:refund' });
@@ -65,7 +67,7 @@ async function run(): Promise<number> {
       })
       .from(creditTransaction)
       .innerJoin(user, eq(user.id, creditTransaction.userId))
-      .where(eq(creditTransaction.id, chargeId.toLowerCase()));
+      .where(eq(creditTransaction.id, id.data));
     if (!charge) throw new InvalidRefundTargetError(chargeId, 'not_found');
     const amount = asked ?? charge.amount;
     const key = values.key ?? `support-refund:${charge.id}:${amount}`;

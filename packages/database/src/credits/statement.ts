@@ -5,14 +5,15 @@ import {
   type CreditPlanChange,
   type CreditTransaction,
   creditHold,
-  creditPlanChange,
   creditTransaction,
   user,
 } from '../schema.js';
 import { type CreditBalance, readBalanceWithoutWriting } from './balance.js';
 import { InvalidInputError, UserNotFoundError } from './errors.js';
+import { listPlanChanges } from './plans.js';
 import { isTransaction, rowsOf } from './prepared.js';
 import { onReplica } from './replicas.js';
+import { userIdInput } from './validation.js';
 import { type LedgerVerification, verifyLedger } from './verify.js';
 
 /** At most this many trail rows in one statement (`limit`). */
@@ -86,7 +87,6 @@ export interface CreditStatement {
 }
 
 const t = creditTransaction;
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const unitOf = (row: Pick<CreditTransaction, 'featureType'>) =>
   row.featureType === 'chat_message' ? 'chat_messages' : 'credits';
 
@@ -103,8 +103,9 @@ export async function findUser(
     throw new InvalidInputError('user', 'must be a user id or an e-mail');
   const wanted = idOrEmail.trim();
   const columns = { id: user.id, email: user.email, name: user.name, createdAt: user.createdAt };
-  if (UUID.test(wanted)) {
-    const [row] = await db.select(columns).from(user).where(eq(user.id, wanted.toLowerCase()));
+  const id = userIdInput.safeParse(wanted);
+  if (id.success) {
+    const [row] = await db.select(columns).from(user).where(eq(user.id, id.data));
     if (row) return row;
   }
   const [exact] = await db.select(columns).from(user).where(eq(user.email, wanted));
@@ -206,14 +207,9 @@ async function readStatement(
     .from(creditHold)
     .where(eq(creditHold.userId, who.id))
     .orderBy(creditHold.expiresAt, creditHold.id);
-  const planChanges = await db
-    .select()
-    .from(creditPlanChange)
-    .where(eq(creditPlanChange.userId, who.id))
-    .orderBy(desc(creditPlanChange.seq))
-    .limit(100);
+  const planChanges = await listPlanChanges(db, who.id, 100);
   const since = input.since ? gte(t.createdAt, input.since) : undefined;
-  // Newest first through credit_tx_user_seq_idx, one more than asked to know if it was cut.
+  // Newest first through credit_tx_user_seq_idx; the count says whether `limit` cut it.
   const trail = await db
     .select()
     .from(t)

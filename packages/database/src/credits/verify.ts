@@ -485,15 +485,13 @@ const planFindings = (userId: string | null) => sql`
 const AMOUNT = sql.raw(
   `(case when pg_catalog.jsonb_typeof(a.value) = 'number' then (a.value #>> '{}')::numeric end)`,
 );
-const TAKEN = sql.raw(
-  `(case when pg_catalog.jsonb_typeof(o.allocations -> a.key) = 'number' then (o.allocations ->> a.key)::numeric end)`,
-);
+/** What the row aliased `row` allocated to grant a.key, when that is a number. */
+const allocated = (row: string) =>
+  `(case when pg_catalog.jsonb_typeof(${row}.allocations -> a.key) = 'number' then (${row}.allocations ->> a.key)::numeric end)`;
+const TAKEN = sql.raw(allocated('o'));
 // What a settlement's charge took from a grant: what its hold (h) took, less what the
 // settlement gave back (its refunds give back to the grants that charge came from).
-const CHARGED = sql.raw(
-  `(case when pg_catalog.jsonb_typeof(h.allocations -> a.key) = 'number' then (h.allocations ->> a.key)::numeric end
-    - coalesce(case when pg_catalog.jsonb_typeof(o.allocations -> a.key) = 'number' then (o.allocations ->> a.key)::numeric end, 0))`,
-);
+const CHARGED = sql.raw(`(${allocated('h')} - coalesce(${allocated('o')}, 0))`);
 
 /**
  * The grants each balance is made of, against the trail (union arms of `found`): each grant's

@@ -93,17 +93,19 @@ describe.skipIf(missing !== undefined)(`reads on a streaming replica (${source})
   it('computes due expiries on a balance read without writing: the overdue hold and an expired grant', async () => {
     const u = await buildStory(primary.db, 'Due');
     // A write gives back the story's overdue hold: a new one is due after the last write.
+    // Both fall due seconds later, so the grant's write comes before the hold is due even on
+    // a busy machine.
     const hold = await holdCredits(primary.db, {
       userId: u.userId,
       amount: 1,
       featureType: 'chat_tool_call',
-      expiresInMs: 1000,
+      expiresInMs: 3000,
     });
     const grant = await grantCredits(primary.db, {
       userId: u.userId,
       amount: 7,
       source: 'promotional',
-      expiresAt: new Date(Date.now() + 1000),
+      expiresAt: new Date(Date.now() + 3000),
     });
     await pair.caughtUp();
     const due = Math.max(+hold.expiresAt, +(grant.transaction.grantExpiresAt ?? 0)) + 50;
